@@ -1,0 +1,200 @@
+"""Bundle layout, manifest and integrity checks.
+
+A bundle is a flat directory (or a .tar.gz / .zip of one) holding ONNX models, JSON,
+TOML and .npy files only: nothing on load can execute code. Every file is listed in
+manifest.json with its sha256, and load refuses any mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ALLOWED_SUFFIXES = (".onnx", ".json", ".toml", ".npy", ".txt", ".png")
+_MAX_ARCHIVE_BYTES = 2 * 1024**3
+
+
+class BundleError(ValueError):
+    """A bundle is missing, malformed or fails its integrity (checksum) check."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise BundleError(f"unsafe file name in bundle manifest: {name!r}")
+    if not name.endswith(_ALLOWED_SUFFIXES):
+        raise BundleError(f"file type not allowed in a bundle: {name!r}")
+    return name
+
+
+def runtime_versions() -> dict[str, str]:
+    import numpy
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    router_version: str
+    files: dict[str, str]
+    info: dict[str, Any]
+
+    @classmethod
+    def read(cls, bundle_dir: Path) -> Manifest:
+        path = bundle_dir / MANIFEST
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"{bundle_dir}: not a bundle (no {MANIFEST})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path}: unreadable manifest: {e}") from None
+        if not isinstance(doc, dict):
+            raise BundleError(f"{path}: manifest must be a JSON object")
+        fv = doc.get("format_version")
+        if fv != FORMAT_VERSION:
+            raise BundleError(
+                f"{path}: bundle format_version {fv!r} is not supported (this runtime reads "
+                f"{FORMAT_VERSION}); re-export the bundle or upgrade tier-router"
+            )
+        files = doc.get("files")
+        if not isinstance(files, dict) or not files:
+            raise BundleError(f"{path}: field 'files' must map file name -> sha256")
+        for name, digest in files.items():
+            check_name(name)
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise BundleError(f"{path}: files[{name!r}] is not a sha256 hex digest")
+        version = doc.get("router_version")
+        if not isinstance(version, str) or not version:
+            raise BundleError(f"{path}: field 'router_version' must be a non-empty string")
+        info = {k: v for k, v in doc.items() if k not in ("format_version", "files", "router_version")}
+        return cls(FORMAT_VERSION, version, dict(files), info)
+
+    def verify(self, bundle_dir: Path) -> None:
+        for name, digest in self.files.items():
+            p = bundle_dir / name
+            if not p.is_file() or p.is_symlink():
+                raise BundleError(f"{bundle_dir}: integrity check failed: {name} is missing")
+            actual = sha256_file(p)
+            if actual != digest:
+                raise BundleError(
+                    f"{bundle_dir}: integrity check failed: checksum of {name} is {actual[:12]}..., "
+                    f"manifest says {digest[:12]}... (file modified or corrupted)"
+                )
+
+    def to_json(self) -> str:
+        doc = {
+            "format_version": self.format_version,
+            "router_version": self.router_version,
+            **self.info,
+            "files": self.files,
+        }
+        return json.dumps(doc, indent=2, sort_keys=False)
+
+
+def write_manifest(bundle_dir: Path, router_version: str, info: dict[str, Any]) -> Manifest:
+    files = {
+        p.name: sha256_file(p)
+        for p in sorted(bundle_dir.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    for name in files:
+        check_name(name)
+    m = Manifest(FORMAT_VERSION, router_version, files, {**info, "runtime": runtime_versions()})
+    (bundle_dir / MANIFEST).write_text(m.to_json() + "\n", encoding="utf-8")
+    return m
+
+
+def open_bundle(path: str | Path) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+    """A directory to read the bundle from; archives are extracted safely to a temp dir."""
+    p = Path(path)
+    if p.is_dir():
+        return p, None
+    if not p.exists():
+        raise BundleError(f"{p}: bundle not found")
+    tmp = tempfile.TemporaryDirectory(prefix="tier-router-bundle-")
+    try:
+        _extract(p, Path(tmp.name))
+    except BaseException:
+        tmp.cleanup()
+        raise
+    return Path(tmp.name), tmp
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    total = 0
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                name = _member_name(info.filename, archive)
+                total += info.file_size
+                if total > _MAX_ARCHIVE_BYTES:
+                    raise BundleError(f"{archive}: archive too large")
+                with zf.open(info) as src, (dest / name).open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        return
+    try:
+        tf = tarfile.open(archive, "r:*")
+    except tarfile.TarError as e:
+        raise BundleError(f"{archive}: not a bundle directory, .tar.gz or .zip ({e})") from None
+    with tf:
+        for member in tf.getmembers():
+            if member.isdir():
+                continue
+            if not member.isfile():
+                raise BundleError(f"{archive}: archive entry {member.name!r} is not a regular file")
+            name = _member_name(member.name, archive)
+            total += member.size
+            if total > _MAX_ARCHIVE_BYTES:
+                raise BundleError(f"{archive}: archive too large")
+            src = tf.extractfile(member)
+            if src is None:
+                raise BundleError(f"{archive}: cannot read entry {member.name!r}")
+            with src, (dest / name).open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _member_name(raw: str, archive: Path) -> str:
+    """Entries may sit under one top folder; anything escaping it is refused."""
+    parts = [x for x in raw.replace("\\", "/").split("/") if x not in ("", ".")]
+    if raw.startswith(("/", "\\")) or ".." in parts or len(parts) > 2 or not parts:
+        raise BundleError(f"{archive}: archive entry {raw!r} escapes the bundle directory")
+    try:
+        return check_name(parts[-1])
+    except BundleError as e:
+        raise BundleError(f"{archive}: {e}") from None
+
+
+def pack_bundle(bundle_dir: Path, out: Path) -> Path:
+    """Write a .tar.gz of a bundle directory (flat, one top folder)."""
+    with tarfile.open(out, "w:gz") as tf:
+        for p in sorted(bundle_dir.iterdir()):
+            if p.is_file():
+                tf.add(p, arcname=f"{bundle_dir.name}/{p.name}")
+    return out

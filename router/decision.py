@@ -1,0 +1,31 @@
+"""What a routing decision carries back to the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The tier to call and why: P(pass) per tier, cheapest first, and the router version."""
+
+    tier: str
+    tier_index: int
+    model_id: str
+    max_tokens: int
+    p_pass: dict[str, float]
+    router_version: str
+    reason: str = "policy"
+    inference: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "tier_index": self.tier_index,
+            "model_id": self.model_id,
+            "max_tokens": self.max_tokens,
+            "p_pass": dict(self.p_pass),
+            "router_version": self.router_version,
+            "reason": self.reason,
+        }

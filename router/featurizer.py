@@ -1,0 +1,113 @@
+"""Text -> model inputs, the one featurization used by training and routing.
+
+`fast`: static WordPiece ids (mean-pooled inside the ONNX model against a table
+distilled from all-MiniLM-L6-v2) plus hand features. `accurate`: the same, plus the
+MiniLM transformer itself, run through ONNX Runtime on a bounded token window.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.text_features import FEATURE_NAMES, keyword_lookup, text_features
+from router.wordpiece import WordPieceTokenizer
+
+FEATURIZER_FILE = "featurizer.json"
+STATIC_TOKENIZER = "static_tokenizer.json"
+ENCODER_MODEL = "encoder.onnx"
+ENCODER_TOKENIZER = "encoder_tokenizer.json"
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    kind: str  # "fast" | "accurate"
+    head_chars: int = 1536
+    tail_chars: int = 512
+    hand_features: tuple[str, ...] = FEATURE_NAMES
+    encoder_head_tokens: int = 24
+    encoder_tail_tokens: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fast", "accurate"):
+            raise ValueError(f"featurizer kind must be 'fast' or 'accurate', got {self.kind!r}")
+        if self.head_chars < 1 or self.tail_chars < 0:
+            raise ValueError("head_chars must be >= 1 and tail_chars >= 0")
+        if self.encoder_head_tokens < 1 or self.encoder_tail_tokens < 0:
+            raise ValueError("encoder_head_tokens must be >= 1 and encoder_tail_tokens >= 0")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["hand_features"] = list(self.hand_features)
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeaturizerConfig:
+        d: dict[str, Any] = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError("featurizer.json must be a JSON object")
+        d["hand_features"] = tuple(d.get("hand_features", FEATURE_NAMES))
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"featurizer.json: unknown field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+def window_text(text: str, head: int, tail: int) -> str:
+    """Bound the text the tokenizer sees: few-shot prompts put the question last."""
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + " " + text[-tail:] if tail else text[:head]
+
+
+class Featurizer:
+    """Produces the ONNX model's feeds for a batch of prompts."""
+
+    def __init__(self, config: FeaturizerConfig, bundle_dir: Path):
+        if config.hand_features != FEATURE_NAMES:
+            raise ValueError(
+                "bundle was built with a different hand-feature set than this runtime "
+                f"({len(config.hand_features)} vs {len(FEATURE_NAMES)} features); "
+                "re-train the bundle or install the tier-router version it was built with"
+            )
+        self.config = config
+        self.tokenizer = WordPieceTokenizer.from_tokenizer_json(bundle_dir / STATIC_TOKENIZER)
+        self.lookup = keyword_lookup(self.tokenizer.vocab)
+        self.encoder: Any = None
+        if config.kind == "accurate":
+            self.encoder_tokenizer = WordPieceTokenizer.from_tokenizer_json(
+                bundle_dir / ENCODER_TOKENIZER
+            )
+            v = self.encoder_tokenizer.vocab
+            self.cls_id, self.sep_id = v["[CLS]"], v["[SEP]"]
+
+    def token_ids(self, text: str) -> list[int]:
+        c = self.config
+        return self.tokenizer.encode(window_text(text, c.head_chars, c.tail_chars))
+
+    def hand(self, text: str, ids: list[int]) -> np.ndarray:
+        return text_features(text, ids, self.lookup)
+
+    def encoder_ids(self, text: str) -> list[int]:
+        c = self.config
+        ids = self.encoder_tokenizer.encode(window_text(text, c.head_chars, c.tail_chars))
+        n = c.encoder_head_tokens + c.encoder_tail_tokens
+        if len(ids) > n:
+            ids = ids[: c.encoder_head_tokens] + (ids[-c.encoder_tail_tokens :] if c.encoder_tail_tokens else [])
+        return [self.cls_id, *ids, self.sep_id]
+
+
+def pad_ids(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id lists into (ids int64, mask float32); an empty row gets one masked pad."""
+    width = max(1, max((len(r) for r in rows), default=1))
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.float32)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1.0
+    return ids, mask

@@ -1,0 +1,151 @@
+"""The tier ladder: which Bedrock models the router chooses between, cheapest first."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class LadderError(ValueError):
+    """A tier ladder file or table is invalid; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    model_id: str
+    outcomes_key: str
+    price_in_per_mtok: float
+    price_out_per_mtok: float
+    max_tokens: int = 1024
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
+        return (input_tokens * self.price_in_per_mtok + output_tokens * self.price_out_per_mtok) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "model_id": self.model_id,
+            "outcomes_key": self.outcomes_key,
+            "price_in_per_mtok": self.price_in_per_mtok,
+            "price_out_per_mtok": self.price_out_per_mtok,
+            "max_tokens": self.max_tokens,
+        }
+        if self.temperature is not None:
+            d["temperature"] = self.temperature
+        if self.top_p is not None:
+            d["top_p"] = self.top_p
+        return d
+
+
+@dataclass(frozen=True)
+class Ladder:
+    tiers: tuple[Tier, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.tiers) < 2:
+            raise LadderError(f"a ladder needs at least 2 tiers, got {len(self.tiers)}")
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise LadderError(f"tier names must be unique, got {names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    def __len__(self) -> int:
+        return len(self.tiers)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise LadderError(f"unknown tier {name!r}; the ladder has {self.names}") from None
+
+    def to_toml(self) -> str:
+        out = []
+        for t in self.tiers:
+            out.append("[[tier]]")
+            for k, v in t.to_dict().items():
+                out.append(f"{k} = {_toml_value(v)}")
+            out.append("")
+        return "\n".join(out)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Ladder:
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except OSError as e:
+            raise LadderError(f"{p}: cannot read tier ladder: {e.strerror or e}") from None
+        try:
+            doc = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise LadderError(f"{p}: not valid TOML: {e}") from None
+        return cls.from_dict(doc, source=str(p))
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<ladder>") -> Ladder:
+        if not isinstance(doc, dict) or not isinstance(doc.get("tier"), list):
+            raise LadderError(f"{source}: expected a [[tier]] array of tables, cheapest first")
+        tiers = tuple(_parse_tier(t, source, i) for i, t in enumerate(doc["tier"]))
+        try:
+            return cls(tiers)
+        except LadderError as e:
+            raise LadderError(f"{source}: {e}") from None
+
+
+_REQUIRED = ("name", "model_id", "outcomes_key", "price_in_per_mtok", "price_out_per_mtok")
+_KNOWN = {*_REQUIRED, "max_tokens", "temperature", "top_p"}
+
+
+def _parse_tier(t: Any, source: str, i: int) -> Tier:
+    where = f"{source}: tier[{i}]"
+    if not isinstance(t, dict):
+        raise LadderError(f"{where}: expected a table")
+    missing = [k for k in _REQUIRED if k not in t]
+    if missing:
+        raise LadderError(f"{where}: missing field(s) {missing}")
+    unknown = sorted(set(t) - _KNOWN)
+    if unknown:
+        raise LadderError(f"{where}: unknown field(s) {unknown}; known: {sorted(_KNOWN)}")
+    for k in ("name", "model_id", "outcomes_key"):
+        if not isinstance(t[k], str) or not t[k].strip():
+            raise LadderError(f"{where}.{k}: expected a non-empty string, got {t[k]!r}")
+    prices = {}
+    for k in ("price_in_per_mtok", "price_out_per_mtok"):
+        v = t[k]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise LadderError(f"{where}.{k}: expected a finite number >= 0, got {v!r}")
+        prices[k] = float(v)
+    max_tokens = t.get("max_tokens", 1024)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise LadderError(f"{where}.max_tokens: expected a positive integer, got {max_tokens!r}")
+    opt: dict[str, float | None] = {}
+    for k, lo, hi in (("temperature", 0.0, 1.0), ("top_p", 0.0, 1.0)):
+        v = t.get(k)
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi
+        ):
+            raise LadderError(f"{where}.{k}: expected a number in [{lo}, {hi}], got {v!r}")
+        opt[k] = None if v is None else float(v)
+    return Tier(
+        name=t["name"],
+        model_id=t["model_id"],
+        outcomes_key=t["outcomes_key"],
+        max_tokens=max_tokens,
+        temperature=opt["temperature"],
+        top_p=opt["top_p"],
+        **prices,
+    )
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)

@@ -1,0 +1,234 @@
+"""`tier-router local-bedrock | demo | feedback`: argument parsing and validation only.
+
+Every argument is checked before any work starts; a bad one exits with code 2 and a
+message naming the flag (argparse's own format: "argument --flag: ...").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from router.ladder import Ladder, LadderError
+from router.outcomes import OutcomesError, read_outcomes
+
+
+def _existing_file(value: str) -> Path:
+    p = Path(value)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return p
+
+
+def _existing_dir(value: str) -> Path:
+    p = Path(value)
+    if not p.is_dir():
+        raise argparse.ArgumentTypeError(f"no such directory: {value}")
+    return p
+
+
+def _new_file(value: str) -> Path:
+    p = Path(value)
+    if p.exists():
+        raise argparse.ArgumentTypeError(f"{value} already exists; give a new path")
+    if not p.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
+    return p
+
+
+def _rate(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return v
+
+
+def _nonneg_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return v
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
+        return v
+
+    return parse
+
+
+def _fail(cmd: str, message: str) -> int:
+    print(f"tier-router {cmd}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _load_ladder(cmd: str, path: Path) -> Ladder | int:
+    try:
+        return Ladder.load(path)
+    except LadderError as e:
+        return _fail(cmd, f"--tiers: {e}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the serving subcommands to the main `tier-router` parser."""
+    p = subparsers.add_parser(
+        "local-bedrock",
+        help="serve a local Bedrock-compatible Converse API from an outcomes file",
+        description="Answer Converse calls as the recorded models did, with injected faults.",
+    )
+    p.add_argument("--outcomes", type=_existing_file, required=True, help="outcomes file")
+    p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=_int_in(0, 65535), default=0, help="0 = any free port")
+    p.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of calls -> 429")
+    p.add_argument("--error-rate", type=_rate, default=0.0, help="share of calls -> 500/503")
+    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="added per call")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.set_defaults(func=cmd_local_bedrock)
+
+    p = subparsers.add_parser(
+        "demo",
+        help="route N recorded prompts through the tiered client and a local Bedrock",
+        description="Offline end-to-end run; prints one JSON summary line to stdout.",
+    )
+    p.add_argument("--bundle", type=_existing_dir, required=True, help="router bundle dir")
+    p.add_argument("--outcomes", type=_existing_file, required=True, help="outcomes file")
+    p.add_argument("--split", default="test", help="which split's prompts to send")
+    p.add_argument("--requests", type=_int_in(1, 1_000_000), default=400)
+    p.add_argument("--throttle-rate", type=_rate, default=0.0)
+    p.add_argument("--error-rate", type=_rate, default=0.0)
+    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0)
+    p.add_argument("--log", type=_new_file, default=None, help="outcome log to write (new)")
+    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--max-attempts", type=_int_in(1, 20), default=4, help="per tier, incl. first")
+    p.add_argument(
+        "--retry-delay-scale",
+        type=_nonneg_float,
+        default=0.02,
+        help="multiplies botocore's backoff (default 0.02: 20 ms instead of 1 s)",
+    )
+    p.set_defaults(func=cmd_demo)
+
+    p = subparsers.add_parser(
+        "feedback",
+        help="turn outcome logs into an outcomes file for retraining",
+        description="Passed tiers -> score 1, quality failures -> score 0, untried -> absent.",
+    )
+    p.add_argument("--log", type=_existing_file, nargs="+", required=True, help="outcome log(s)")
+    p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
+    p.add_argument("--out", required=True, help="outcomes file to write (.jsonl or .jsonl.gz)")
+    p.add_argument("--split", default="train", help="split to give the records")
+    p.set_defaults(func=cmd_feedback)
+
+
+def cmd_local_bedrock(args: argparse.Namespace) -> int:
+    from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
+
+    ladder = _load_ladder("local-bedrock", args.tiers)
+    if isinstance(ladder, int):
+        return ladder
+    try:
+        records = read_outcomes(args.outcomes)
+    except OutcomesError as e:
+        return _fail("local-bedrock", f"--outcomes: {e}")
+    faults = FaultConfig(args.throttle_rate, args.error_rate, args.latency_ms, args.seed)
+    try:
+        server = LocalBedrock(ladder, OutcomeIndex(records, ladder), faults, args.host, args.port)
+    except OSError as e:
+        return _fail("local-bedrock", f"--port {args.port}: cannot listen: {e.strerror or e}")
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    print(
+        json.dumps({"url": server.url, "port": server.port, "prompts": len(server.index)}),
+        flush=True,
+    )
+    print(f"local-bedrock: listening on {server.url} (Ctrl-C to stop)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    print(f"local-bedrock: stopped; {dict(server.stats)}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from serving.demo import DemoConfig, load_router, main_json, run_demo
+
+    log = args.log or Path(tempfile.mkdtemp(prefix="tier-router-demo-")) / "outcomes.jsonl"
+    cfg = DemoConfig(
+        bundle=str(args.bundle),
+        outcomes=str(args.outcomes),
+        log=str(log),
+        split=args.split,
+        requests=args.requests,
+        throttle_rate=args.throttle_rate,
+        error_rate=args.error_rate,
+        latency_ms=args.latency_ms,
+        seed=args.seed,
+        max_attempts=args.max_attempts,
+        retry_delay_scale=args.retry_delay_scale,
+    )
+    try:
+        router = load_router(cfg.bundle)
+    except Exception as e:
+        return _fail("demo", f"--bundle {cfg.bundle}: cannot load router: {e}")
+    try:
+        summary = run_demo(cfg, router)
+    except OutcomesError as e:
+        return _fail("demo", f"--outcomes: {e}")
+    except ValueError as e:
+        return _fail("demo", f"--outcomes/--split: {e}")
+    print(main_json(summary), flush=True)
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from serving.feedback import build_outcomes
+
+    ladder = _load_ladder("feedback", args.tiers)
+    if isinstance(ladder, int):
+        return ladder
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        return _fail("feedback", f"--out: directory {out.parent} does not exist")
+    if out.resolve() in {Path(p).resolve() for p in args.log}:
+        return _fail("feedback", "--out must not be one of the --log files")
+    started = time.monotonic()
+    try:
+        stats = build_outcomes(args.log, ladder, out, split=args.split)
+    except OSError as e:
+        return _fail("feedback", f"--log/--out: {e}")
+    summary = {**stats.to_dict(), "out": str(out), "seconds": round(time.monotonic() - started, 2)}
+    if stats.skipped_prompt_hashed or stats.skipped_prompt_dropped:
+        print(
+            "feedback: records whose prompt was hashed or dropped cannot become training "
+            "data; log with prompt storage 'store' to use them",
+            file=sys.stderr,
+        )
+    print(json.dumps(summary), flush=True)
+    return 0

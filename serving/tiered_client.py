@@ -1,0 +1,519 @@
+"""The tiered client: route, call Bedrock on the chosen tier, check, escalate, log.
+
+One `converse()` call asks the in-process router for a tier, calls Bedrock Converse
+with that tier's model and inference settings, checks the answer and moves one
+tier up when it fails. A tier that stays unavailable after botocore's retries is
+skipped (then a fallback model, then cheaper tiers), so the caller only sees an
+exception when nothing could answer at all. Every request writes one outcome
+record before returning or raising; those records are the next router's labels.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from router.decision import Decision
+from router.ladder import Tier
+from serving.checks import Answer, Check, SelfCheckConfig, builtin_checks, parse_verdict
+from serving.conversation import ConverseRequest, RequestError, StickyTiers, message_text
+from serving.outcome_log import SCHEMA, OutcomeLogger, PromptStorage, prompt_field
+from serving.pricing import CachePricing, Usage, cost_usd
+from serving.routing import FixedTierRouter, RouterLike
+
+log = logging.getLogger(__name__)
+
+# Error codes that mean "this tier is not available right now" rather than "this
+# request is wrong"; both fail over, but only the former is expected in normal running.
+UNAVAILABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "InternalServerException",
+        "ModelNotReadyException",
+        "ModelTimeoutException",
+        "ModelErrorException",
+        "ServiceQuotaExceededException",
+    }
+)
+
+# Attempt outcomes. Only PASSED and FAILED say anything about answer quality.
+PASSED, FAILED, UNAVAILABLE, ERROR = "passed", "failed", "unavailable", "error"
+
+
+@dataclass(frozen=True)
+class TieredClientConfig:
+    """How the client escalates, fails over, explores and logs. Defaults are production-safe.
+
+    - `max_escalations`: quality escalations allowed per request (None: up to the top tier).
+    - `fallback`: a model (priced like a tier) to try when the top tier is unavailable.
+    - `failover_down`: if nothing above answered, try cheaper tiers before giving up.
+    - `failsafe_tier`: where to start if the router itself raises.
+    - `exploration_rate`: chance of starting one tier below the decision, logged with its
+      propensity so retraining can correct for it (0 = off).
+    - `prompt_caching`: add Converse cache points (pair with conversation ids).
+    """
+
+    use_builtin_checks: bool = True
+    max_escalations: int | None = None
+    self_check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
+    fallback: Tier | None = None
+    failover_down: bool = True
+    failsafe_tier: int | str = -1
+    exploration_rate: float = 0.0
+    prompt_caching: bool = False
+    prompt_storage: PromptStorage = PromptStorage.STORE
+    prompt_hash_key: bytes = b""
+    cache_pricing: CachePricing = field(default_factory=CachePricing)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    sticky_max_conversations: int = 100_000
+    sticky_ttl_s: float = 3600.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_escalations is not None and (
+            isinstance(self.max_escalations, bool)
+            or not isinstance(self.max_escalations, int)
+            or self.max_escalations < 0
+        ):
+            raise ValueError(f"max_escalations must be None or >= 0, got {self.max_escalations!r}")
+        r = self.exploration_rate
+        if not isinstance(r, int | float) or not math.isfinite(r) or not 0 <= r < 1:
+            raise ValueError(f"exploration_rate must be in [0, 1), got {r!r}")
+        if not isinstance(self.prompt_storage, PromptStorage):
+            raise ValueError(f"prompt_storage must be a PromptStorage, got {self.prompt_storage!r}")
+        _check_tags(self.tags, "TieredClientConfig.tags")
+
+
+def _check_tags(tags: Mapping[str, str], where: str) -> None:
+    if not isinstance(tags, Mapping):
+        raise ValueError(f"{where} must be a mapping of str -> str")
+    for k, v in tags.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError(f"{where}: tag {k!r} must map a string to a string, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One model call the client made for a request, and what came of it."""
+
+    tier: str
+    model_id: str
+    role: str  # decided | escalation | failover | fallback | failover_down
+    outcome: str  # passed | failed | unavailable | error
+    reason: str | None
+    stop_reason: str | None
+    usage: Usage
+    cost_usd: float
+    latency_ms: float
+    error_code: str | None = None
+    self_check: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "tier": self.tier,
+            "model_id": self.model_id,
+            "role": self.role,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "stop_reason": self.stop_reason,
+            "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "latency_ms": round(self.latency_ms, 3),
+        }
+        if self.error_code is not None:
+            d["error_code"] = self.error_code
+        if self.self_check is not None:
+            d["self_check"] = dict(self.self_check)
+        return d
+
+
+@dataclass(frozen=True)
+class TieredResponse:
+    """The answer, where it came from, and what it cost. `ok` is False when the final
+    answer failed its checks and there was nowhere left to escalate."""
+
+    request_id: str
+    text: str
+    message: Mapping[str, Any]
+    ok: bool
+    tier: str
+    model_id: str
+    stop_reason: str
+    failure_reason: str | None
+    attempts: tuple[Attempt, ...]
+    escalations: int
+    usage: Usage
+    cost_usd: float
+    latency_ms: float
+    decision: Decision
+
+    @property
+    def tiers_tried(self) -> list[str]:
+        return [a.tier for a in self.attempts]
+
+
+class TieredClientError(RuntimeError):
+    """Every tier (and the fallback) was unavailable or errored; says what was tried."""
+
+    def __init__(self, request_id: str, attempts: Sequence[Attempt]) -> None:
+        tried = "; ".join(
+            f"{a.tier} ({a.model_id}): {a.outcome} {a.reason or ''}".strip() for a in attempts
+        )
+        super().__init__(f"request {request_id}: no model answered. Tried: {tried or 'nothing'}")
+        self.request_id = request_id
+        self.attempts = tuple(attempts)
+
+
+@dataclass
+class _Answered:
+    attempt: Attempt
+    text: str
+    message: Mapping[str, Any]
+    stop_reason: str
+
+
+class TieredClient:
+    """Route -> Converse -> check -> escalate -> log. Thread-safe; reuse one per process."""
+
+    def __init__(
+        self,
+        router: RouterLike,
+        bedrock: Any,
+        logger: OutcomeLogger | None = None,
+        config: TieredClientConfig | None = None,
+        checks: Sequence[Check] = (),
+    ) -> None:
+        self.router = router
+        self.ladder = router.ladder
+        self.bedrock = bedrock
+        self.logger = logger
+        self.config = config or TieredClientConfig()
+        self.checks = tuple(checks)
+        self._failsafe = FixedTierRouter(self.ladder, self.config.failsafe_tier, "failsafe")
+        self._sticky = StickyTiers(self.config.sticky_max_conversations, self.config.sticky_ttl_s)
+        self._rng = random.Random(self.config.seed)
+        self._rng_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+    def converse(
+        self,
+        request: str | ConverseRequest | Sequence[Mapping[str, Any]],
+        *,
+        system: str | None = None,
+        conversation_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        checks: Sequence[Check] = (),
+        request_id: str | None = None,
+    ) -> TieredResponse:
+        """Answer `request` (a prompt, a message list, or a ConverseRequest) on the cheapest
+        tier that passes. Raises RequestError for a malformed request, TieredClientError
+        only when no model could answer; logs an outcome record either way."""
+        t0 = time.perf_counter()
+        req = _normalize(request, system)
+        call_tags = {**self.config.tags, **(tags or {})}
+        _check_tags(call_tags, "tags")
+        rid = request_id or uuid.uuid4().hex
+        text = req.routing_text()
+        decision, route_error = self._decide(text)
+        start = decision.tier_index
+        sticky = False
+        if conversation_id is not None:
+            pinned = self._sticky.get(conversation_id)
+            if pinned is not None and pinned in self.ladder.names:
+                start, sticky = self.ladder.index(pinned), True
+        exploration = None if sticky else self._explore(start)
+        if exploration is not None and exploration["explored"]:
+            start -= 1
+
+        all_checks = (builtin_checks() if self.config.use_builtin_checks else ()) + self.checks
+        all_checks += tuple(checks)
+        attempts, final, stopped_on_quality, escalations = self._run(req, text, start, all_checks)
+
+        latency_ms = (time.perf_counter() - t0) * 1000
+        usage = sum((a.usage for a in attempts), Usage())
+        cost = sum(a.cost_usd for a in attempts)
+        ok = final is not None and final.attempt.outcome == PASSED
+        if (
+            final is not None
+            and conversation_id is not None
+            and final.attempt.tier in self.ladder.names
+        ):
+            self._sticky.set(conversation_id, final.attempt.tier)
+        record = {
+            "schema": SCHEMA,
+            "request_id": rid,
+            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
+            "router_version": decision.router_version,
+            "decision": {
+                "tier": decision.tier,
+                "tier_index": decision.tier_index,
+                "p_pass": dict(decision.p_pass),
+                "reason": decision.reason,
+            },
+            "route_error": route_error,
+            "start_tier": self.ladder.tiers[start].name,
+            "conversation_id": conversation_id,
+            "sticky": sticky,
+            "turns": len(req.messages),
+            "exploration": exploration,
+            "attempts": [a.to_dict() for a in attempts],
+            "final_tier": final.attempt.tier if final else None,
+            "final_model_id": final.attempt.model_id if final else None,
+            "ok": ok,
+            "failure_reason": None if ok else (final.attempt.reason if final else "no_answer"),
+            "escalations": escalations,
+            "stopped_by_max_escalations": stopped_on_quality,
+            "usage": usage.to_dict(),
+            "cost_usd": cost,
+            "latency_ms": round(latency_ms, 3),
+            "tags": call_tags,
+            "prompt": prompt_field(text, self.config.prompt_storage, self.config.prompt_hash_key),
+        }
+        if self.logger is not None:
+            self.logger.write(record)
+        if final is None:
+            raise TieredClientError(rid, attempts)
+        return TieredResponse(
+            request_id=rid,
+            text=final.text,
+            message=final.message,
+            ok=ok,
+            tier=final.attempt.tier,
+            model_id=final.attempt.model_id,
+            stop_reason=final.stop_reason,
+            failure_reason=None if ok else final.attempt.reason,
+            attempts=tuple(attempts),
+            escalations=escalations,
+            usage=usage,
+            cost_usd=cost,
+            latency_ms=latency_ms,
+            decision=decision,
+        )
+
+    # ---------------------------------------------------------------- routing
+    def _decide(self, text: str) -> tuple[Decision, str | None]:
+        try:
+            d = self.router.route(text)
+            if not 0 <= d.tier_index < len(self.ladder):
+                raise ValueError(f"router returned tier_index {d.tier_index}")
+            return d, None
+        except Exception as e:  # a broken router must not take serving down
+            log.exception("router failed; using fail-safe tier")
+            return self._failsafe.route(text), f"{type(e).__name__}: {e}"
+
+    def _explore(self, start: int) -> dict[str, Any] | None:
+        rate = self.config.exploration_rate
+        if rate <= 0:
+            return None
+        decided = self.ladder.tiers[start].name
+        if start == 0:
+            return {"rate": rate, "explored": False, "propensity": 1.0, "decided_tier": decided}
+        with self._rng_lock:
+            explored = self._rng.random() < rate
+        return {
+            "rate": rate,
+            "explored": explored,
+            "propensity": rate if explored else 1.0 - rate,
+            "decided_tier": decided,
+        }
+
+    # ------------------------------------------------------------- the ladder
+    def _run(
+        self, req: ConverseRequest, text: str, start: int, checks: tuple[Check, ...]
+    ) -> tuple[list[Attempt], _Answered | None, bool, int]:
+        """Walk the ladder; returns attempts, the answer to return, whether the
+        escalation cap stopped it, and the number of quality escalations."""
+        attempts: list[Attempt] = []
+        last: _Answered | None = None
+        escalations = 0
+        role = "decided"
+        top = len(self.ladder) - 1
+        for idx in range(start, top + 1):
+            got = self._attempt(self.ladder.tiers[idx], idx, role, req, text, checks)
+            attempts.append(got.attempt if isinstance(got, _Answered) else got)
+            if isinstance(got, Attempt):  # unavailable or errored: fail over
+                role = "failover"
+                continue
+            last = got
+            if got.attempt.outcome == PASSED:
+                return attempts, got, False, escalations
+            if got.attempt.outcome == ERROR:  # a broken check: move on, not a quality label
+                role = "failover"
+                continue
+            if idx == top:
+                return attempts, got, False, escalations
+            cap = self.config.max_escalations
+            if cap is not None and escalations >= cap:
+                return attempts, got, True, escalations
+            escalations += 1
+            role = "escalation"
+        # The top of the ladder did not answer (or errored).
+        fb = self.config.fallback
+        if fb is not None:
+            got = self._attempt(fb, None, "fallback", req, text, checks)
+            attempts.append(got.attempt if isinstance(got, _Answered) else got)
+            if isinstance(got, _Answered):
+                return attempts, got, False, escalations
+        if last is None and self.config.failover_down:
+            for idx in range(start - 1, -1, -1):
+                got = self._attempt(self.ladder.tiers[idx], idx, "failover_down", req, text, checks)
+                attempts.append(got.attempt if isinstance(got, _Answered) else got)
+                if isinstance(got, _Answered):
+                    return attempts, got, False, escalations
+        return attempts, last, False, escalations
+
+    def _attempt(
+        self,
+        tier: Tier,
+        idx: int | None,
+        role: str,
+        req: ConverseRequest,
+        text: str,
+        checks: tuple[Check, ...],
+    ) -> _Answered | Attempt:
+        """One tier: call it, then check the answer. An Attempt alone means no answer."""
+        resp, usage, latency_ms, err_outcome, err_code, err_reason = self._call(
+            tier, req.to_bedrock(self.config.prompt_caching)
+        )
+        cost = cost_usd(tier, usage, self.config.cache_pricing)
+        if resp is None:
+            return Attempt(
+                tier.name,
+                tier.model_id,
+                role,
+                err_outcome,
+                err_reason,
+                None,
+                usage,
+                cost,
+                latency_ms,
+                err_code,
+            )
+        try:
+            message = resp["output"]["message"]
+            stop_reason = str(resp.get("stopReason", ""))
+            answer_text = message_text(message)
+        except (KeyError, TypeError):
+            return Attempt(
+                tier.name,
+                tier.model_id,
+                role,
+                ERROR,
+                "bad_response",
+                None,
+                usage,
+                cost,
+                latency_ms,
+            )
+        answer = Answer(answer_text, stop_reason, tier.name, tier.model_id, text, message)
+        outcome, reason = PASSED, None
+        for check in checks:
+            try:
+                failure = check(answer)
+            except Exception as e:
+                log.warning("check %s raised %s; treating as an error", check.name, e)
+                outcome, reason = ERROR, f"check_error:{check.name}:{type(e).__name__}"
+                break
+            if failure is not None:
+                outcome, reason = FAILED, failure
+                break
+        self_check: dict[str, Any] | None = None
+        if outcome == PASSED and idx == 0 and self.config.self_check.enabled:
+            self_check, sc_usage, sc_latency = self._self_check(tier, text, answer_text)
+            usage = usage + sc_usage
+            cost += cost_usd(tier, sc_usage, self.config.cache_pricing)
+            latency_ms += sc_latency
+            if self_check["verdict"] == "fail":
+                outcome, reason = FAILED, "self_check"
+        attempt = Attempt(
+            tier.name,
+            tier.model_id,
+            role,
+            outcome,
+            reason,
+            stop_reason,
+            usage,
+            cost,
+            latency_ms,
+            None,
+            self_check,
+        )
+        return _Answered(attempt, answer_text, message, stop_reason)
+
+    def _call(
+        self, tier: Tier, body: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, Usage, float, str, str | None, str | None]:
+        """Bedrock Converse on `tier` (botocore retries inside). Never raises."""
+        inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
+        if tier.temperature is not None:
+            inference["temperature"] = tier.temperature
+        if tier.top_p is not None:
+            inference["topP"] = tier.top_p
+        t = time.perf_counter()
+        try:
+            resp = self.bedrock.converse(modelId=tier.model_id, inferenceConfig=inference, **body)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", "ClientError"))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            outcome = UNAVAILABLE if code in UNAVAILABLE_CODES or status >= 500 else ERROR
+            return None, Usage(), _ms(t), outcome, code, f"{code} (HTTP {status})"
+        except BotoCoreError as e:
+            reason = f"{type(e).__name__}: {e}"[:300]
+            return None, Usage(), _ms(t), UNAVAILABLE, type(e).__name__, reason
+        except Exception as e:
+            log.exception("unexpected error calling %s", tier.model_id)
+            return None, Usage(), _ms(t), ERROR, type(e).__name__, str(e)[:300]
+        return resp, Usage.from_bedrock(resp.get("usage")), _ms(t), PASSED, None, None
+
+    def _self_check(
+        self, tier: Tier, prompt: str, answer: str
+    ) -> tuple[dict[str, Any], Usage, float]:
+        sc = self.config.self_check
+        body = {"messages": [{"role": "user", "content": [{"text": sc.render(prompt, answer)}]}]}
+        grading = Tier(
+            tier.name,
+            tier.model_id,
+            tier.outcomes_key,
+            tier.price_in_per_mtok,
+            tier.price_out_per_mtok,
+            max_tokens=sc.max_tokens,
+            temperature=0.0,
+        )
+        resp, usage, latency_ms, _, code, _reason = self._call(grading, body)
+        if resp is None:
+            return {"verdict": "error", "error_code": code}, usage, latency_ms
+        try:
+            verdict = parse_verdict(message_text(resp["output"]["message"]))
+        except (KeyError, TypeError):
+            verdict = None
+        label = {True: "pass", False: "fail", None: "inconclusive"}[verdict]
+        return {"verdict": label, "usage": usage.to_dict()}, usage, latency_ms
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
+def _normalize(
+    request: str | ConverseRequest | Sequence[Mapping[str, Any]], system: str | None
+) -> ConverseRequest:
+    if isinstance(request, ConverseRequest):
+        if system is not None:
+            return ConverseRequest.build(request.messages, system)
+        return request
+    if isinstance(request, str):
+        if not request.strip():
+            raise RequestError("prompt must be a non-empty string")
+        return ConverseRequest.from_prompt(request, system)
+    return ConverseRequest.build(request, system)
