@@ -68,7 +68,9 @@ def window_text(text: str, head: int, tail: int) -> str:
 class Featurizer:
     """Produces the ONNX model's feeds for a batch of prompts."""
 
-    def __init__(self, config: FeaturizerConfig, bundle_dir: Path):
+    def __init__(
+        self, config: FeaturizerConfig, static_tokenizer: Path, encoder_tokenizer: Path | None
+    ):
         if config.hand_features != FEATURE_NAMES:
             raise ValueError(
                 "bundle was built with a different hand-feature set than this runtime "
@@ -76,15 +78,19 @@ class Featurizer:
                 "re-train the bundle or install the tier-router version it was built with"
             )
         self.config = config
-        self.tokenizer = WordPieceTokenizer.from_tokenizer_json(bundle_dir / STATIC_TOKENIZER)
+        self.tokenizer = WordPieceTokenizer.from_tokenizer_json(static_tokenizer)
         self.lookup = keyword_lookup(self.tokenizer.vocab)
-        self.encoder: Any = None
         if config.kind == "accurate":
-            self.encoder_tokenizer = WordPieceTokenizer.from_tokenizer_json(
-                bundle_dir / ENCODER_TOKENIZER
-            )
+            if encoder_tokenizer is None:
+                raise ValueError("the accurate featurizer needs the encoder's tokenizer")
+            self.encoder_tokenizer = WordPieceTokenizer.from_tokenizer_json(encoder_tokenizer)
             v = self.encoder_tokenizer.vocab
             self.cls_id, self.sep_id = v["[CLS]"], v["[SEP]"]
+
+    @classmethod
+    def from_bundle(cls, config: FeaturizerConfig, bundle_dir: Path) -> Featurizer:
+        enc = bundle_dir / ENCODER_TOKENIZER if config.kind == "accurate" else None
+        return cls(config, bundle_dir / STATIC_TOKENIZER, enc)
 
     def token_ids(self, text: str) -> list[int]:
         c = self.config

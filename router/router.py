@@ -85,7 +85,7 @@ class Router:
                 config = FeaturizerConfig.from_json(
                     (bundle_dir / FEATURIZER_FILE).read_text("utf-8")
                 )
-                featurizer = Featurizer(config, bundle_dir)
+                featurizer = Featurizer.from_bundle(config, bundle_dir)
             except (LadderError, ValueError, KeyError, OSError) as e:
                 raise BundleError(f"{path}: invalid bundle: {e}") from None
             model = _session(bundle_dir / MODEL_FILE, threads)

@@ -1,0 +1,243 @@
+"""`tier-router` console script: argument parsing and validation; work lives in packages.
+
+Heavy imports (scikit-learn, MLflow, boto3) happen inside the command that needs them,
+so `tier-router route` starts fast and works with the runtime-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from router.bundle import BundleError
+from router.ladder import LadderError
+from router.outcomes import OutcomesError
+
+log = logging.getLogger("tier_router")
+
+
+def _file(value: str) -> Path:
+    p = Path(value)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return p
+
+
+def _bundle(value: str) -> Path:
+    p = Path(value)
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"no such bundle directory or archive: {value}")
+    return p
+
+
+def _out_file(value: str) -> Path:
+    p = Path(value)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a directory; give a file path")
+    if not p.parent.exists():
+        raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
+    return p
+
+
+def _positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return v
+
+
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 32,128, got {value!r}"
+        ) from None
+    if not out or any(k < 1 for k in out):
+        raise argparse.ArgumentTypeError(f"cluster counts must be >= 1, got {value!r}")
+    return out
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig
+    from training.runs import train_evaluate_log
+
+    cfg = TrainConfig(
+        outcomes=a.outcomes,
+        tiers=a.tiers,
+        out=a.out,
+        featurizer=a.featurizer,
+        goal=a.goal,
+        model=ModelConfig(
+            n_clusters=a.clusters, temperature=a.temperature, prior_strength=a.prior_strength
+        ),
+        folds=a.folds,
+        max_train=a.max_train,
+        seed=a.seed,
+    )
+    summary = train_evaluate_log(
+        cfg,
+        eval_split=a.eval_split,
+        mlflow=not a.no_mlflow,
+        registered_model=a.registered_model,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    from router import Router
+    from training.scoring import score_file
+
+    n = score_file(Router.load(a.bundle), a.outcomes, a.split, a.out)
+    log.info("wrote %d scores to %s", n, a.out)
+    return 0
+
+
+def cmd_route(a: argparse.Namespace) -> int:
+    from router import Router
+
+    text = sys.stdin.read() if a.prompt == "-" else a.prompt
+    d = Router.load(a.bundle).route(text)
+    print(json.dumps(d.to_dict(), indent=2))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from router import Router
+    from training.scoring import evaluate_bundle, format_report, write_plot
+
+    r = Router.load(a.bundle)
+    ev = evaluate_bundle(r, a.outcomes, a.split)
+    plot = a.plot or Path(f"curve-{a.outcomes.name.split('.')[0]}-{a.split}.png")
+    write_plot(ev, r.ladder.names, plot, f"{a.outcomes.name} ({a.split}): cost vs quality")
+    if a.json:
+        print(json.dumps({**ev.report, "plot": str(plot)}, indent=2))
+    else:
+        print(format_report(ev.report))
+        print(f"cost-quality curve: {plot}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tier-router",
+        description="Learned router that picks the cheapest Claude tier on Bedrock likely to pass.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a router bundle from an outcomes file (train split)")
+    t.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz)")
+    t.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML, cheapest first")
+    t.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    t.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
+    t.add_argument("--goal", default="top",
+                   help="quality goal for the policy: TIER[-POINTS], e.g. top, top-1, mid")
+    t.add_argument("--clusters", type=_int_list, default=(32, 128),
+                   help="k-means granularities, comma-separated (default 32,128)")
+    t.add_argument("--temperature", type=_positive_float, default=0.05)
+    t.add_argument("--prior-strength", type=_positive_float, default=20.0)
+    t.add_argument("--folds", type=_positive_int, default=5)
+    t.add_argument("--max-train", type=_positive_int, default=None,
+                   help="use at most N training prompts (sampled)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-split", default="test",
+                   help="split to evaluate on after training (skipped if absent)")
+    t.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
+    t.add_argument("--registered-model", default="tier-router",
+                   help="MLflow registered model name ('' to skip registration)")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("score", help="write P(pass) per tier and the chosen tier per prompt")
+    s.add_argument("--bundle", type=_bundle, required=True)
+    s.add_argument("--outcomes", type=_file, required=True)
+    s.add_argument("--split", default="test", help="split to score ('all' for every prompt)")
+    s.add_argument("--out", type=_out_file, required=True)
+    s.set_defaults(func=cmd_score)
+
+    r = sub.add_parser("route", help="print the routing decision for one prompt")
+    r.add_argument("--bundle", type=_bundle, required=True)
+    r.add_argument("prompt", help="prompt text, or - to read it from stdin")
+    r.set_defaults(func=cmd_route)
+
+    e = sub.add_parser("evaluate", help="cost-quality metrics of a bundle on an outcomes split")
+    e.add_argument("--bundle", type=_bundle, required=True)
+    e.add_argument("--outcomes", type=_file, required=True)
+    e.add_argument("--split", default="test")
+    e.add_argument("--plot", type=_out_file, default=None, help="PNG path for the curve")
+    e.add_argument("--json", action="store_true", help="print the full report as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    _register_optional(sub)
+    return p
+
+
+def _register_optional(sub: Any) -> None:
+    """Serving commands need the [serve] extra; without it they explain how to get it."""
+    try:
+        from serving.cli import register
+    except ImportError as e:
+        missing = str(e)
+
+        def need_serve(a: argparse.Namespace) -> int:
+            print(f"tier-router: this command needs the serving extra ({missing}); "
+                  "pip install 'tier-router[serve]'", file=sys.stderr)
+            return 2
+
+        for name in ("local-bedrock", "demo", "feedback"):
+            sp = sub.add_parser(name, help=f"{name} (needs tier-router[serve])")
+            sp.set_defaults(func=need_serve)
+        return
+    register(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if getattr(a, "split", None) == "all":
+        a.split = None
+    logging.basicConfig(
+        level=logging.DEBUG if a.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "botocore", "httpx", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(a.func(a))
+    except (BundleError, LadderError, OutcomesError, ValueError, FileExistsError) as e:
+        print(f"tier-router {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tier-router {a.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Router evaluation: the cost-quality curve and its summary metrics.
+
+Definitions follow the design doc: sweep the router's decision rule (a P(pass)
+threshold, and a utility trade-off P - lambda * cost), keep the upper concave
+non-decreasing envelope of the (avg cost, avg quality) points together with the fixed
+tiers (mixing two policies is allowed), then
+  pgr_auc      mean share of the cheapest->top quality gap recovered, over costs from
+               always-cheapest to always-top;
+  cost_at_top  lowest cost reaching always-top quality, as a fraction of its cost;
+  cost_at_mid  the same against the middle tier;
+  best_q       the best quality on the curve.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from router.ladder import Ladder
+
+DEFAULT_OUTPUT_TOKENS = 200.0
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class EvalData:
+    quality: np.ndarray  # (n, tiers) scores
+    cost: np.ndarray  # (n, tiers) dollars
+
+
+def prompt_costs(prompts: list[str], output_tokens: np.ndarray, ladder: Ladder) -> np.ndarray:
+    """Dollar cost per prompt and tier: ceil(chars/4) input tokens, recorded output tokens."""
+    in_tok = np.array([max(1, math.ceil(len(p) / 4)) for p in prompts], dtype=np.float64)
+    out = np.where(np.isnan(output_tokens), DEFAULT_OUTPUT_TOKENS, output_tokens)
+    out = np.where(out > 0, out, DEFAULT_OUTPUT_TOKENS)
+    pin = np.array([t.price_in_per_mtok for t in ladder.tiers])
+    pout = np.array([t.price_out_per_mtok for t in ladder.tiers])
+    return (in_tok[:, None] * pin + out * pout) / 1e6
+
+
+def sweep_points(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> list[Point]:
+    n, t = p.shape
+    rows = np.arange(n)
+    pts: list[Point] = []
+    for tau in np.linspace(0.0, 1.0, 101):
+        ok = p >= tau
+        pick = np.where(ok.any(axis=1), ok.argmax(axis=1), t - 1)
+        pts.append((float(c[rows, pick].mean()), float(q[rows, pick].mean())))
+    scale = float(c.mean()) or 1.0
+    for lam in np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 120)]):
+        pick = np.argmax(p - lam * c / scale, axis=1)
+        pts.append((float(c[rows, pick].mean()), float(q[rows, pick].mean())))
+    return pts
+
+
+def upper_envelope(points: list[Point]) -> list[Point]:
+    """Upper concave hull, then only its rising part (spending more must buy quality)."""
+    hull: list[Point] = []
+    for x, y in sorted(set(points)):
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (y - y1) >= (y2 - y1) * (x - x1):
+                hull.pop()
+            else:
+                break
+        hull.append((x, y))
+    rising = [hull[0]]
+    for pt in hull[1:]:
+        if pt[1] > rising[-1][1]:
+            rising.append(pt)
+    return rising
+
+
+def quality_at(env: list[Point], cost: float) -> float:
+    if cost < env[0][0]:
+        return float("nan")
+    for (x1, y1), (x2, y2) in zip(env, env[1:], strict=False):
+        if x1 <= cost <= x2:
+            return y1 + (y2 - y1) * (cost - x1) / (x2 - x1) if x2 > x1 else max(y1, y2)
+    return env[-1][1]
+
+
+def cost_for_quality(env: list[Point], target: float) -> float:
+    prev = env[0]
+    for x, y in env:
+        if y >= target:
+            (x0, y0) = prev
+            if y == y0:
+                return x
+            return x0 + (x - x0) * max(0.0, target - y0) / (y - y0)
+        prev = (x, y)
+    return float("inf")
+
+
+def curve_metrics(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> dict[str, float]:
+    t = q.shape[1]
+    fixed = [(float(c[:, i].mean()), float(q[:, i].mean())) for i in range(t)]
+    env = upper_envelope(sweep_points(p, q, c) + fixed)
+    (c0, q0), (cm, qm), (c1, q1) = fixed[0], fixed[t // 2], fixed[-1]
+    gap = q1 - q0
+    grid = np.linspace(c0, c1, 201)
+    pgr = [(quality_at(env, g) - q0) / gap for g in grid] if gap else [float("nan")]
+    return {
+        "pgr_auc": float(np.nanmean(pgr)),
+        "cost_at_top": cost_for_quality(env, q1) / c1,
+        "cost_at_mid": cost_for_quality(env, qm) / cm,
+        "best_q": max(y for _, y in env),
+    }
+
+
+def policy_point(choice: np.ndarray, q: np.ndarray, c: np.ndarray) -> Point:
+    rows = np.arange(len(choice))
+    return float(c[rows, choice].mean()), float(q[rows, choice].mean())
+
+
+def full_report(
+    p: np.ndarray, q: np.ndarray, c: np.ndarray, choice: np.ndarray | None, seed: int = 0
+) -> dict[str, object]:
+    """Router metrics next to always-<tier>, random and oracle references."""
+    t = q.shape[1]
+    rng = np.random.default_rng(seed)
+    rep: dict[str, object] = {
+        "n": len(q),
+        "router": curve_metrics(p, q, c),
+        "random": curve_metrics(rng.random(p.shape), q, c),
+        "oracle": curve_metrics((q >= 0.5).astype(float), q, c),
+        "always": {
+            i: {"quality": float(q[:, i].mean()), "cost": float(c[:, i].mean())} for i in range(t)
+        },
+    }
+    if choice is not None:
+        pc, pq = policy_point(choice, q, c)
+        rep["policy"] = {
+            "quality": pq,
+            "cost": pc,
+            "cost_vs_top": pc / float(c[:, -1].mean()),
+            "tier_mix": np.bincount(choice, minlength=t).tolist(),
+        }
+    return rep
+
+
+def plot_curves(
+    curves: dict[str, list[Point]],
+    fixed: list[tuple[str, Point]],
+    path: Path,
+    title: str,
+    policy: Point | None = None,
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    styles = {"oracle": ":", "random": "--"}
+    for name, env in curves.items():
+        xs, ys = zip(*env, strict=True)
+        ax.plot(xs, ys, styles.get(name.split()[0], "-"), marker=".", markersize=3, label=name)
+    for name, (x, y) in fixed:
+        ax.scatter([x], [y], s=40, zorder=5)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, -10))
+    if policy is not None:
+        ax.scatter([policy[0]], [policy[1]], marker="*", s=160, color="black", zorder=6,
+                   label="bundle policy")
+    ax.set_xlabel("average cost per request ($)")
+    ax.set_ylabel("average quality")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def router_curve(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> list[Point]:
+    t = q.shape[1]
+    fixed = [(float(c[:, i].mean()), float(q[:, i].mean())) for i in range(t)]
+    return upper_envelope(sweep_points(p, q, c) + fixed)
+
+
+def calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[float]:
+    """Expected calibration error per tier (equal-width bins), unknown labels skipped."""
+    out = []
+    for j in range(p.shape[1]):
+        m = ~np.isnan(y[:, j])
+        pj, yj = p[m, j], y[m, j]
+        if not len(pj):
+            out.append(float("nan"))
+            continue
+        idx = np.minimum((pj * bins).astype(int), bins - 1)
+        err = 0.0
+        for b in range(bins):
+            sel = idx == b
+            if sel.any():
+                err += sel.sum() * abs(pj[sel].mean() - yj[sel].mean())
+        out.append(float(err / len(pj)))
+    return out

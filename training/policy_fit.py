@@ -1,0 +1,77 @@
+"""Set the decision policy's threshold to a quality goal the user names.
+
+Goal syntax: a tier name, or `top` / `mid` / `cheapest`, optionally followed by
+`-POINTS` percentage points of allowed quality loss: `top` = match the top tier,
+`top-1` = at most 1 point below it, `sonnet-0.5`. The threshold is the cheapest one
+whose held-out (out-of-fold) quality meets the goal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.ladder import Ladder
+from router.policy import ThresholdPolicy
+
+_GOAL = re.compile(r"^(?P<tier>[A-Za-z0-9_.:]+?)(?:-(?P<pts>\d+(?:\.\d+)?))?$")
+
+
+@dataclass(frozen=True)
+class Goal:
+    tier_index: int
+    points: float
+    text: str
+
+
+def parse_goal(text: str, ladder: Ladder) -> Goal:
+    m = _GOAL.match(text.strip())
+    if not m:
+        raise ValueError(
+            f"invalid --goal {text!r}: expected TIER or TIER-POINTS, e.g. 'top', 'top-1', 'mid'"
+        )
+    name, pts = m.group("tier"), float(m.group("pts") or 0.0)
+    aliases = {"top": len(ladder) - 1, "mid": len(ladder) // 2, "cheapest": 0}
+    if name in aliases:
+        idx = aliases[name]
+    elif name in ladder.names:
+        idx = ladder.index(name)
+    else:
+        raise ValueError(
+            f"invalid --goal {text!r}: unknown tier {name!r}; use one of "
+            f"{['top', 'mid', 'cheapest', *ladder.names]}"
+        )
+    if pts > 100:
+        raise ValueError(f"invalid --goal {text!r}: points must be <= 100")
+    return Goal(idx, pts, text.strip())
+
+
+def fit_threshold(
+    p: np.ndarray, q: np.ndarray, c: np.ndarray, goal: Goal, ladder: Ladder
+) -> ThresholdPolicy:
+    """One shared threshold: simplest to reason about and hard to overfit."""
+    rows = np.arange(len(p))
+    target = float(q[:, goal.tier_index].mean()) - goal.points / 100.0
+    top_cost = float(c[:, -1].mean())
+    best: tuple[float, float, float] | None = None  # (cost, -quality, tau)
+    for tau in np.round(np.linspace(0.0, 1.0, 201), 4):
+        pol = ThresholdPolicy(tuple([float(tau)] * (len(ladder) - 1)))
+        pick = pol.choose(p)
+        qual, cost = float(q[rows, pick].mean()), float(c[rows, pick].mean())
+        if qual >= target - 1e-12 and (best is None or (cost, -qual) < best[:2]):
+            best = (cost, -qual, float(tau))
+    met = best is not None
+    tau = best[2] if best is not None else 1.0
+    thresholds = tuple([tau] * (len(ladder) - 1)) if met else tuple([1.0] * (len(ladder) - 1))
+    pick = ThresholdPolicy(thresholds).choose(p)
+    expected = {
+        "target_quality": target,
+        "goal_met_on_validation": met,
+        "validation_quality": float(q[rows, pick].mean()),
+        "validation_cost_vs_top": float(c[rows, pick].mean()) / top_cost if top_cost else 1.0,
+        "validation_tier_mix": np.bincount(pick, minlength=len(ladder)).tolist(),
+        "validation_prompts": len(p),
+    }
+    return ThresholdPolicy(thresholds, goal=goal.text, tolerance=goal.points, expected=expected)

@@ -1,0 +1,161 @@
+"""One training run end to end: train, evaluate on the held-out split, plot, log to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router import Router
+from router.outcomes import iter_outcomes
+from training.evaluate import calibration_error
+from training.pipeline import TrainConfig, TrainResult, train
+from training.scoring import Evaluation, evaluate_bundle, format_report, write_plot
+
+log = logging.getLogger(__name__)
+
+
+def route_latency_us(router: Router, prompts: list[str], n: int = 300) -> dict[str, float]:
+    sample = prompts[:n] or ["hello"]
+    for t in sample[:20]:
+        router.route(t)
+    times = []
+    for t in sample:
+        s = time.perf_counter()
+        router.route(t)
+        times.append((time.perf_counter() - s) * 1e6)
+    return {"p50_us": float(np.median(times)), "p99_us": float(np.percentile(times, 99))}
+
+
+def plot_calibration(ev: Evaluation, names: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    y = (ev.q >= 0.5).astype(float)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect")
+    edges = np.linspace(0, 1, 11)
+    for j, n in enumerate(names):
+        idx = np.clip(np.digitize(ev.p[:, j], edges) - 1, 0, 9)
+        xs, ys = [], []
+        for b in range(10):
+            sel = idx == b
+            if sel.sum() >= 5:
+                xs.append(ev.p[sel, j].mean())
+                ys.append(y[sel, j].mean())
+        ax.plot(xs, ys, marker="o", label=n)
+    ax.set_xlabel("predicted P(pass)")
+    ax.set_ylabel("observed pass rate")
+    ax.set_title("calibration per tier (held-out)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_tier_mix(ev: Evaluation, names: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mix = np.bincount(ev.choice, minlength=len(names))
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    ax.bar(names, mix / max(1, mix.sum()))
+    ax.set_ylabel("share of requests")
+    ax.set_title("tier mix of the bundle's policy (held-out)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _has_split(path: Path, split: str) -> bool:
+    return any(True for _ in iter_outcomes(path, split))
+
+
+def train_evaluate_log(
+    cfg: TrainConfig,
+    *,
+    eval_split: str | None = "test",
+    mlflow: bool = True,
+    registered_model: str | None = "tier-router",
+) -> dict[str, Any]:
+    res: TrainResult = train(cfg)
+    router = Router.load(res.bundle)
+    names = router.ladder.names
+    summary: dict[str, Any] = {
+        "bundle": str(res.bundle),
+        "router_version": res.router_version,
+        "train_prompts": len(res.labels),
+        "policy": {"goal": res.policy.goal, "thresholds": list(res.policy.thresholds),
+                   **res.policy.expected},
+        "validation": res.report["validation"],
+        "timings_s": {k: round(v, 2) for k, v in res.timings.items()},
+    }
+    plots: list[Path] = []
+    metrics: dict[str, Any] = {"validation": {k: v for k, v in res.report["validation"].items()
+                                               if not isinstance(v, list)}}
+    prompts_for_latency = res.labels.prompts
+    if eval_split and _has_split(cfg.outcomes, eval_split):
+        ev = evaluate_bundle(router, cfg.outcomes, eval_split)
+        log.info("held-out evaluation (%s split):\n%s", eval_split, format_report(ev.report))
+        stem = cfg.out.name
+        plot_dir = cfg.out.parent
+        plots = [
+            write_plot(ev, names, plot_dir / f"{stem}-curve.png",
+                       f"{cfg.outcomes.name} ({eval_split}): cost vs quality"),
+            plot_calibration(ev, names, plot_dir / f"{stem}-calibration.png"),
+            plot_tier_mix(ev, names, plot_dir / f"{stem}-tier-mix.png"),
+        ]
+        ece = calibration_error(ev.p, (ev.q >= 0.5).astype(float))
+        summary["test"] = {**ev.report["router"], "policy": ev.report.get("policy"),
+                           "always": ev.report["always"], "random": ev.report["random"],
+                           "oracle": ev.report["oracle"]}
+        summary["plots"] = [str(p) for p in plots]
+        metrics["test"] = {**ev.report["router"], "policy": ev.report.get("policy", {}),
+                           "calibration_error": dict(zip(names, ece, strict=True))}
+        metrics["baseline"] = {"random": ev.report["random"], "oracle": ev.report["oracle"]}
+        prompts_for_latency = ev.prompts
+    lat = route_latency_us(router, prompts_for_latency)
+    summary["route_latency"] = lat
+    metrics["route"] = lat
+    if mlflow:
+        from training.tracking import log_training_run, metrics_for_mlflow
+
+        params = {
+            "featurizer": cfg.featurizer,
+            "goal": cfg.goal,
+            "ladder": ",".join(names),
+            "ladder.models": ",".join(t.model_id for t in router.ladder.tiers),
+            "ladder.outcomes_keys": ",".join(t.outcomes_key for t in router.ladder.tiers),
+            "ladder.prices_in": ",".join(str(t.price_in_per_mtok) for t in router.ladder.tiers),
+            "ladder.prices_out": ",".join(str(t.price_out_per_mtok) for t in router.ladder.tiers),
+            "model": "soft-cluster k-means",
+            **{f"model.{k}": v for k, v in cfg.model.params().items()},
+            "train_file": str(cfg.outcomes),
+            "train_file_sha256": res.report["outcomes_sha256"],
+            "train_rows": len(res.labels),
+            "dropped_rows": res.labels.dropped,
+            "folds": cfg.folds,
+            "policy.thresholds": ",".join(f"{t:.3f}" for t in res.policy.thresholds),
+        }
+        run_id, version = log_training_run(
+            params=params,
+            metrics=metrics_for_mlflow(metrics),
+            artifacts=plots,
+            bundle=res.bundle,
+            tags={"router_version": res.router_version, "featurizer": cfg.featurizer,
+                  "data": cfg.outcomes.name},
+            registered_model=registered_model or None,
+        )
+        summary["mlflow"] = {"run_id": run_id, "registered_version": version,
+                             "registered_model": registered_model or None}
+    return summary
