@@ -156,9 +156,22 @@ class Router:
             inference=inference,
         )
 
+    def _feeds_one(self, text: str) -> dict[str, np.ndarray]:
+        """Single-prompt feeds without the padding loop: the latency-critical path."""
+        f = self.featurizer
+        ids = f.token_ids(text)
+        feeds = {
+            "token_ids": np.array([ids or [0]], dtype=np.int64),
+            "token_mask": np.full((1, max(1, len(ids))), 1.0 if ids else 0.0, dtype=np.float32),
+            "hand": f.hand(text, ids)[None, :],
+        }
+        if self._needs_dense:
+            feeds["dense"] = self._dense([text])
+        return feeds
+
     def route(self, text: str) -> Decision:
         _check_text(text, "text")
-        p = self.p_pass_batch([text])[0]
+        p = self._model.run([self._out_name], self._feeds_one(text))[0][0]
         return self._decision(p, self.policy.choose_one(p.tolist()))
 
     def route_batch(self, texts: list[str]) -> list[Decision]:

@@ -64,7 +64,10 @@ def pick_requests(
     return random.Random(seed).sample(usable, n)
 
 
-def run_demo(cfg: DemoConfig, router: RouterLike, progress: TextIO = sys.stderr) -> dict[str, Any]:
+def run_demo(
+    cfg: DemoConfig, router: RouterLike, progress: TextIO | None = None
+) -> dict[str, Any]:
+    progress = progress if progress is not None else sys.stderr
     ladder = router.ladder
     keys = [t.outcomes_key for t in ladder.tiers]
     records = read_outcomes(cfg.outcomes, split=cfg.split)

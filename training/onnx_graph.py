@@ -48,15 +48,16 @@ class GraphBuilder:
 
 
 def pooled_embedding(b: GraphBuilder, table: np.ndarray) -> str:
-    """Masked mean of table rows for token_ids, L2-normalised (zeros for an empty prompt)."""
+    """Masked mean of table rows for token_ids, L2-normalised (zeros for an empty prompt).
+
+    The mean's division by the token count is skipped: the L2 norm cancels it.
+    """
     t = b.const(table.astype(np.float32), "static_table")
     rows = b.op("Gather", [t, "token_ids"], axis=0)  # [B, L, D]
     mask = b.op("Unsqueeze", ["token_mask", b.const(np.array([2], dtype=np.int64))])
     summed = b.op("ReduceSum", [b.op("Mul", [rows, mask]), b.const(np.array([1], dtype=np.int64))],
                   keepdims=0)
-    count = b.op("ReduceSum", ["token_mask", b.const(np.array([1], dtype=np.int64))], keepdims=1)
-    count = b.op("Max", [count, b.const(np.array(1.0, dtype=np.float32))])
-    return b.l2_normalize(b.op("Div", [summed, count]))
+    return b.l2_normalize(summed)
 
 
 def build_model(

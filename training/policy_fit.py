@@ -48,24 +48,53 @@ def parse_goal(text: str, ladder: Ladder) -> Goal:
     return Goal(idx, pts, text.strip())
 
 
+def _choose(p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    ok = p[:, :-1] >= thresholds
+    return np.where(ok.any(axis=1), ok.argmax(axis=1), p.shape[1] - 1)
+
+
 def fit_threshold(
     p: np.ndarray, q: np.ndarray, c: np.ndarray, goal: Goal, ladder: Ladder
 ) -> ThresholdPolicy:
-    """One shared threshold: simplest to reason about and hard to overfit."""
+    """Per-tier thresholds: the cheapest held-out operating point that meets the goal.
+
+    Exhaustive over a grid for up to three tiers, coordinate descent beyond; falls back
+    to always-top (thresholds above 1) when no setting meets the goal.
+    """
     rows = np.arange(len(p))
     target = float(q[:, goal.tier_index].mean()) - goal.points / 100.0
     top_cost = float(c[:, -1].mean())
-    best: tuple[float, float, float] | None = None  # (cost, -quality, tau)
-    for tau in np.round(np.linspace(0.0, 1.0, 201), 4):
-        pol = ThresholdPolicy(tuple([float(tau)] * (len(ladder) - 1)))
-        pick = pol.choose(p)
-        qual, cost = float(q[rows, pick].mean()), float(c[rows, pick].mean())
+    grid = np.round(np.linspace(0.0, 1.0, 51), 4)
+    n_free = len(ladder) - 1
+
+    def score(th: np.ndarray) -> tuple[float, float]:
+        pick = _choose(p, th)
+        return float(c[rows, pick].mean()), float(q[rows, pick].mean())
+
+    best: tuple[float, float, tuple[float, ...]] | None = None
+
+    def consider(th: np.ndarray) -> None:
+        nonlocal best
+        cost, qual = score(th)
         if qual >= target - 1e-12 and (best is None or (cost, -qual) < best[:2]):
-            best = (cost, -qual, float(tau))
+            best = (cost, -qual, tuple(float(x) for x in th))
+
+    if n_free <= 2:
+        for combo in np.array(np.meshgrid(*[grid] * n_free)).T.reshape(-1, n_free):
+            consider(combo)
+    else:
+        th = np.full(n_free, 0.5)
+        for _ in range(3):
+            for j in range(n_free):
+                for v in grid:
+                    trial = th.copy()
+                    trial[j] = v
+                    consider(trial)
+                if best is not None:
+                    th = np.array(best[2])
     met = best is not None
-    tau = best[2] if best is not None else 1.0
-    thresholds = tuple([tau] * (len(ladder) - 1)) if met else tuple([1.0] * (len(ladder) - 1))
-    pick = ThresholdPolicy(thresholds).choose(p)
+    thresholds = best[2] if best is not None else tuple([1.01] * n_free)
+    pick = _choose(p, np.array(thresholds))
     expected = {
         "target_quality": target,
         "goal_met_on_validation": met,

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from router.ladder import Ladder
 from router.outcomes import ModelResult, OutcomeRecord, write_outcomes
@@ -17,7 +16,6 @@ from serving.demo import DemoConfig, run_demo
 from serving.outcome_log import read_log
 from serving.routing import FixedTierRouter
 
-SHARED_MMLU = REPO.parent / "shared" / "data" / "mmlu_pro.jsonl.gz"
 
 
 def synthetic(ladder: Ladder, path: Path, n: int = 120) -> Path:
@@ -58,7 +56,10 @@ def test_demo_with_faults_fails_nothing_and_logs_everything(ladder: Ladder, tmp_
 
 @pytest.mark.integration
 def test_demo_cli_with_trained_bundle(
-    trained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained_bundle: Path,
+    small_outcomes: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     parser = argparse.ArgumentParser(prog="tier-router")
     register(parser.add_subparsers(dest="command", required=True))
@@ -69,7 +70,7 @@ def test_demo_cli_with_trained_bundle(
             "--bundle",
             str(trained_bundle),
             "--outcomes",
-            str(SHARED_MMLU),
+            str(small_outcomes),
             "--split",
             "test",
             "--requests",

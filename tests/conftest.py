@@ -1,0 +1,88 @@
+"""Shared fixtures: the public outcomes files beside the repo and a small trained bundle.
+
+Tests use small slices of the real data. Under CI=true a missing ../shared/data is a
+failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
+LADDERS = REPO / "data" / "ladders"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "serving" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
+def require_shared(name: str) -> Path:
+    p = SHARED_DATA / name
+    if not p.is_file():
+        msg = f"real routing data {p} is missing (expected ../shared/data beside the repo)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    require_shared("mmlu_pro.jsonl.gz")
+    return SHARED_DATA
+
+
+def slice_outcomes(src: Path, dst: Path, n_train: int, n_test: int) -> Path:
+    """Evenly spaced train and test lines of a real outcomes file (kept verbatim)."""
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        for line in f:
+            split = json.loads(line).get("split")
+            if split in lines:
+                lines[split].append(line)
+    with dst.open("w", encoding="utf-8") as out:
+        for split, n in (("train", n_train), ("test", n_test)):
+            rows = lines[split]
+            step = max(1, len(rows) // n)
+            out.writelines(rows[::step][:n])
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_outcomes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 train + 300 test prompts of the real routerbench_subset file."""
+    src = require_shared("routerbench_subset.jsonl.gz")
+    return slice_outcomes(src, tmp_path_factory.mktemp("data") / "rb_small.jsonl", 600, 300)
+
+
+@pytest.fixture(scope="session")
+def small_ladder() -> Path:
+    return LADDERS / "routerbench_subset.toml"
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, small_ladder: Path):
+    """A fast-featurizer bundle trained on the small slice (no MLflow)."""
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("bundles") / "fast"
+    cfg = TrainConfig(
+        outcomes=small_outcomes, tiers=small_ladder, out=out, featurizer="fast",
+        model=ModelConfig(n_clusters=(8, 24)), folds=3, goal="mid",
+    )
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(trained) -> Path:
+    return trained.bundle
