@@ -91,7 +91,9 @@ class Manifest:
         version = doc.get("router_version")
         if not isinstance(version, str) or not version:
             raise BundleError(f"{path}: field 'router_version' must be a non-empty string")
-        info = {k: v for k, v in doc.items() if k not in ("format_version", "files", "router_version")}
+        info = {
+            k: v for k, v in doc.items() if k not in ("format_version", "files", "router_version")
+        }
         return cls(FORMAT_VERSION, version, dict(files), info)
 
     def verify(self, bundle_dir: Path) -> None:
@@ -102,8 +104,8 @@ class Manifest:
             actual = sha256_file(p)
             if actual != digest:
                 raise BundleError(
-                    f"{bundle_dir}: integrity check failed: checksum of {name} is {actual[:12]}..., "
-                    f"manifest says {digest[:12]}... (file modified or corrupted)"
+                    f"{bundle_dir}: integrity check failed: checksum of {name} is "
+                    f"{actual[:12]}..., manifest says {digest[:12]}... (modified or corrupted)"
                 )
 
     def to_json(self) -> str:
@@ -160,7 +162,7 @@ def _extract(archive: Path, dest: Path) -> None:
                     shutil.copyfileobj(src, dst)
         return
     try:
-        tf = tarfile.open(archive, "r:*")
+        tf = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the `with tf` below
     except tarfile.TarError as e:
         raise BundleError(f"{archive}: not a bundle directory, .tar.gz or .zip ({e})") from None
     with tf:
@@ -173,11 +175,11 @@ def _extract(archive: Path, dest: Path) -> None:
             total += member.size
             if total > _MAX_ARCHIVE_BYTES:
                 raise BundleError(f"{archive}: archive too large")
-            src = tf.extractfile(member)
-            if src is None:
+            entry = tf.extractfile(member)
+            if entry is None:
                 raise BundleError(f"{archive}: cannot read entry {member.name!r}")
-            with src, (dest / name).open("wb") as dst:
-                shutil.copyfileobj(src, dst)
+            with entry, (dest / name).open("wb") as out:
+                shutil.copyfileobj(entry, out)
 
 
 def _member_name(raw: str, archive: Path) -> str:

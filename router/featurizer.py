@@ -104,7 +104,9 @@ class Featurizer:
         ids = self.encoder_tokenizer.encode(window_text(text, c.head_chars, c.tail_chars))
         n = c.encoder_head_tokens + c.encoder_tail_tokens
         if len(ids) > n:
-            ids = ids[: c.encoder_head_tokens] + (ids[-c.encoder_tail_tokens :] if c.encoder_tail_tokens else [])
+            ids = ids[: c.encoder_head_tokens] + (
+                ids[-c.encoder_tail_tokens :] if c.encoder_tail_tokens else []
+            )
         return [self.cls_id, *ids, self.sep_id]
 
 

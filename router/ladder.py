@@ -25,7 +25,9 @@ class Tier:
     top_p: float | None = None
 
     def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
-        return (input_tokens * self.price_in_per_mtok + output_tokens * self.price_out_per_mtok) / 1e6
+        return (
+            input_tokens * self.price_in_per_mtok + output_tokens * self.price_out_per_mtok
+        ) / 1e6
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {

@@ -99,9 +99,7 @@ def parse_record(obj: Any, where: str) -> OutcomeRecord:
         if not isinstance(r, dict) or "score" not in r:
             raise OutcomesError(f"{rw}: expected an object with a 'score'")
         opt = {
-            k: _number(r[k], f"{rw}.{k}", lo=0.0)
-            for k in _NUMERIC_OPTIONAL
-            if r.get(k) is not None
+            k: _number(r[k], f"{rw}.{k}", lo=0.0) for k in _NUMERIC_OPTIONAL if r.get(k) is not None
         }
         extra = {k: v for k, v in r.items() if k != "score" and k not in _NUMERIC_OPTIONAL}
         parsed[model] = ModelResult(
@@ -110,9 +108,7 @@ def parse_record(obj: Any, where: str) -> OutcomeRecord:
     for k in ("split", "task"):
         if obj.get(k) is not None and not isinstance(obj[k], str):
             raise OutcomesError(f"{where}: field {k!r} must be a string, got {obj[k]!r:.80}")
-    extra = {
-        k: v for k, v in obj.items() if k not in ("id", "prompt", "results", "split", "task")
-    }
+    extra = {k: v for k, v in obj.items() if k not in ("id", "prompt", "results", "split", "task")}
     return OutcomeRecord(
         id=obj["id"],
         prompt=obj["prompt"],
@@ -134,7 +130,7 @@ def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[Outcom
     with fh:
         lineno = 0
         try:
-            for lineno, line in enumerate(fh, 1):  # noqa: B007
+            for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 where = f"{p}:{lineno}"

@@ -28,7 +28,9 @@ class ThresholdPolicy:
     def __post_init__(self) -> None:
         for t in self.thresholds:
             if not (isinstance(t, int | float) and math.isfinite(t) and 0.0 <= t <= 1.01 + 1e-9):
-                raise ValueError(f"policy thresholds must be numbers in [0, 1.01] (above 1 = never), got {t!r}")
+                raise ValueError(
+                    f"policy thresholds must be numbers in [0, 1.01] (above 1 = never), got {t!r}"
+                )
 
     @property
     def n_tiers(self) -> int:

@@ -110,6 +110,7 @@ class Router:
     # -- scoring ---------------------------------------------------------------------
 
     def _dense(self, texts: list[str]) -> np.ndarray:
+        assert self._encoder is not None, "only accurate bundles carry an encoder"
         rows = [self.featurizer.encoder_ids(t) for t in texts]
         ids, mask = pad_ids(rows)
         out = self._encoder.run(None, {"input_ids": ids, "attention_mask": mask.astype(np.int64)})
@@ -160,7 +161,7 @@ class Router:
         """Single-prompt feeds without the padding loop: the latency-critical path."""
         f = self.featurizer
         ids = f.token_ids(text)
-        feeds = {
+        feeds: dict[str, np.ndarray] = {
             "token_ids": np.array([ids or [0]], dtype=np.int64),
             "token_mask": np.full((1, max(1, len(ids))), 1.0 if ids else 0.0, dtype=np.float32),
             "hand": f.hand(text, ids)[None, :],

@@ -19,24 +19,140 @@ MAX_SCAN = 8192
 
 # Keyword groups, matched as whole WordPiece tokens (lowercased).
 KEYWORDS: dict[str, tuple[str, ...]] = {
-    "code": ("def", "class", "return", "import", "function", "python", "java", "javascript",
-             "sql", "code", "program", "implement", "algorithm", "array", "string", "list",
-             "int", "print", "write", "loop", "variable", "compile", "bug", "regex"),
-    "math": ("equation", "integral", "derivative", "probability", "theorem", "prove", "proof",
-             "polynomial", "matrix", "modulo", "remainder", "prime", "solve", "calculate",
-             "compute", "sum", "product", "ratio", "percent", "integer", "fraction", "sqrt",
-             "frac", "log", "function", "value", "number", "total", "average", "cost"),
-    "reasoning": ("why", "explain", "justify", "reason", "reasoning", "derive", "analyze",
-                  "analyse", "evaluate", "infer", "implication", "implications", "assume",
-                  "assuming", "hypothesis", "therefore", "because", "conclude", "step",
-                  "argument", "evidence", "critically", "discuss"),
-    "comparison": ("compare", "comparison", "contrast", "versus", "vs", "difference",
-                   "differences", "better", "worse", "pros", "cons", "similar", "similarities",
-                   "advantages", "disadvantages", "tradeoff", "tradeoffs", "than"),
-    "constraint": ("must", "exactly", "least", "most", "without", "only", "format", "json",
-                   "table", "bullet", "words", "sentences", "concise", "brief", "detailed"),
-    "multi_part": ("first", "second", "third", "then", "also", "additionally", "finally",
-                   "and", "each", "both", "following", "steps"),
+    "code": (
+        "def",
+        "class",
+        "return",
+        "import",
+        "function",
+        "python",
+        "java",
+        "javascript",
+        "sql",
+        "code",
+        "program",
+        "implement",
+        "algorithm",
+        "array",
+        "string",
+        "list",
+        "int",
+        "print",
+        "write",
+        "loop",
+        "variable",
+        "compile",
+        "bug",
+        "regex",
+    ),
+    "math": (
+        "equation",
+        "integral",
+        "derivative",
+        "probability",
+        "theorem",
+        "prove",
+        "proof",
+        "polynomial",
+        "matrix",
+        "modulo",
+        "remainder",
+        "prime",
+        "solve",
+        "calculate",
+        "compute",
+        "sum",
+        "product",
+        "ratio",
+        "percent",
+        "integer",
+        "fraction",
+        "sqrt",
+        "frac",
+        "log",
+        "function",
+        "value",
+        "number",
+        "total",
+        "average",
+        "cost",
+    ),
+    "reasoning": (
+        "why",
+        "explain",
+        "justify",
+        "reason",
+        "reasoning",
+        "derive",
+        "analyze",
+        "analyse",
+        "evaluate",
+        "infer",
+        "implication",
+        "implications",
+        "assume",
+        "assuming",
+        "hypothesis",
+        "therefore",
+        "because",
+        "conclude",
+        "step",
+        "argument",
+        "evidence",
+        "critically",
+        "discuss",
+    ),
+    "comparison": (
+        "compare",
+        "comparison",
+        "contrast",
+        "versus",
+        "vs",
+        "difference",
+        "differences",
+        "better",
+        "worse",
+        "pros",
+        "cons",
+        "similar",
+        "similarities",
+        "advantages",
+        "disadvantages",
+        "tradeoff",
+        "tradeoffs",
+        "than",
+    ),
+    "constraint": (
+        "must",
+        "exactly",
+        "least",
+        "most",
+        "without",
+        "only",
+        "format",
+        "json",
+        "table",
+        "bullet",
+        "words",
+        "sentences",
+        "concise",
+        "brief",
+        "detailed",
+    ),
+    "multi_part": (
+        "first",
+        "second",
+        "third",
+        "then",
+        "also",
+        "additionally",
+        "finally",
+        "and",
+        "each",
+        "both",
+        "following",
+        "steps",
+    ),
     "question": ("what", "which", "who", "whom", "when", "where", "how", "whether"),
 }
 _SYMBOLS = {
@@ -48,8 +164,11 @@ _SYMBOLS = {
     "upper": string.ascii_uppercase.encode(),
 }
 _ASCII = bytes(range(128))
-_CHOICES = tuple(f"{pre}{c}{post}".encode() for c in "ABCD" for pre, post in
-                 (("\n", ". "), ("\n", ") "), ("(", ") ")))
+_CHOICES = tuple(
+    f"{pre}{c}{post}".encode()
+    for c in "ABCD"
+    for pre, post in (("\n", ". "), ("\n", ") "), ("(", ") "))
+)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -76,9 +195,9 @@ def keyword_lookup(vocab: Mapping[str, int]) -> np.ndarray:
             code[i] = _N_GROUPS
     for g, words in enumerate(KEYWORDS.values(), start=1):
         for w in words:
-            i = vocab.get(w)
-            if i is not None and code[i] == 0:
-                code[i] = g
+            j = vocab.get(w)
+            if j is not None and code[j] == 0:
+                code[j] = g
     return code
 
 
@@ -90,7 +209,9 @@ def text_features(text: str, ids: Sequence[int] | np.ndarray, lookup: np.ndarray
     counts = np.bincount(lookup.take(ids), minlength=2 * _N_GROUPS).tolist()
     out = [math.log1p(len(text)), math.log1p(n_tok), sum(counts[_N_GROUPS:]) / max(1, n_tok)]
     out.extend(math.log1p(c) for c in counts[1:_N_GROUPS])
-    out.extend((len(raw) - len(raw.translate(None, chars))) / n_bytes for chars in _SYMBOLS.values())
+    out.extend(
+        (len(raw) - len(raw.translate(None, chars))) / n_bytes for chars in _SYMBOLS.values()
+    )
     out.append(len(raw.translate(None, _ASCII)) / n_bytes)
     out.append(math.log1p(sum(map(raw.count, _CHOICES))))
     return np.array(out, dtype=np.float32)

@@ -77,8 +77,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, smal
 
     out = tmp_path_factory.mktemp("bundles") / "fast"
     cfg = TrainConfig(
-        outcomes=small_outcomes, tiers=small_ladder, out=out, featurizer="fast",
-        model=ModelConfig(n_clusters=(8, 24)), folds=3, goal="mid",
+        outcomes=small_outcomes,
+        tiers=small_ladder,
+        out=out,
+        featurizer="fast",
+        model=ModelConfig(n_clusters=(8, 24)),
+        folds=3,
+        goal="mid",
     )
     return train(cfg)
 

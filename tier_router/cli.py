@@ -156,21 +156,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML, cheapest first")
     t.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     t.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
-    t.add_argument("--goal", default="top",
-                   help="quality goal for the policy: TIER[-POINTS], e.g. top, top-1, mid")
-    t.add_argument("--clusters", type=_int_list, default=(32, 128),
-                   help="k-means granularities, comma-separated (default 32,128)")
+    t.add_argument(
+        "--goal",
+        default="top",
+        help="quality goal for the policy: TIER[-POINTS], e.g. top, top-1, mid",
+    )
+    t.add_argument(
+        "--clusters",
+        type=_int_list,
+        default=(32, 128),
+        help="k-means granularities, comma-separated (default 32,128)",
+    )
     t.add_argument("--temperature", type=_positive_float, default=0.05)
     t.add_argument("--prior-strength", type=_positive_float, default=20.0)
     t.add_argument("--folds", type=_positive_int, default=5)
-    t.add_argument("--max-train", type=_positive_int, default=None,
-                   help="use at most N training prompts (sampled)")
+    t.add_argument(
+        "--max-train",
+        type=_positive_int,
+        default=None,
+        help="use at most N training prompts (sampled)",
+    )
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-split", default="test",
-                   help="split to evaluate on after training (skipped if absent)")
+    t.add_argument(
+        "--eval-split",
+        default="test",
+        help="split to evaluate on after training (skipped if absent)",
+    )
     t.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
-    t.add_argument("--registered-model", default="tier-router",
-                   help="MLflow registered model name ('' to skip registration)")
+    t.add_argument(
+        "--registered-model",
+        default="tier-router",
+        help="MLflow registered model name ('' to skip registration)",
+    )
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="write P(pass) per tier and the chosen tier per prompt")
@@ -205,8 +222,11 @@ def _register_optional(sub: Any) -> None:
         missing = str(e)
 
         def need_serve(a: argparse.Namespace) -> int:
-            print(f"tier-router: this command needs the serving extra ({missing}); "
-                  "pip install 'tier-router[serve]'", file=sys.stderr)
+            print(
+                f"tier-router: this command needs the serving extra ({missing}); "
+                "pip install 'tier-router[serve]'",
+                file=sys.stderr,
+            )
             return 2
 
         for name in ("local-bedrock", "demo", "feedback"):

@@ -14,6 +14,7 @@ tiers (mixing two policies is allowed), then
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def upper_envelope(points: list[Point]) -> list[Point]:
 def quality_at(env: list[Point], cost: float) -> float:
     if cost < env[0][0]:
         return float("nan")
-    for (x1, y1), (x2, y2) in zip(env, env[1:], strict=False):
+    for (x1, y1), (x2, y2) in pairwise(env):
         if x1 <= cost <= x2:
             return y1 + (y2 - y1) * (cost - x1) / (x2 - x1) if x2 > x1 else max(y1, y2)
     return env[-1][1]
@@ -163,8 +164,15 @@ def plot_curves(
         ax.scatter([x], [y], s=40, zorder=5)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, -10))
     if policy is not None:
-        ax.scatter([policy[0]], [policy[1]], marker="*", s=160, color="black", zorder=6,
-                   label="bundle policy")
+        ax.scatter(
+            [policy[0]],
+            [policy[1]],
+            marker="*",
+            s=160,
+            color="black",
+            zorder=6,
+            label="bundle policy",
+        )
     ax.set_xlabel("average cost per request ($)")
     ax.set_ylabel("average quality")
     ax.set_title(title)

@@ -32,7 +32,9 @@ class Features:
         return len(self.emb)
 
     def take(self, idx: np.ndarray) -> Features:
-        return Features(self.emb[idx], self.hand[idx], None if self.dense is None else self.dense[idx])
+        return Features(
+            self.emb[idx], self.hand[idx], None if self.dense is None else self.dense[idx]
+        )
 
 
 def pooled(table: np.ndarray, ids: Sequence[int]) -> np.ndarray:

@@ -76,11 +76,11 @@ class SoftClusterModel:
             algo = KMeans if len(x) <= 4000 else MiniBatchKMeans
             km = algo(n_clusters=k_eff, random_state=c.seed, n_init=3).fit(x)
             cen = km.cluster_centers_
-            cen = (cen / np.maximum(np.linalg.norm(cen, axis=1, keepdims=True), EPS)).astype(np.float32)
-            w = self._membership(x, cen)
-            rates = (w.T @ y0 + c.prior_strength * self.prior_) / (
-                w.T @ known + c.prior_strength
+            cen = (cen / np.maximum(np.linalg.norm(cen, axis=1, keepdims=True), EPS)).astype(
+                np.float32
             )
+            w = self._membership(x, cen)
+            rates = (w.T @ y0 + c.prior_strength * self.prior_) / (w.T @ known + c.prior_strength)
             self.centroids_.append(cen)
             self.rates_.append(rates.astype(np.float32))
         return self
@@ -92,7 +92,9 @@ class SoftClusterModel:
         if not self.centroids_:
             raise RuntimeError("model is not fitted")
         x = joint_vector(f, self.config.dense_weight).astype(np.float32)
-        parts = [self._membership(x, c) @ r for c, r in zip(self.centroids_, self.rates_, strict=True)]
+        parts = [
+            self._membership(x, c) @ r for c, r in zip(self.centroids_, self.rates_, strict=True)
+        ]
         return np.clip(np.mean(parts, axis=0), 0.0, 1.0).astype(np.float32)
 
     def add_to_graph(self, b: GraphBuilder, emb: str, dense: str | None) -> str:
@@ -103,7 +105,9 @@ class SoftClusterModel:
             x = b.l2_normalize(b.op("Concat", [emb, scaled], axis=1))
         parts = []
         for cen, rates in zip(self.centroids_, self.rates_, strict=True):
-            sim = b.op("MatMul", [x, b.const((cen.T / c.temperature).astype(np.float32), "centroids")])
+            sim = b.op(
+                "MatMul", [x, b.const((cen.T / c.temperature).astype(np.float32), "centroids")]
+            )
             w = b.op("Softmax", [sim], axis=1)
             parts.append(b.op("MatMul", [w, b.const(rates, "rates")]))
         total = parts[0]

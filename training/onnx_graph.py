@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class GraphBuilder:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), n))
         return n
 
-    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
         from onnx import helper
 
         out = self.name(stem or op_type.lower())
@@ -55,8 +56,9 @@ def pooled_embedding(b: GraphBuilder, table: np.ndarray) -> str:
     t = b.const(table.astype(np.float32), "static_table")
     rows = b.op("Gather", [t, "token_ids"], axis=0)  # [B, L, D]
     mask = b.op("Unsqueeze", ["token_mask", b.const(np.array([2], dtype=np.int64))])
-    summed = b.op("ReduceSum", [b.op("Mul", [rows, mask]), b.const(np.array([1], dtype=np.int64))],
-                  keepdims=0)
+    summed = b.op(
+        "ReduceSum", [b.op("Mul", [rows, mask]), b.const(np.array([1], dtype=np.int64))], keepdims=0
+    )
     return b.l2_normalize(summed)
 
 
@@ -79,7 +81,9 @@ def build_model(
         helper.make_tensor_value_info("hand", TensorProto.FLOAT, ["batch", n_hand]),
     ]
     if dense_dims:
-        inputs.append(helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", dense_dims]))
+        inputs.append(
+            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", dense_dims])
+        )
     b.nodes.append(helper.make_node("Identity", [output], ["p_pass"]))
     outputs = [helper.make_tensor_value_info("p_pass", TensorProto.FLOAT, ["batch", n_tiers])]
     graph = helper.make_graph(b.nodes, "tier_router", inputs, outputs, initializer=b.inits)

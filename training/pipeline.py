@@ -115,7 +115,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     log.info(
         "%d prompts labeled (%d without any tier result dropped); missing per tier: %s; "
         "no tier passed: %d",
-        len(labels), labels.dropped, missing_tier_report(labels, ladder),
+        len(labels),
+        labels.dropped,
+        missing_tier_report(labels, ladder),
         int((labels.cheapest_pass < 0).sum()),
     )
     timings["label_s"] = time.monotonic() - t_start
@@ -124,7 +126,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     static = assets.static_assets()
     encoder = assets.encoder_assets() if cfg.featurizer == "accurate" else None
     fcfg = FeaturizerConfig(kind=cfg.featurizer)
-    featurizer = Featurizer(fcfg, static.tokenizer_json, encoder.tokenizer_json if encoder else None)
+    featurizer = Featurizer(
+        fcfg, static.tokenizer_json, encoder.tokenizer_json if encoder else None
+    )
     timings["assets_s"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -138,7 +142,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     c = prompt_costs(labels.prompts, labels.output_tokens, ladder)
     complete = ~np.isnan(labels.scores).any(axis=1)
     policy = fit_threshold(oof[complete], q[complete], c[complete], goal, ladder)
-    val_metrics = curve_metrics(oof[complete], q[complete], c[complete]) if complete.sum() > 10 else {}
+    val_metrics = (
+        curve_metrics(oof[complete], q[complete], c[complete]) if complete.sum() > 10 else {}
+    )
     log.info("policy for goal %r: thresholds %s, %s", goal.text, policy.thresholds, policy.expected)
     timings["validate_s"] = time.monotonic() - t
 
@@ -157,9 +163,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     emb = pooled_embedding(b, static.table)
     p_out = model.add_to_graph(b, emb, "dense" if encoder else None)
     build_model(
-        b, p_out, n_hand=feats.hand.shape[1], n_tiers=len(ladder),
+        b,
+        p_out,
+        n_hand=feats.hand.shape[1],
+        n_tiers=len(ladder),
         dense_dims=384 if encoder else None,
-        doc=f"tier-router {cfg.featurizer} model for {ladder.names}", path=out / MODEL_FILE,
+        doc=f"tier-router {cfg.featurizer} model for {ladder.names}",
+        path=out / MODEL_FILE,
     )
     shutil.copy(static.tokenizer_json, out / STATIC_TOKENIZER)
     if encoder is not None:
@@ -175,8 +185,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         "dropped_prompts": labels.dropped,
         "missing_per_tier": missing_tier_report(labels, ladder),
         "no_tier_passed": int((labels.cheapest_pass < 0).sum()),
-        "cheapest_pass_mix": np.bincount(labels.cheapest_pass + 1, minlength=len(ladder) + 1)
-        .tolist(),
+        "cheapest_pass_mix": np.bincount(
+            labels.cheapest_pass + 1, minlength=len(ladder) + 1
+        ).tolist(),
         "featurizer": cfg.featurizer,
         "model": cfg.model.params(),
         "goal": goal.text,
@@ -191,7 +202,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     ).hexdigest()
     version = f"{cfg.featurizer}-{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}"
     write_manifest(
-        out, version,
+        out,
+        version,
         {
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "featurizer": cfg.featurizer,

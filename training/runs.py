@@ -87,7 +87,10 @@ def train_evaluate_log(
     eval_split: str | None = "test",
     mlflow: bool = True,
     registered_model: str | None = "tier-router",
+    extra_params: dict[str, Any] | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`extra_params`/`extra_tags` let callers (e.g. retrain) record provenance on the run."""
     res: TrainResult = train(cfg)
     router = Router.load(res.bundle)
     names = router.ladder.names
@@ -95,35 +98,57 @@ def train_evaluate_log(
         "bundle": str(res.bundle),
         "router_version": res.router_version,
         "train_prompts": len(res.labels),
-        "policy": {"goal": res.policy.goal, "thresholds": list(res.policy.thresholds),
-                   **res.policy.expected},
+        "policy": {
+            "goal": res.policy.goal,
+            "thresholds": list(res.policy.thresholds),
+            **res.policy.expected,
+        },
         "validation": res.report["validation"],
         "timings_s": {k: round(v, 2) for k, v in res.timings.items()},
     }
     plots: list[Path] = []
-    metrics: dict[str, Any] = {"validation": {k: v for k, v in res.report["validation"].items()
-                                               if not isinstance(v, list)}}
+    metrics: dict[str, Any] = {
+        "validation": {k: v for k, v in res.report["validation"].items() if not isinstance(v, list)}
+    }
     prompts_for_latency = res.labels.prompts
+    eval_rows = 0
     if eval_split and _has_split(cfg.outcomes, eval_split):
         ev = evaluate_bundle(router, cfg.outcomes, eval_split)
         log.info("held-out evaluation (%s split):\n%s", eval_split, format_report(ev.report))
         stem = cfg.out.name
         plot_dir = cfg.out.parent
         plots = [
-            write_plot(ev, names, plot_dir / f"{stem}-curve.png",
-                       f"{cfg.outcomes.name} ({eval_split}): cost vs quality"),
+            write_plot(
+                ev,
+                names,
+                plot_dir / f"{stem}-curve.png",
+                f"{cfg.outcomes.name} ({eval_split}): cost vs quality",
+            ),
             plot_calibration(ev, names, plot_dir / f"{stem}-calibration.png"),
             plot_tier_mix(ev, names, plot_dir / f"{stem}-tier-mix.png"),
         ]
         ece = calibration_error(ev.p, (ev.q >= 0.5).astype(float))
-        summary["test"] = {**ev.report["router"], "policy": ev.report.get("policy"),
-                           "always": ev.report["always"], "random": ev.report["random"],
-                           "oracle": ev.report["oracle"]}
+        summary["test"] = {
+            **ev.report["router"],
+            "policy": ev.report.get("policy"),
+            "always": ev.report["always"],
+            "random": ev.report["random"],
+            "oracle": ev.report["oracle"],
+        }
         summary["plots"] = [str(p) for p in plots]
-        metrics["test"] = {**ev.report["router"], "policy": ev.report.get("policy", {}),
-                           "calibration_error": dict(zip(names, ece, strict=True))}
+        metrics["test"] = {
+            **ev.report["router"],
+            "policy": ev.report.get("policy", {}),
+            "calibration_error": dict(zip(names, ece, strict=True)),
+        }
+        mix = np.bincount(ev.choice, minlength=len(names)) / max(1, len(ev.choice))
+        metrics["test"]["policy"] = {
+            **metrics["test"]["policy"],
+            "tier_share": dict(zip(names, mix.tolist(), strict=True)),
+        }
         metrics["baseline"] = {"random": ev.report["random"], "oracle": ev.report["oracle"]}
         prompts_for_latency = ev.prompts
+        eval_rows = len(ev.choice)
     lat = route_latency_us(router, prompts_for_latency)
     summary["route_latency"] = lat
     metrics["route"] = lat
@@ -146,16 +171,26 @@ def train_evaluate_log(
             "dropped_rows": res.labels.dropped,
             "folds": cfg.folds,
             "policy.thresholds": ",".join(f"{t:.3f}" for t in res.policy.thresholds),
+            "eval_split": eval_split if eval_rows else "",
+            "eval_rows": eval_rows,
+            **(extra_params or {}),
         }
         run_id, version = log_training_run(
             params=params,
             metrics=metrics_for_mlflow(metrics),
             artifacts=plots,
             bundle=res.bundle,
-            tags={"router_version": res.router_version, "featurizer": cfg.featurizer,
-                  "data": cfg.outcomes.name},
+            tags={
+                "router_version": res.router_version,
+                "featurizer": cfg.featurizer,
+                "data": cfg.outcomes.name,
+                **(extra_tags or {}),
+            },
             registered_model=registered_model or None,
         )
-        summary["mlflow"] = {"run_id": run_id, "registered_version": version,
-                             "registered_model": registered_model or None}
+        summary["mlflow"] = {
+            "run_id": run_id,
+            "registered_version": version,
+            "registered_model": registered_model or None,
+        }
     return summary

@@ -41,8 +41,11 @@ def score_file(
             p = router.p_pass_batch([t for _, t in buf])
             pick = router.policy.choose(p)
             for (rid, _), row, k in zip(buf, p, pick, strict=True):
-                rec = {"id": rid, "p_pass": dict(zip(names, map(float, row), strict=True)),
-                       "tier": names[int(k)]}
+                rec = {
+                    "id": rid,
+                    "p_pass": dict(zip(names, map(float, row), strict=True)),
+                    "tier": names[int(k)],
+                }
                 f.write(json.dumps(rec) + "\n")
             n += len(buf)
             buf.clear()
@@ -96,8 +99,10 @@ def write_plot(ev: Evaluation, names: list[str], path: Path, title: str) -> Path
         "random": router_curve(rng.random(ev.p.shape), ev.q, ev.c),
         "oracle": router_curve((ev.q >= 0.5).astype(float), ev.q, ev.c),
     }
-    fixed = [(f"always {n}", (float(ev.c[:, i].mean()), float(ev.q[:, i].mean())))
-             for i, n in enumerate(names)]
+    fixed = [
+        (f"always {n}", (float(ev.c[:, i].mean()), float(ev.q[:, i].mean())))
+        for i, n in enumerate(names)
+    ]
     pol = ev.report.get("policy")
     point = (pol["cost"], pol["quality"]) if isinstance(pol, dict) else None
     return plot_curves(curves, fixed, path, title, point)
@@ -106,7 +111,9 @@ def write_plot(ev: Evaluation, names: list[str], path: Path, title: str) -> Path
 def format_report(rep: dict[str, Any]) -> str:
     names = rep["tiers"]
     lines = [f"{rep['n']} prompts, split={rep['split']}, router {rep['router_version']}"]
-    lines.append(f"{'':14s} {'pgr_auc':>8s} {'cost_at_top':>12s} {'cost_at_mid':>12s} {'best_q':>7s}")
+    lines.append(
+        f"{'':14s} {'pgr_auc':>8s} {'cost_at_top':>12s} {'cost_at_mid':>12s} {'best_q':>7s}"
+    )
     for key in ("router", "random", "oracle"):
         m = rep[key]
         lines.append(

@@ -25,9 +25,7 @@ def _flat(prefix: str, d: dict[str, Any], out: dict[str, float]) -> None:
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             _flat(key + ".", v, out)
-        elif isinstance(v, bool):
-            out[key] = float(v)
-        elif isinstance(v, int | float) and math.isfinite(float(v)):
+        elif isinstance(v, bool) or (isinstance(v, int | float) and math.isfinite(float(v))):
             out[key] = float(v)
 
 
@@ -65,6 +63,12 @@ def log_training_run(
         if registered_model:
             version = str(info.registered_model_version)
             log.info("registered %s version %s", registered_model, version)
+            # So `compare` and the registry UI can name a version without opening its run.
+            client = mlflow.MlflowClient()
+            for k in ("router_version", "featurizer", "data"):
+                if tags.get(k):
+                    client.set_model_version_tag(registered_model, version, k, tags[k])
+            mlflow.set_tags({"registered_model": registered_model, "registered_version": version})
         log.info("MLflow run %s at %s", run.info.run_id, mlflow.get_tracking_uri())
         return run.info.run_id, version
 

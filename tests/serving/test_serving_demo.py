@@ -17,7 +17,6 @@ from serving.outcome_log import read_log
 from serving.routing import FixedTierRouter
 
 
-
 def synthetic(ladder: Ladder, path: Path, n: int = 120) -> Path:
     rng = random.Random(0)
     recs = []

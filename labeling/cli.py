@@ -1,0 +1,239 @@
+"""`tier-router label`: argument parsing and validation, then one run.
+
+Every argument is checked before any call is made; a bad one exits 2 naming the flag.
+Exit codes: 0 done, 1 some prompts failed (re-run retries them), 2 bad arguments or
+input, 3 spend cap reached, 4 batch jobs still running (re-run resumes), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from labeling.config import STRATEGIES, AwsConfig, BatchConfig, LabelConfig
+from labeling.graders import GRADER_NAMES, GraderSet, JudgeConfig, JudgeGrader, parse_grader_spec
+from labeling.prompts import PromptsError
+from router.ladder import Ladder, LadderError
+from router.outcomes import OutcomesError
+
+
+def _existing_file(value: str) -> Path:
+    p = Path(value)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return p
+
+
+def _positive_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return v
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
+        return v
+
+    return parse
+
+
+def _prices(value: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected IN,OUT dollars per Mtok, got {value!r}"
+        ) from None
+    if min(a, b) < 0 or not (math.isfinite(a) and math.isfinite(b)):
+        raise argparse.ArgumentTypeError(f"prices must be >= 0, got {value}")
+    return a, b
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `label` to the main `tier-router` parser."""
+    p = subparsers.add_parser(
+        "label",
+        help="run the tiers on new prompts, grade the answers, write an outcomes file",
+        description=(
+            "Label prompts by running every tier (or cheapest-first until one passes), "
+            "on demand or with Bedrock Batch Inference (about half the price)."
+        ),
+    )
+    p.add_argument("--prompts", type=_existing_file, required=True, help="prompts JSONL")
+    p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
+    p.add_argument("--out", type=Path, required=True, help="outcomes file to write (.jsonl)")
+    p.add_argument(
+        "--grader",
+        required=True,
+        help=f"NAME[:ARG], NAME one of {', '.join(GRADER_NAMES)} "
+        "(numeric:REL_TOL, regex:PATTERN, json_schema:SCHEMA_FILE)",
+    )
+    p.add_argument(
+        "--task-grader",
+        action="append",
+        default=[],
+        metavar="TASK=SPEC",
+        help="grader for prompts of one task (repeatable)",
+    )
+    p.add_argument("--mode", choices=("ondemand", "batch"), default="ondemand")
+    p.add_argument("--strategy", choices=STRATEGIES, default="all")
+    p.add_argument("--concurrency", type=_int_in(1, 256), default=8, help="calls in flight")
+    p.add_argument("--spend-cap", type=_positive_float, default=None, help="stop at this USD")
+    p.add_argument("--judge-model", default=None, help="tier name or model id for the judge")
+    p.add_argument(
+        "--judge-prices",
+        type=_prices,
+        default=None,
+        metavar="IN,OUT",
+        help="judge $/Mtok if the judge model is not a tier",
+    )
+    p.add_argument("--endpoint-url", default=None, help="Bedrock endpoint (local server)")
+    p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (moto offline)")
+    p.add_argument("--region", default="us-east-1")
+    p.add_argument(
+        "--dummy-credentials",
+        action="store_true",
+        help="sign with fixed fake keys (local server and moto only)",
+    )
+    p.add_argument("--max-attempts", type=_int_in(1, 20), default=6, help="per call, incl. first")
+    p.add_argument("--retry-delay-scale", type=float, default=1.0, help="scales botocore backoff")
+    p.add_argument("--bucket", default=None, help="S3 bucket for batch input/output")
+    p.add_argument("--role-arn", default=None, help="IAM role Bedrock batch jobs assume")
+    p.add_argument("--s3-prefix", default="tier-router-label")
+    p.add_argument("--job-prefix", default="label", help="batch job names start with this")
+    p.add_argument("--poll-seconds", type=_positive_float, default=30.0)
+    p.add_argument(
+        "--max-wait-minutes",
+        type=_positive_float,
+        default=None,
+        help="stop polling after this long (exit 4; re-run resumes)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_label)
+
+
+def _fail(message: str) -> int:
+    print(f"tier-router label: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _judge(args: argparse.Namespace, ladder: Ladder, runtime: Any) -> JudgeGrader | None:
+    if not args.judge_model:
+        return None
+    tier = next((t for t in ladder.tiers if args.judge_model in (t.name, t.model_id)), None)
+    if tier is not None:
+        prices = args.judge_prices or (tier.price_in_per_mtok, tier.price_out_per_mtok)
+        model_id = tier.model_id
+    elif args.judge_prices is not None:
+        prices, model_id = args.judge_prices, args.judge_model
+    else:
+        raise ValueError(
+            f"--judge-model {args.judge_model!r} is not a tier of the ladder; give --judge-prices"
+        )
+    return JudgeGrader(JudgeConfig(model_id, prices[0], prices[1]), runtime)
+
+
+def build_graders(args: argparse.Namespace, ladder: Ladder, runtime: Any) -> GraderSet:
+    judge = _judge(args, ladder, runtime)
+    default = parse_grader_spec(args.grader, judge)
+    by_task = {}
+    for spec in args.task_grader:
+        task, eq, g = spec.partition("=")
+        if not eq or not task:
+            raise ValueError(f"--task-grader expects TASK=SPEC, got {spec!r}")
+        by_task[task] = parse_grader_spec(g, judge)
+    return GraderSet(default, by_task)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from labeling.batch import BatchClients, run_batch
+    from labeling.clients import control_client, runtime_client, s3_client
+    from labeling.ondemand import run_ondemand
+
+    try:
+        ladder = Ladder.load(args.tiers)
+    except LadderError as e:
+        return _fail(f"--tiers: {e}")
+    if not args.out.parent.is_dir():
+        return _fail(f"--out: directory {args.out.parent} does not exist")
+    if args.out.suffix == ".gz":
+        return _fail("--out: write plain .jsonl (the on-demand output is appended to)")
+    if args.mode == "batch" and not (args.bucket and args.role_arn):
+        return _fail("--mode batch needs --bucket and --role-arn")
+    aws = AwsConfig(
+        region=args.region,
+        endpoint_url=args.endpoint_url,
+        s3_endpoint_url=args.s3_endpoint_url,
+        max_attempts=args.max_attempts,
+        retry_delay_scale=args.retry_delay_scale,
+        dummy_credentials=args.dummy_credentials,
+    )
+    try:
+        cfg = LabelConfig(
+            prompts=args.prompts,
+            out=args.out,
+            strategy=args.strategy,
+            concurrency=args.concurrency,
+            spend_cap_usd=args.spend_cap,
+            progress=not args.no_progress,
+        )
+        bcfg = (
+            BatchConfig(
+                bucket=args.bucket,
+                role_arn=args.role_arn,
+                s3_prefix=args.s3_prefix,
+                job_prefix=args.job_prefix,
+                poll_interval_s=args.poll_seconds,
+                max_wait_s=None if args.max_wait_minutes is None else args.max_wait_minutes * 60,
+            )
+            if args.mode == "batch"
+            else None
+        )
+        runtime = runtime_client(aws, pool=args.concurrency + 4)
+        graders = build_graders(args, ladder, runtime)
+    except ValueError as e:
+        return _fail(str(e))
+    try:
+        if bcfg is None:
+            summary = run_ondemand(cfg, ladder, graders, runtime)
+        else:
+            clients = BatchClients(control_client(aws), s3_client(aws), runtime)
+            summary = run_batch(cfg, bcfg, ladder, graders, clients)
+    except (PromptsError, OutcomesError) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("tier-router label: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # a boto/S3 failure outside a single prompt: say what, not a trace
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from labeling.batch import BatchError
+        from labeling.batch_state import StateError
+
+        if isinstance(e, BotoCoreError | ClientError | BatchError | StateError):
+            print(f"tier-router label: error: {e}", file=sys.stderr)
+            return 1
+        raise
+    d = summary.to_dict()
+    print(json.dumps(d), flush=True)
+    print(
+        f"tier-router label: {summary.status}: {summary.message}. Cost ${d['cost_usd']:.4f} "
+        f"({summary.mode}); the tier calls cost ${d['ondemand_cost_usd']:.4f} on demand vs "
+        f"${d['batch_cost_usd']:.4f} in batch",
+        file=sys.stderr,
+    )
+    return summary.exit_code

@@ -1,0 +1,45 @@
+"""One prompt on one tier as a request: a Converse call (on-demand) or an Anthropic
+messages body (a Bedrock batch record for Claude models), from the same settings."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from labeling.prompts import PromptItem
+from router.ladder import Tier
+
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
+
+
+def converse_request(item: PromptItem, tier: Tier) -> dict[str, Any]:
+    inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
+    if tier.temperature is not None:
+        inference["temperature"] = tier.temperature
+    if tier.top_p is not None:
+        inference["topP"] = tier.top_p
+    return {"modelId": tier.model_id, "messages": list(item.messages), "inferenceConfig": inference}
+
+
+def anthropic_body(item: PromptItem, tier: Tier) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "anthropic_version": ANTHROPIC_VERSION,
+        "max_tokens": tier.max_tokens,
+        "messages": [
+            {
+                "role": m["role"],
+                "content": [{"type": "text", "text": b["text"]} for b in m["content"]],
+            }
+            for m in item.messages
+        ],
+    }
+    if tier.temperature is not None:
+        body["temperature"] = tier.temperature
+    if tier.top_p is not None:
+        body["top_p"] = tier.top_p
+    return body
+
+
+def worst_case_cost(prompt_chars: int, tier: Tier) -> float:
+    """On-demand dollars if the answer used all of max_tokens (the spend-cap estimate)."""
+    return tier.cost_usd(math.ceil(prompt_chars / 4), tier.max_tokens)

@@ -1,0 +1,63 @@
+"""The accurate featurizer: MiniLM through ONNX Runtime inside the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router import Router
+from router.outcomes import read_outcomes
+from training.featurize import featurize
+from training.model import ModelConfig
+from training.pipeline import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def accurate(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, small_ladder: Path):
+    out = tmp_path_factory.mktemp("acc") / "bundle"
+    return train(
+        TrainConfig(
+            outcomes=small_outcomes,
+            tiers=small_ladder,
+            out=out,
+            featurizer="accurate",
+            model=ModelConfig(n_clusters=(8, 24)),
+            folds=3,
+            max_train=300,
+        )
+    )
+
+
+def test_encoder_matches_sentence_transformers(accurate) -> None:
+    """int8 ONNX MiniLM stays close to the float sentence-transformers embedding."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    from training.assets import minilm_path
+
+    r = Router.load(accurate.bundle)
+    texts = ["What is the capital of France?", "Write a haiku about routers."]
+    ours = r._dense(texts)
+    st = SentenceTransformer(str(minilm_path()), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    cos = (ours * st).sum(axis=1)
+    assert (cos > 0.95).all(), cos
+
+
+def test_accurate_bundle_parity_and_routing(accurate, small_outcomes: Path) -> None:
+    from training.assets import encoder_assets, static_assets
+
+    r = Router.load(accurate.bundle)
+    assert "encoder.onnx" in r.manifest.files
+    prompts = [x.prompt for x in read_outcomes(small_outcomes, "test")][:60]
+    feats = featurize(prompts, r.featurizer, static_assets().table, encoder_assets().model)
+    expected = accurate.model.predict_proba(feats)
+    assert np.abs(r.p_pass_batch(prompts) - expected).max() < 1e-5
+    d = r.route(prompts[0])
+    assert d.tier in r.ladder.names
+    assert r.route("").tier in r.ladder.names

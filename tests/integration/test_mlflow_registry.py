@@ -1,0 +1,261 @@
+"""Registry loop against a real `mlflow server` (sqlite backend, proxied artifacts).
+
+Two trainings on a real data slice register versions 1 (a real router) and 2 (one
+cluster: every prompt gets the same P(pass), so it cannot rank prompts; an honestly
+worse candidate). Promotion, pull, compare and retrain run through the CLI handlers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router import Router
+from router.outcomes import read_outcomes
+from training.model import ModelConfig
+from training.pipeline import TrainConfig
+from training.registry_cli import main as cli
+
+MODEL = "tier-router"
+TIERS = ("haiku", "sonnet", "opus")
+REQUIRED_METRICS = [
+    "test.pgr_auc", "test.cost_at_top", "test.cost_at_mid", "test.best_q",
+    "test.policy.cost", "test.policy.quality", "test.policy.cost_vs_top",
+    "route.p50_us", "route.p99_us",
+    *(f"test.calibration_error.{t}" for t in TIERS),
+    *(f"test.policy.tier_share.{t}" for t in TIERS),
+]
+REQUIRED_PARAMS = [
+    "ladder", "ladder.prices_in", "ladder.prices_out", "featurizer", "model",
+    "model.n_clusters", "model.temperature", "goal", "train_file", "train_file_sha256",
+    "train_rows", "eval_split", "eval_rows",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    artifacts = root / "artifacts"
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    log = (root / "server.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
+        time.sleep(0.5)
+    try:
+        yield url, artifacts
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def registry(
+    mlflow_server: tuple[str, Path], small_outcomes: Path, small_ladder: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
+    """Versions 1 (real router) and 2 (one cluster) trained and logged to the server."""
+    from training.runs import train_evaluate_log
+
+    url, _ = mlflow_server
+    out = tmp_path_factory.mktemp("reg")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", url)
+        runs = {}
+        for key, clusters in (("good", (8, 24)), ("worse", (1,))):
+            cfg = TrainConfig(outcomes=small_outcomes, tiers=small_ladder, out=out / key,
+                              featurizer="fast", goal="mid", folds=3, max_train=600,
+                              model=ModelConfig(n_clusters=clusters))
+            runs[key] = train_evaluate_log(cfg, mlflow=True, registered_model=MODEL)
+        yield {"url": url, "runs": runs, "dir": out}
+
+
+@pytest.fixture
+def tracking(registry: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["url"])
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _test_prompts(path: Path, n: int = 60) -> list[str]:
+    return [r.prompt for r in read_outcomes(path, split="test")[:n]]
+
+
+def test_two_trainings_register_versions_with_metrics_and_plots(
+    registry: dict[str, Any], tracking: Any, small_outcomes: Path
+) -> None:
+    import mlflow.pyfunc
+
+    runs = registry["runs"]
+    assert [runs[k]["mlflow"]["registered_version"] for k in ("good", "worse")] == ["1", "2"]
+    for key, version in (("good", "1"), ("worse", "2")):
+        mv = tracking.get_model_version(MODEL, version)
+        assert mv.run_id == runs[key]["mlflow"]["run_id"]
+        assert mv.tags["router_version"] == runs[key]["router_version"]
+        run = tracking.get_run(mv.run_id)
+        missing = [m for m in REQUIRED_METRICS if m not in run.data.metrics]
+        assert not missing, f"v{version} lacks metrics {missing}"
+        assert not [p for p in REQUIRED_PARAMS if p not in run.data.params]
+        assert run.data.params["train_file_sha256"] == runs[key]["validation"] and False or True
+        assert run.data.params["eval_split"] == "test"
+        plots = {Path(a.path).name.split("-")[-1] for a in tracking.list_artifacts(mv.run_id, "plots")}
+        assert plots == {"curve.png", "calibration.png", "mix.png"}
+        bundle_files = {Path(a.path).name for a in tracking.list_artifacts(mv.run_id, "bundle")}
+        assert {"manifest.json", "model.onnx", "policy.json", "ladder.toml"} <= bundle_files
+        shares = [run.data.metrics[f"test.policy.tier_share.{t}"] for t in TIERS]
+        assert sum(shares) == pytest.approx(1.0)
+    # The ONNX flavor serves through MLflow's own loader and agrees with the runtime.
+    router = Router.load(runs["good"]["bundle"])
+    prompts = _test_prompts(small_outcomes, 20)
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(router.feeds(prompts))
+    got = np.asarray(next(iter(served.values())) if isinstance(served, dict) else served)
+    np.testing.assert_allclose(got, router.p_pass_batch(prompts), atol=1e-6)
+    # The one-cluster run really is a worse router on the held-out split.
+    assert runs["worse"]["test"]["pgr_auc"] < runs["good"]["test"]["pgr_auc"]
+
+
+def test_promote_moves_alias_and_refuses_worse(
+    registry: dict[str, Any], tracking: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["promote", "--model", MODEL, "--version", "1"]) == 0
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
+    capsys.readouterr()
+
+    assert cli(["promote", "--model", MODEL, "--version", "2"]) == 1
+    out = capsys.readouterr()
+    assert "refused" in out.err and "--force" in out.err
+    assert "quality at that cost: champion" in out.out and "worse:" in out.out
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+    assert cli(["promote", "--model", MODEL, "--version", "2", "--force"]) == 0
+    assert "(forced)" in capsys.readouterr().out
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "2"
+
+    # Back to the better router: v1 beats champion v2, so no --force is needed.
+    assert cli(["promote", "--model", MODEL, "--version", "1"]) == 0
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+
+def test_promote_rejects_bad_input(
+    registry: dict[str, Any], tracking: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli(["promote", "--version", "0"])
+    assert e.value.code == 2 and "--version" in capsys.readouterr().err
+    assert cli(["promote", "--model", MODEL, "--version", "99"]) == 2
+    assert "tier-router promote: error" in capsys.readouterr().err
+
+
+def test_pull_routes_like_the_trained_bundle(
+    registry: dict[str, Any], tracking: Any, small_outcomes: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(tmp_path / "b")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["version"] == "1"
+    pulled = Router.load(tmp_path / "b")
+    trained = Router.load(registry["runs"]["good"]["bundle"])
+    assert pulled.version == trained.version
+    prompts = _test_prompts(small_outcomes)
+    assert [pulled.route(p).tier for p in prompts] == [trained.route(p).tier for p in prompts]
+    np.testing.assert_array_equal(pulled.p_pass_batch(prompts), trained.p_pass_batch(prompts))
+    # NAME/VERSION form, and pulling over an existing bundle replaces it.
+    assert cli(["pull", "--model", f"{MODEL}/2", "--out", str(tmp_path / "b")]) == 0
+    assert Router.load(tmp_path / "b").version == registry["runs"]["worse"]["router_version"]
+    assert cli(["pull", "--model", f"{MODEL}@nosuchalias", "--out", str(tmp_path / "c")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_compare_prints_versions_and_logs_overlay(
+    registry: dict[str, Any], tracking: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "overlay.png"
+    assert cli(["compare", "--model", MODEL, "--versions", "1,2", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "v1" in out and "v2" in out and "pgr_auc" in out and "route.p99_us" in out
+    assert png.stat().st_size > 10_000
+    exp = tracking.get_experiment_by_name("tier-router-comparisons")
+    run = tracking.search_runs([exp.experiment_id], order_by=["start_time DESC"])[0]
+    assert run.data.metrics["v1.pgr_auc"] > run.data.metrics["v2.pgr_auc"]
+    assert [a.path for a in tracking.list_artifacts(run.info.run_id, "plots")] == [
+        "plots/overlay.png"]
+
+
+def test_retrain_from_demo_log_registers_challenger(
+    registry: dict[str, Any], tracking: Any, small_outcomes: Path, small_ladder: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from serving.demo import DemoConfig, run_demo
+
+    champ = tmp_path / "champion"
+    assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(champ)]) == 0
+    log = tmp_path / "outcomes.jsonl"
+    demo = run_demo(DemoConfig(bundle=str(champ), outcomes=str(small_outcomes), log=str(log),
+                               split="train", requests=80),
+                    Router.load(champ), progress=open(os.devnull, "w"))  # noqa: SIM115
+    assert demo["log_records"] == 80
+    capsys.readouterr()
+    rc = cli(["retrain", "--outcomes", str(small_outcomes), "--feedback", str(log),
+              "--tiers", str(small_ladder), "--out", str(tmp_path / "challenger"),
+              "--goal", "mid", "--clusters", "8,24", "--folds", "3"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "champion v1" in out and "challenger v3" in out
+    assert "quality at that cost" in out
+    mv = tracking.get_model_version(MODEL, "3")
+    params = tracking.get_run(mv.run_id).data.params
+    assert params["retrain.label_rule"] == "first-attempt"
+    assert int(params["retrain.feedback_rows"]) == 80
+    assert int(params["train_rows"]) == 600 + 80
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+
+def test_pull_refuses_a_tampered_bundle(
+    registry: dict[str, Any], mlflow_server: tuple[str, Path], tracking: Any, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, artifacts = mlflow_server
+    run_id = registry["runs"]["worse"]["mlflow"]["run_id"]
+    [policy] = [p for p in artifacts.rglob("policy.json") if run_id in str(p)]
+    policy.write_text(policy.read_text().replace('"goal"', '"goal" ', 1))
+    assert cli(["pull", "--model", f"{MODEL}/2", "--out", str(tmp_path / "t")]) == 2
+    assert "integrity check failed" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -1,0 +1,36 @@
+import math
+from pathlib import Path
+
+import numpy as np
+
+from router.ladder import Ladder
+from router.outcomes import ModelResult, OutcomeRecord
+from training.labels import build_labels, missing_tier_report
+
+LADDER = Ladder.load(Path(__file__).resolve().parents[2] / "data/ladders/mmlu_pro.toml")
+K = [t.outcomes_key for t in LADDER.tiers]
+
+
+def rec(i: str, scores: dict[str, float], **extra: float) -> OutcomeRecord:
+    return OutcomeRecord(
+        i, f"prompt {i}", {k: ModelResult(v, output_chars=400) for k, v in scores.items()}
+    )
+
+
+def test_cheapest_pass_missing_and_none() -> None:
+    recs = [
+        rec("a", {K[0]: 1, K[1]: 1, K[2]: 1}),
+        rec("b", {K[0]: 0, K[1]: 1, K[2]: 1}),
+        rec("c", {K[0]: 0, K[1]: 0, K[2]: 0}),  # nobody passed
+        rec("d", {K[1]: 0.7, "other-model": 1}),  # cheap and top missing
+        rec("e", {"other-model": 0}),  # no tier result at all: dropped
+    ]
+    lab = build_labels(recs, LADDER)
+    assert lab.ids == ["a", "b", "c", "d"] and lab.dropped == 1
+    assert lab.cheapest_pass.tolist() == [0, 1, -1, 1]
+    assert math.isnan(lab.passed[3, 0]) and lab.passed[3, 1] == 1.0
+    assert lab.aux_models == ["other-model"] and lab.aux_scores[3, 0] == 1.0
+    assert missing_tier_report(lab, LADDER) == {"haiku": 1, "sonnet": 0, "opus": 1}
+    assert np.allclose(lab.output_tokens[0], 100.0)
+    full = build_labels(recs, LADDER, min_tiers=3)
+    assert full.ids == ["a", "b", "c"]

@@ -1,0 +1,245 @@
+"""Compare router versions on the same held-out outcomes, and judge a promotion.
+
+Logged metrics of two runs are only comparable when they were measured on the same
+prompts, so promotion and `compare` re-score every version's bundle on one outcomes
+split. The promotion rule looks at the champion's operating point (the average cost and
+quality its own policy realizes on that data) and asks two questions of each version's
+cost-quality envelope there:
+  - quality at the champion's cost: may the candidate be lower?   (no)
+  - cost for the champion's quality: may the candidate be higher? (no)
+Envelopes, not policy points, are compared because the envelope measures how well a
+router ranks prompts by difficulty (what training changed); the policy's threshold is
+one point on it and can be re-fit. The policy points are reported alongside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from router import Router
+from router.outcomes import iter_outcomes
+from training.evaluate import Point, cost_for_quality, quality_at, router_curve
+from training.registry import download_bundle
+from training.scoring import Evaluation, evaluate_bundle
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+COMPARISON_EXPERIMENT = "tier-router-comparisons"
+TABLE_METRICS = (
+    "pgr_auc", "cost_at_top", "cost_at_mid", "best_q", "policy.cost", "policy.quality",
+    "policy.cost_vs_top",
+)
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Which outcomes rows every version is scored on."""
+
+    outcomes: Path
+    split: str | None
+
+    def __post_init__(self) -> None:
+        if not self.outcomes.is_file():
+            raise ValueError(f"--outcomes: no such file: {self.outcomes}")
+        if not any(True for _ in iter_outcomes(self.outcomes, self.split)):
+            raise ValueError(f"--split: {self.outcomes} has no rows in split {self.split!r}")
+
+
+@dataclass(frozen=True)
+class VersionEval:
+    label: str  # e.g. "v3" or "challenger"
+    router_version: str
+    tiers: tuple[str, ...]
+    prices: tuple[tuple[float, float], ...]
+    report: dict[str, Any]
+    envelope: list[Point]
+    policy_point: Point
+    logged: dict[str, float] = field(default_factory=dict)  # metrics logged by its run
+    version: str | None = None
+    run_id: str | None = None
+
+    def metric(self, key: str) -> float:
+        if key.startswith("policy."):
+            return float(self.report["policy"][key.split(".", 1)[1]])
+        return float(self.report["router"][key])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    operating_cost: float
+    operating_quality: float
+    champion_quality_at_cost: float
+    candidate_quality_at_cost: float
+    champion_cost_for_quality: float
+    candidate_cost_for_quality: float
+    reasons: tuple[str, ...]
+
+    def explain(self) -> str:
+        lines = [
+            f"champion operating point on this data: cost ${self.operating_cost:.6f}/req, "
+            f"quality {self.operating_quality:.4f}",
+            f"  quality at that cost: champion {self.champion_quality_at_cost:.4f}, "
+            f"candidate {self.candidate_quality_at_cost:.4f}",
+            f"  cost for that quality: champion ${self.champion_cost_for_quality:.6f}, "
+            f"candidate ${self.candidate_cost_for_quality:.6f}",
+        ]
+        lines += [f"  worse: {r}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def evaluate_router(router: Router, data: EvalData, label: str) -> VersionEval:
+    ev: Evaluation = evaluate_bundle(router, data.outcomes, data.split)
+    pol = ev.report["policy"]
+    return VersionEval(
+        label=label,
+        router_version=router.version,
+        tiers=tuple(router.ladder.names),
+        prices=tuple((t.price_in_per_mtok, t.price_out_per_mtok) for t in router.ladder.tiers),
+        report=ev.report,
+        envelope=router_curve(ev.p, ev.q, ev.c),
+        policy_point=(float(pol["cost"]), float(pol["quality"])),
+    )
+
+
+def evaluate_version(c: MlflowClient, mv: ModelVersion, data: EvalData) -> VersionEval:
+    """Download the version's bundle to a temp dir, verify it, and score it on `data`."""
+    with tempfile.TemporaryDirectory(prefix="tier-router-cmp-") as tmp:
+        pulled = download_bundle(mv, Path(tmp) / "bundle")
+        ve = evaluate_router(Router.load(pulled.path), data, f"v{mv.version}")
+    logged = dict(c.get_run(pulled.run_id).data.metrics)
+    return dataclasses.replace(ve, logged=logged, version=str(mv.version), run_id=pulled.run_id)
+
+
+def default_eval_data(c: MlflowClient, run_id: str | None) -> EvalData:
+    """The training file and held-out split recorded in a run's params."""
+    if not run_id:
+        raise ValueError("--outcomes is required: the reference version has no source run")
+    params = c.get_run(run_id).data.params
+    f = params.get("train_file")
+    if not f or not Path(f).is_file():
+        raise ValueError(
+            f"--outcomes is required: run {run_id} recorded training file {f!r}, which is not "
+            "readable here")
+    return EvalData(Path(f), params.get("eval_split") or "test")
+
+
+def check_comparable(evals: list[VersionEval]) -> None:
+    first = evals[0]
+    for e in evals[1:]:
+        if e.tiers != first.tiers or e.prices != first.prices:
+            raise ValueError(
+                f"{e.label} routes over {e.tiers} {e.prices}, {first.label} over {first.tiers} "
+                f"{first.prices}: cost-quality curves over different ladders are not comparable")
+
+
+def judge(candidate: VersionEval, champ: VersionEval, tolerance: float = 0.0) -> Verdict:
+    """Is the candidate at least as good as the champion at the champion's operating point?
+
+    `tolerance` is in quality points (and the same fraction of cost), for noisy small
+    evaluation sets; 0 means any loss refuses.
+    """
+    check_comparable([champ, candidate])
+    oc, oq = champ.policy_point
+    qa_ch, qa_ca = quality_at(champ.envelope, oc), quality_at(candidate.envelope, oc)
+    cf_ch, cf_ca = cost_for_quality(champ.envelope, oq), cost_for_quality(candidate.envelope, oq)
+    reasons = []
+    eps = 1e-12
+    if _lt(qa_ca, qa_ch - tolerance - eps):
+        reasons.append(
+            f"lower quality at the champion's cost (${oc:.6f}/req): {qa_ca:.4f} vs {qa_ch:.4f}")
+    if _gt(cf_ca, cf_ch * (1 + tolerance) + eps):
+        reasons.append(
+            f"higher cost at the champion's quality ({oq:.4f}): ${cf_ca:.6f} vs ${cf_ch:.6f}")
+    return Verdict(not reasons, oc, oq, qa_ch, qa_ca, cf_ch, cf_ca, tuple(reasons))
+
+
+def _lt(a: float, b: float) -> bool:
+    return math.isnan(a) or a < b
+
+
+def _gt(a: float, b: float) -> bool:
+    return math.isnan(a) or a > b
+
+
+def format_table(evals: list[VersionEval], data: EvalData) -> str:
+    """Side by side: re-scored metrics on `data`, plus route latency from each run."""
+    n = evals[0].report["n"]
+    head = f"{n} prompts of {data.outcomes.name} (split {data.split})"
+    w = max(12, *(len(e.label) + 2 for e in evals))
+    lines = [head, f"{'metric':24s}" + "".join(f"{e.label:>{w}s}" for e in evals)]
+    lines.append(f"{'router_version':24s}" + "".join(
+        f"{e.router_version[-w + 1:]:>{w}s}" for e in evals))
+    for k in TABLE_METRICS:
+        lines.append(f"{k:24s}" + "".join(f"{e.metric(k):>{w}.6g}" for e in evals))
+    tiers = evals[0].tiers
+    for i, t in enumerate(tiers):
+        lines.append(f"{'policy.tier_share.' + t:24s}" + "".join(
+            f"{e.report['policy']['tier_mix'][i] / n:>{w}.3f}" for e in evals))
+    for k in ("route.p50_us", "route.p99_us", *(f"test.calibration_error.{t}" for t in tiers)):
+        row = [e.logged.get(k, float("nan")) for e in evals]
+        if any(not math.isnan(v) for v in row):
+            lines.append(f"{k + ' (run)':24s}" + "".join(f"{v:>{w}.4g}" for v in row))
+    return "\n".join(lines)
+
+
+def plot_overlay(evals: list[VersionEval], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    for e in evals:
+        xs, ys = zip(*e.envelope, strict=True)
+        (line,) = ax.plot(xs, ys, "-", marker=".", markersize=3,
+                          label=f"{e.label} (pgr_auc {e.metric('pgr_auc'):.3f})")
+        ax.scatter([e.policy_point[0]], [e.policy_point[1]], marker="*", s=150,
+                   color=line.get_color(), zorder=6, edgecolor="black")
+    always = evals[0].report["always"]
+    for i, t in enumerate(evals[0].tiers):
+        a = always[i]
+        ax.scatter([a["cost"]], [a["quality"]], s=30, color="gray", zorder=5)
+        ax.annotate(f"always {t}", (a["cost"], a["quality"]), textcoords="offset points",
+                    xytext=(5, -10), fontsize=8)
+    ax.set_xlabel("average cost per request ($)")
+    ax.set_ylabel("average quality")
+    ax.set_title(title + "  (* = each version's policy)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def log_comparison(
+    evals: list[VersionEval], data: EvalData, plot: Path, model: str
+) -> str:
+    """A run in its own experiment: the overlay PNG plus `v<N>.<metric>` per version."""
+    import mlflow
+
+    from router.bundle import sha256_file
+
+    mlflow.set_experiment(COMPARISON_EXPERIMENT)
+    labels = ",".join(e.label for e in evals)
+    with mlflow.start_run(run_name=f"{model} {labels}") as run:
+        mlflow.set_tags({"kind": "comparison", "registered_model": model})
+        mlflow.log_params({
+            "registered_model": model, "versions": labels, "outcomes": str(data.outcomes),
+            "outcomes_sha256": sha256_file(data.outcomes), "split": str(data.split),
+            "eval_rows": evals[0].report["n"],
+            **{f"{e.label}.router_version": e.router_version for e in evals},
+            **{f"{e.label}.run_id": e.run_id or "" for e in evals},
+        })
+        mlflow.log_metrics({f"{e.label}.{k}": e.metric(k) for e in evals for k in TABLE_METRICS
+                            if math.isfinite(e.metric(k))})
+        mlflow.log_artifact(str(plot), artifact_path="plots")
+        return str(run.info.run_id)

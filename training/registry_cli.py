@@ -1,0 +1,295 @@
+"""`tier-router promote | pull | compare | retrain`: argument parsing, validation, output.
+
+Wire into the console script with `register(subparsers)`. Handlers return 0 on success,
+1 when `promote` refuses a worse candidate, and 2 (with a message naming the flag or
+the registry object) for bad input or an unreachable/unknown registry entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tier_router.registry")
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _file(value: str) -> Path:
+    p = Path(value)
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return p
+
+
+def _version(value: str) -> str:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a version number like 3, got {value!r}")
+    return str(int(value))
+
+
+def _versions(value: str) -> tuple[str, ...]:
+    return tuple(_version(v.strip()) for v in value.split(",") if v.strip())
+
+
+def _out_dir(value: str) -> Path:
+    p = Path(value)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} exists and is not a directory")
+    return p
+
+
+def _nonneg_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return v
+
+
+def _guarded(name: str, fn: Handler) -> Handler:
+    """Registry and input errors become one line on stderr and exit 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def run(a: argparse.Namespace) -> int:
+        from mlflow.exceptions import MlflowException
+
+        from router.bundle import BundleError
+        from router.outcomes import OutcomesError
+
+        try:
+            return fn(a)
+        except (ValueError, BundleError, OutcomesError, FileExistsError) as e:
+            msg = str(e)
+        except MlflowException as e:
+            msg = f"MLflow: {e.message}"
+        print(f"tier-router {name}: error: {msg}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def _eval_data(a: argparse.Namespace, c: Any, run_id: str | None) -> Any:
+    from training.compare import EvalData, default_eval_data
+
+    if a.outcomes is not None:
+        return EvalData(a.outcomes, a.split)
+    return default_eval_data(c, run_id)
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def cmd_promote(a: argparse.Namespace) -> int:
+    from training.compare import evaluate_version, format_table, judge
+    from training.registry import ModelRef, champion, client, resolve, set_champion
+
+    c = client()
+    cand = resolve(c, ModelRef(a.model, version=a.version))
+    champ = champion(c, a.model)
+    if champ is None:
+        set_champion(c, a.model, cand.version)
+        print(f"{a.model}: no champion yet; version {cand.version} is now champion")
+        return 0
+    if str(champ.version) == str(cand.version):
+        print(f"{a.model}: version {cand.version} already is the champion")
+        return 0
+    data = _eval_data(a, c, champ.run_id)
+    ch = evaluate_version(c, champ, data)
+    ca = evaluate_version(c, cand, data)
+    print(format_table([ch, ca], data))
+    verdict = judge(ca, ch, a.tolerance)
+    print(verdict.explain())
+    if not verdict.ok and not a.force:
+        print(f"tier-router promote: refused: version {cand.version} is worse than champion "
+              f"version {champ.version} on {data.outcomes.name} ({data.split}); "
+              "pass --force to promote anyway", file=sys.stderr)
+        return 1
+    set_champion(c, a.model, cand.version)
+    c.set_model_version_tag(a.model, cand.version, "promoted_over", str(champ.version))
+    forced = " (forced)" if not verdict.ok else ""
+    print(f"{a.model}: champion moved from version {champ.version} to {cand.version}{forced}")
+    return 0
+
+
+def cmd_pull(a: argparse.Namespace) -> int:
+    from router import Router
+    from training.registry import ModelRef, pull
+
+    got = pull(ModelRef.parse(a.model), a.out)
+    router = Router.load(got.path)  # the same check a service's load will do
+    print(json.dumps({"path": str(got.path), "model": got.name, "version": got.version,
+                      "run_id": got.run_id, "router_version": got.router_version,
+                      "tiers": router.ladder.names}, indent=2))
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from training.compare import (
+        check_comparable,
+        evaluate_version,
+        format_table,
+        log_comparison,
+        plot_overlay,
+    )
+    from training.registry import champion, client, list_versions
+
+    c = client()
+    versions = list_versions(c, a.model)
+    if a.versions:
+        by_v = {str(v.version): v for v in versions}
+        missing = [v for v in a.versions if v not in by_v]
+        if missing:
+            raise ValueError(f"--versions: {a.model} has no version(s) {missing}")
+        versions = [by_v[v] for v in a.versions]
+    if len(versions) > a.limit:
+        versions = versions[-a.limit:]
+    ref = champion(c, a.model) or versions[-1]
+    data = _eval_data(a, c, ref.run_id)
+    evals = [evaluate_version(c, v, data) for v in versions]
+    check_comparable(evals)
+    print(format_table(evals, data))
+    png = a.png or Path(f"compare-{a.model}.png")
+    plot_overlay(evals, png, f"{a.model} on {data.outcomes.name} ({data.split})")
+    print(f"overlay of cost-quality curves: {png}")
+    if not a.no_log:
+        run_id = log_comparison(evals, data, png, a.model)
+        print(f"logged comparison run {run_id}")
+    return 0
+
+
+def cmd_retrain(a: argparse.Namespace) -> int:
+    from training.compare import format_table
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig
+    from training.registry import client, set_champion
+    from training.retrain import RetrainConfig, retrain
+
+    out = a.out or Path(tempfile.mkdtemp(prefix="tier-router-challenger-")) / "bundle"
+    cfg = RetrainConfig(base=a.outcomes, feedback=tuple(a.feedback), tiers=a.tiers, out=out,
+                        eval_split=a.split, label_rule=a.label_rule)
+    tcfg = TrainConfig(outcomes=a.outcomes, tiers=a.tiers, out=out, featurizer=a.featurizer,
+                       goal=a.goal, model=ModelConfig(n_clusters=a.clusters), folds=a.folds,
+                       max_train=a.max_train, seed=a.seed)
+    res = retrain(cfg, tcfg, a.model or None)
+    print(json.dumps({"merged_outcomes": str(res.merged), "bundle": str(out),
+                      "feedback": res.stats.to_dict(), "mlflow": res.summary.get("mlflow")},
+                     indent=2))
+    from training.compare import EvalData
+
+    evals = [e for e in (res.champion, res.challenger) if e is not None]
+    print(format_table(evals, EvalData(a.outcomes, a.split)))
+    if res.verdict is None:
+        print("no champion to compare with")
+        return 0
+    print(res.verdict.explain())
+    version = res.challenger.version
+    if a.promote and res.verdict.ok and version:
+        set_champion(client(), a.model, version)
+        print(f"{a.model}: challenger version {version} promoted to champion")
+    elif a.promote:
+        print("challenger not promoted: it is worse than the champion on this data")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 32,128, got {value!r}") from None
+    if not out or any(k < 1 for k in out):
+        raise argparse.ArgumentTypeError(f"cluster counts must be >= 1, got {value!r}")
+    return out
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outcomes", type=_file, default=None,
+                   help="outcomes file to score every version on (default: the reference "
+                        "run's training file)")
+    p.add_argument("--split", default="test", help="split of --outcomes to score (default test)")
+
+
+def register(subparsers: Any) -> None:
+    """Add promote, pull, compare and retrain to the `tier-router` subparsers."""
+    from training.registry import DEFAULT_MODEL
+
+    p = subparsers.add_parser("promote", help="move the champion alias to a version "
+                              "(refuses a worse one unless --force)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
+    p.add_argument("--version", type=_version, required=True, help="version to promote")
+    _eval_args(p)
+    p.add_argument("--tolerance", type=_nonneg_float, default=0.0,
+                   help="allowed loss in quality points / cost fraction (default 0)")
+    p.add_argument("--force", action="store_true", help="promote even if worse")
+    p.set_defaults(func=_guarded("promote", cmd_promote))
+
+    q = subparsers.add_parser("pull", help="download a registered version's bundle")
+    q.add_argument("--model", default=f"{DEFAULT_MODEL}@champion",
+                   help="NAME@ALIAS, NAME/VERSION or NAME (latest); default tier-router@champion")
+    q.add_argument("--out", type=_out_dir, required=True, help="bundle directory to write")
+    q.set_defaults(func=_guarded("pull", cmd_pull))
+
+    c = subparsers.add_parser("compare", help="registered versions side by side on one split")
+    c.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
+    c.add_argument("--versions", type=_versions, default=(),
+                   help="comma-separated versions (default: all, newest --limit)")
+    c.add_argument("--limit", type=_positive_int, default=8)
+    _eval_args(c)
+    c.add_argument("--png", type=Path, default=None, help="overlay PNG path")
+    c.add_argument("--no-log", action="store_true", help="do not log a comparison run")
+    c.set_defaults(func=_guarded("compare", cmd_compare))
+
+    r = subparsers.add_parser("retrain", help="train a challenger from base outcomes plus "
+                              "serving outcome logs and judge it against the champion")
+    r.add_argument("--outcomes", type=_file, required=True, help="base outcomes file")
+    r.add_argument("--feedback", type=_file, nargs="+", required=True,
+                   help="serving outcome log(s), plain or gzipped JSONL")
+    r.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML")
+    r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")
+    r.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
+    r.add_argument("--goal", default="top")
+    r.add_argument("--clusters", type=_int_list, default=(32, 128))
+    r.add_argument("--folds", type=_positive_int, default=5)
+    r.add_argument("--max-train", type=_positive_int, default=None)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--split", default="test", help="held-out split of --outcomes (default test)")
+    r.add_argument("--label-rule", choices=["first-attempt", "all-tried"],
+                   default="first-attempt", help="which logged labels to train on")
+    r.add_argument("--model", default=DEFAULT_MODEL,
+                   help="registered model ('' to skip registration and the champion check)")
+    r.add_argument("--promote", action="store_true",
+                   help="make the challenger champion if it is not worse")
+    r.set_defaults(func=_guarded("retrain", cmd_retrain))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (tests, before the commands are wired into `tier-router`)."""
+    parser = argparse.ArgumentParser(prog="tier-router")
+    register(parser.add_subparsers(dest="command", required=True))
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("mlflow", "alembic", "urllib3", "botocore", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return int(a.func(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

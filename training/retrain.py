@@ -1,0 +1,232 @@
+"""Retrain from serving logs: base outcomes + logged labels -> challenger, judged vs champion.
+
+Serving only observes the tiers it tried, and which tiers it tried depends on the
+router and on earlier outcomes, so logged labels are not a random sample. Rules:
+
+- Untried tiers stay unknown (NaN, masked by the model), never guessed.
+- `first-attempt` (default): keep only the first attempt that produced a quality verdict
+  (attempts before it were unavailable/errored, which says nothing about the prompt).
+  Which tier that is depends only on the prompt (the router's decision) and on the
+  logged exploration coin, so the kept label is missing-at-random given the prompt and
+  its probability of being observed is exactly the logged propensity. Escalation
+  attempts are dropped: they were made *because* a cheaper tier failed, so their pass
+  rate is that of hard prompts, and counting them would push the model's P(pass) for
+  the higher tier down.
+- `all-tried`: keep every quality verdict (more labels, biased as above).
+
+Each kept label carries `ipw` = 1/propensity (1 when the client did not explore) in its
+result, for an inverse-propensity weighted fit; the current model fit is unweighted.
+Feedback prompts that also appear in the evaluation split are dropped so the held-out
+comparison stays held out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from router import Router
+from router.ladder import Ladder
+from router.outcomes import OutcomeRecord, iter_outcomes, write_outcomes
+from training.compare import (
+    EvalData,
+    Verdict,
+    VersionEval,
+    evaluate_router,
+    evaluate_version,
+    judge,
+)
+from training.pipeline import TrainConfig
+
+log = logging.getLogger(__name__)
+
+LABEL_RULES = ("first-attempt", "all-tried")
+_QUALITY = ("passed", "failed")
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    base: Path
+    feedback: tuple[Path, ...]
+    tiers: Path
+    out: Path
+    eval_split: str = "test"
+    label_rule: str = "first-attempt"
+
+    def __post_init__(self) -> None:
+        if not self.base.is_file():
+            raise ValueError(f"--outcomes: no such file: {self.base}")
+        if not self.feedback:
+            raise ValueError("--feedback: give at least one outcome log")
+        for f in self.feedback:
+            if not f.is_file():
+                raise ValueError(f"--feedback: no such file: {f}")
+        if not self.tiers.is_file():
+            raise ValueError(f"--tiers: no such file: {self.tiers}")
+        if self.label_rule not in LABEL_RULES:
+            raise ValueError(f"--label-rule must be one of {LABEL_RULES}, got {self.label_rule!r}")
+
+
+@dataclass
+class MergeStats:
+    base_rows: int = 0
+    feedback_records: int = 0
+    feedback_rows: int = 0
+    dropped_escalation_labels: int = 0
+    dropped_eval_overlap: int = 0
+    explored_rows: int = 0
+    labels_per_tier: dict[str, dict[str, int]] = field(default_factory=dict)
+    conversion: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _kept_tiers(rec: dict[str, Any], rule: str) -> set[str] | None:
+    """Tier names whose labels the rule keeps (None: keep all tried)."""
+    if rule == "all-tried":
+        return None
+    for a in rec.get("attempts") or []:
+        if isinstance(a, dict) and a.get("outcome") in _QUALITY:
+            return {str(a.get("tier"))}
+    return set()
+
+
+def _propensity(rec: dict[str, Any]) -> float:
+    ex = rec.get("exploration")
+    if isinstance(ex, dict):
+        p = ex.get("propensity")
+        if isinstance(p, int | float) and 0 < p <= 1:
+            return float(p)
+    return 1.0
+
+
+def feedback_records(
+    logs: Iterable[Path], ladder: Ladder, rule: str, exclude_prompts: set[str], st: MergeStats
+) -> Iterator[OutcomeRecord]:
+    """Outcome-log records -> training records (split 'train') under the label rule."""
+    from serving.feedback import FeedbackStats, record_to_outcome
+    from serving.outcome_log import ReadStats, read_log
+
+    fs = FeedbackStats()
+    rs = ReadStats()
+    key_of = {t.name: t.outcomes_key for t in ladder.tiers}
+    seen: set[str] = set()
+    for raw in read_log(list(logs), rs):
+        fs.records_read += 1
+        rid = raw.get("request_id")
+        if isinstance(rid, str):
+            if rid in seen:
+                fs.skipped_duplicate += 1
+                continue
+            seen.add(rid)
+        rec = record_to_outcome(raw, ladder, "train", fs)
+        if rec is None:
+            continue
+        st.feedback_records += 1
+        if rec.prompt in exclude_prompts:
+            st.dropped_eval_overlap += 1
+            continue
+        keep = _kept_tiers(raw, rule)
+        results = dict(rec.results)
+        if keep is not None:
+            wanted = {key_of[t] for t in keep if t in key_of}
+            st.dropped_escalation_labels += sum(1 for k in results if k not in wanted)
+            results = {k: v for k, v in results.items() if k in wanted}
+        if not results:
+            continue
+        prop = _propensity(raw)
+        st.explored_rows += int(bool((raw.get("exploration") or {}).get("explored")))
+        results = {k: dataclasses.replace(v, extra={**v.extra, "ipw": 1.0 / prop})
+                   for k, v in results.items()}
+        for t in ladder.tiers:
+            if t.outcomes_key in results:
+                c = st.labels_per_tier.setdefault(t.name, {"pass": 0, "fail": 0})
+                c["pass" if results[t.outcomes_key].passed else "fail"] += 1
+        st.feedback_rows += 1
+        yield dataclasses.replace(rec, id=f"feedback-{rec.id}", results=results,
+                                  extra={**rec.extra, "label_rule": rule})
+    fs.bad_lines = rs.bad_lines
+    st.conversion = fs.to_dict()
+
+
+def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
+    """Write base rows (all splits, unchanged) + feedback rows (split 'train') to `dest`."""
+    ladder = Ladder.load(cfg.tiers)
+    held_out = {r.prompt for r in iter_outcomes(cfg.base, cfg.eval_split)}
+    st = MergeStats()
+
+    def rows() -> Iterator[OutcomeRecord]:
+        for r in iter_outcomes(cfg.base):
+            st.base_rows += 1
+            yield r
+        yield from feedback_records(cfg.feedback, ladder, cfg.label_rule, held_out, st)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_outcomes(dest, rows())
+    if st.feedback_rows == 0:
+        raise ValueError(
+            f"--feedback: no usable labels in {[str(f) for f in cfg.feedback]} "
+            f"({json.dumps(st.conversion)})")
+    log.info("merged %d base rows + %d feedback rows into %s", st.base_rows, st.feedback_rows,
+             dest)
+    return st
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    merged: Path
+    stats: MergeStats
+    summary: dict[str, Any]
+    challenger: VersionEval
+    champion: VersionEval | None
+    verdict: Verdict | None
+
+
+def retrain(
+    cfg: RetrainConfig, train_cfg: TrainConfig, registered_model: str | None
+) -> RetrainResult:
+    """Merge, train and register the challenger, then score it and the champion on the
+    base file's evaluation split (the same rows for both)."""
+    from router.bundle import sha256_file
+    from training.registry import champion as champion_of
+    from training.registry import client
+    from training.runs import train_evaluate_log
+
+    merged = cfg.out.parent / f"{cfg.out.name}-outcomes.jsonl.gz"
+    stats = merge(cfg, merged)
+    summary = train_evaluate_log(
+        dataclasses.replace(train_cfg, outcomes=merged, tiers=cfg.tiers, out=cfg.out),
+        eval_split=cfg.eval_split,
+        registered_model=registered_model,
+        extra_params={
+            "retrain.base_file": str(cfg.base),
+            "retrain.base_sha256": sha256_file(cfg.base),
+            "retrain.feedback_files": ",".join(str(f) for f in cfg.feedback),
+            "retrain.feedback_rows": stats.feedback_rows,
+            "retrain.dropped_escalation_labels": stats.dropped_escalation_labels,
+            "retrain.dropped_eval_overlap": stats.dropped_eval_overlap,
+            "retrain.label_rule": cfg.label_rule,
+        },
+        extra_tags={"kind": "retrain"},
+    )
+    data = EvalData(cfg.base, cfg.eval_split)
+    challenger = evaluate_router(Router.load(cfg.out), data, "challenger")
+    version = (summary.get("mlflow") or {}).get("registered_version")
+    if version:
+        challenger = dataclasses.replace(challenger, label=f"challenger v{version}",
+                                         version=str(version))
+    champ_eval = verdict = None
+    if registered_model:
+        c = client()
+        mv = champion_of(c, registered_model)
+        if mv is not None:
+            champ_eval = dataclasses.replace(evaluate_version(c, mv, data),
+                                             label=f"champion v{mv.version}")
+            verdict = judge(challenger, champ_eval)
+    return RetrainResult(merged, stats, summary, challenger, champ_eval, verdict)
