@@ -79,6 +79,11 @@ class Featurizer:
             )
         self.config = config
         self.tokenizer = WordPieceTokenizer.from_tokenizer_json(static_tokenizer)
+        vocab = self.tokenizer.vocab
+        # An empty prompt reads as one [UNK]; batches pad with an id one past the vocab,
+        # which the model's embedding table maps to a zero row (so no mask is needed).
+        self.empty_ids = [vocab.get("[UNK]", 0)]
+        self.pad_id = max(vocab.values()) + 1
         self.lookup = keyword_lookup(self.tokenizer.vocab)
         if config.kind == "accurate":
             if encoder_tokenizer is None:
@@ -94,7 +99,7 @@ class Featurizer:
 
     def token_ids(self, text: str) -> list[int]:
         c = self.config
-        return self.tokenizer.encode(window_text(text, c.head_chars, c.tail_chars))
+        return self.tokenizer.encode(window_text(text, c.head_chars, c.tail_chars)) or self.empty_ids
 
     def hand(self, text: str, ids: list[int]) -> np.ndarray:
         return text_features(text, ids, self.lookup)
@@ -110,10 +115,10 @@ class Featurizer:
         return [self.cls_id, *ids, self.sep_id]
 
 
-def pad_ids(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def pad_ids(rows: list[list[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad id lists into (ids int64, mask float32); an empty row gets one masked pad."""
     width = max(1, max((len(r) for r in rows), default=1))
-    ids = np.zeros((len(rows), width), dtype=np.int64)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.float32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r

@@ -119,10 +119,9 @@ class Router:
     def feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
         f = self.featurizer
         rows = [f.token_ids(t) for t in texts]
-        ids, mask = pad_ids(rows)
+        ids, _ = pad_ids(rows, pad=f.pad_id)
         feeds = {
             "token_ids": ids,
-            "token_mask": mask,
             "hand": np.stack([f.hand(t, r) for t, r in zip(texts, rows, strict=True)]),
         }
         if self._needs_dense:
@@ -162,8 +161,7 @@ class Router:
         f = self.featurizer
         ids = f.token_ids(text)
         feeds: dict[str, np.ndarray] = {
-            "token_ids": np.array([ids or [0]], dtype=np.int64),
-            "token_mask": np.full((1, max(1, len(ids))), 1.0 if ids else 0.0, dtype=np.float32),
+            "token_ids": np.array([ids], dtype=np.int64),
             "hand": f.hand(text, ids)[None, :],
         }
         if self._needs_dense:

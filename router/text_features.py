@@ -162,13 +162,38 @@ _SYMBOLS = {
     "newlines": b"\n",
     "digits": string.digits.encode(),
     "upper": string.ascii_uppercase.encode(),
+    "non_ascii": bytes(range(128, 256)),
 }
-_ASCII = bytes(range(128))
-_CHOICES = tuple(
-    f"{pre}{c}{post}".encode()
-    for c in "ABCD"
-    for pre, post in (("\n", ". "), ("\n", ") "), ("(", ") "))
-)
+
+
+def _class_table() -> tuple[bytes, list[bytes]]:
+    """One bytes.translate maps every byte to its symbol class; then a count per class.
+
+    A byte in two groups ('=' is code and math) gets its own class, counted for both.
+    """
+    classes: dict[int, bytes] = {}
+    members: dict[str, set[bytes]] = {k: set() for k in _SYMBOLS}
+    next_code = ord("A")
+    for byte in range(256):
+        groups = tuple(k for k, chars in _SYMBOLS.items() if byte in chars)
+        if not groups:
+            continue
+        key = hash(groups)
+        if key not in classes:
+            classes[key] = bytes([next_code])
+            next_code += 1
+        for g in groups:
+            members[g].add(classes[key])
+    table = bytearray(b" " * 256)
+    for byte in range(256):
+        groups = tuple(k for k, chars in _SYMBOLS.items() if byte in chars)
+        if groups:
+            table[byte] = classes[hash(groups)][0]
+    return bytes(table), [b"".join(sorted(members[k])) for k in _SYMBOLS]
+
+
+_CLASS_TABLE, _CLASS_MEMBERS = _class_table()
+_CHOICES = (b"\nA", b"\nB", b"\nC", b"\nD", b"(A)", b"(B)")
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -176,7 +201,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "subword_share",
     *(f"{k}_keywords" for k in KEYWORDS),
     *(f"{k}_share" for k in _SYMBOLS),
-    "non_ascii_share",
     "choice_options",
 )
 
@@ -209,9 +233,7 @@ def text_features(text: str, ids: Sequence[int] | np.ndarray, lookup: np.ndarray
     counts = np.bincount(lookup.take(ids), minlength=2 * _N_GROUPS).tolist()
     out = [math.log1p(len(text)), math.log1p(n_tok), sum(counts[_N_GROUPS:]) / max(1, n_tok)]
     out.extend(math.log1p(c) for c in counts[1:_N_GROUPS])
-    out.extend(
-        (len(raw) - len(raw.translate(None, chars))) / n_bytes for chars in _SYMBOLS.values()
-    )
-    out.append(len(raw.translate(None, _ASCII)) / n_bytes)
+    classes = raw.translate(_CLASS_TABLE)
+    out.extend(sum(map(classes.count, m)) / n_bytes for m in _CLASS_MEMBERS)
     out.append(math.log1p(sum(map(raw.count, _CHOICES))))
     return np.array(out, dtype=np.float32)

@@ -22,7 +22,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-STATIC_DIMS = 256
+STATIC_DIMS = 128
 ENCODER_OPSET = 17
 
 

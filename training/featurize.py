@@ -38,9 +38,7 @@ class Features:
 
 
 def pooled(table: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    if not len(ids):
-        return np.zeros(table.shape[1], dtype=np.float32)
-    v = table[np.asarray(ids, dtype=np.int64)].sum(axis=0) / len(ids)
+    v = table[np.asarray(ids, dtype=np.int64)].sum(axis=0)
     return (v / max(float(np.sqrt((v * v).sum())), EPS)).astype(np.float32)
 
 

@@ -98,22 +98,28 @@ class SoftClusterModel:
         return np.clip(np.mean(parts, axis=0), 0.0, 1.0).astype(np.float32)
 
     def add_to_graph(self, b: GraphBuilder, emb: str, dense: str | None) -> str:
+        """One MatMul against all centroid sets, one Softmax over a [B, sets, K] view.
+
+        Sets with fewer centroids are padded with zero centroids whose logit is pushed
+        to -1e9, so they get no weight; averaging the sets is folded into the rates.
+        """
         c = self.config
         x = emb
         if dense is not None:
             scaled = b.op("Mul", [dense, b.const(np.array(c.dense_weight, dtype=np.float32))])
-            x = b.l2_normalize(b.op("Concat", [emb, scaled], axis=1))
-        parts = []
-        for cen, rates in zip(self.centroids_, self.rates_, strict=True):
-            sim = b.op(
-                "MatMul", [x, b.const((cen.T / c.temperature).astype(np.float32), "centroids")]
-            )
-            w = b.op("Softmax", [sim], axis=1)
-            parts.append(b.op("MatMul", [w, b.const(rates, "rates")]))
-        total = parts[0]
-        for p in parts[1:]:
-            total = b.op("Add", [total, p])
-        mean = b.op("Mul", [total, b.const(np.array(1.0 / len(parts), dtype=np.float32))])
-        return b.op(
-            "Clip", [mean, b.const(np.array(0.0, np.float32)), b.const(np.array(1.0, np.float32))]
-        )
+            x = b.op("LpNormalization", [b.op("Concat", [emb, scaled], axis=1)], axis=1, p=2)
+        g = len(self.centroids_)
+        k = max(len(cen) for cen in self.centroids_)
+        dims = self.centroids_[0].shape[1]
+        weights = np.zeros((dims, g * k), dtype=np.float32)
+        bias = np.full(g * k, -1e9, dtype=np.float32)
+        rates = np.zeros((g * k, self.rates_[0].shape[1]), dtype=np.float32)
+        for i, (cen, r) in enumerate(zip(self.centroids_, self.rates_, strict=True)):
+            weights[:, i * k : i * k + len(cen)] = cen.T / c.temperature
+            bias[i * k : i * k + len(cen)] = 0.0
+            rates[i * k : i * k + len(cen)] = r / g
+        logits = b.op("Add", [b.op("MatMul", [x, b.const(weights, "centroids")]), b.const(bias)])
+        grouped = b.op("Reshape", [logits, b.const(np.array([0, g, k], dtype=np.int64))])
+        w = b.op("Softmax", [grouped], axis=-1)
+        flat = b.op("Reshape", [w, b.const(np.array([0, g * k], dtype=np.int64))])
+        return b.op("MatMul", [flat, b.const(rates, "rates")])

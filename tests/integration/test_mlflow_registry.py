@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from router import Router
+from router.bundle import sha256_file
 from router.outcomes import read_outcomes
 from training.model import ModelConfig
 from training.pipeline import TrainConfig
@@ -133,7 +134,7 @@ def test_two_trainings_register_versions_with_metrics_and_plots(
         missing = [m for m in REQUIRED_METRICS if m not in run.data.metrics]
         assert not missing, f"v{version} lacks metrics {missing}"
         assert not [p for p in REQUIRED_PARAMS if p not in run.data.params]
-        assert run.data.params["train_file_sha256"] == runs[key]["validation"] and False or True
+        assert run.data.params["train_file_sha256"] == sha256_file(small_outcomes)
         assert run.data.params["eval_split"] == "test"
         plots = {Path(a.path).name.split("-")[-1] for a in tracking.list_artifacts(mv.run_id, "plots")}
         assert plots == {"curve.png", "calibration.png", "mix.png"}
