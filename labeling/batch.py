@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from labeling.answers import ModelAnswer
@@ -46,6 +47,10 @@ from router.outcomes import OutcomeRecord
 
 TERMINAL = frozenset({"Completed", "Failed", "Stopped", "PartiallyCompleted", "Expired"})
 USABLE = frozenset({"Completed", "PartiallyCompleted", "Stopped", "Expired"})
+# Multipart uploads buffer chunk_size x concurrency bytes; keep that small and fixed.
+_TRANSFER = TransferConfig(
+    multipart_threshold=8 * 2**20, multipart_chunksize=8 * 2**20, max_concurrency=2
+)
 
 
 class BatchError(RuntimeError):
@@ -141,12 +146,10 @@ class BatchRunner:
             jobs: list[tuple[Tier, JobRow]] = []
             for tier in tiers:
                 job = self._ensure_job(state, tier, before)
-                if job is None:
-                    if state.job(tier.outcomes_key) is None and self._capped:
-                        self._finish_collected(state, jobs)
-                        return "spend_cap", self._cap_message(state)
-                    continue
-                jobs.append((tier, job))
+                if job is None and self._capped:
+                    break  # the jobs already created still run, are waited for and collected
+                if job is not None:
+                    jobs.append((tier, job))
             pending = self._wait(state, [j for _, j in jobs])
             if pending:
                 return "pending", (
@@ -257,19 +260,24 @@ class BatchRunner:
         fh: Any = None
 
         def flush() -> None:
+            # upload_file reads the file part by part from disk; upload_fileobj would
+            # buffer every part in memory, which grows with the number of prompts
             nonlocal fh, part
             if fh is None:
                 return
-            fh.flush()
-            fh.seek(0)
-            self.c.s3.upload_fileobj(fh, self.bcfg.bucket, f"{prefix}part-{part:05d}.jsonl")
             fh.close()
+            try:
+                self.c.s3.upload_file(
+                    fh.name, self.bcfg.bucket, f"{prefix}part-{part:05d}.jsonl", Config=_TRANSFER
+                )
+            finally:
+                os.unlink(fh.name)
             fh, part = None, part + 1
 
         try:
             for rid, chars, item in state.pending_for(before, self.cfg.strategy):
                 if fh is None:
-                    fh = tempfile.TemporaryFile("w+b")  # noqa: SIM115 (closed in flush)
+                    fh = tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False)  # noqa: SIM115
                 line = {"recordId": record_id(rid), "modelInput": anthropic_body(item, tier)}
                 fh.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
                 records += 1
@@ -280,6 +288,7 @@ class BatchRunner:
         finally:
             if fh is not None:
                 fh.close()
+                os.unlink(fh.name)
         return records, estimate
 
     def _wait(self, state: BatchState, jobs: list[JobRow]) -> list[str]:

@@ -29,8 +29,8 @@ class FeaturizerConfig:
     head_chars: int = 1536
     tail_chars: int = 512
     hand_features: tuple[str, ...] = FEATURE_NAMES
-    encoder_head_tokens: int = 24
-    encoder_tail_tokens: int = 8
+    encoder_head_tokens: int = 12
+    encoder_tail_tokens: int = 4
 
     def __post_init__(self) -> None:
         if self.kind not in ("fast", "accurate"):
@@ -99,7 +99,9 @@ class Featurizer:
 
     def token_ids(self, text: str) -> list[int]:
         c = self.config
-        return self.tokenizer.encode(window_text(text, c.head_chars, c.tail_chars)) or self.empty_ids
+        return (
+            self.tokenizer.encode(window_text(text, c.head_chars, c.tail_chars)) or self.empty_ids
+        )
 
     def hand(self, text: str, ids: list[int]) -> np.ndarray:
         return text_features(text, ids, self.lookup)

@@ -21,25 +21,33 @@ from router.ladder import Ladder, LadderError
 from router.outcomes import OutcomesError, read_outcomes
 
 
+def _probe(value: str, test: str) -> bool:
+    """`Path.<test>()` that treats an unusable path (too long, bad bytes) as absent."""
+    try:
+        return bool(getattr(Path(value), test)())
+    except (OSError, ValueError):
+        return False
+
+
 def _existing_file(value: str) -> Path:
     p = Path(value)
-    if not p.is_file():
+    if not _probe(value, "is_file"):
         raise argparse.ArgumentTypeError(f"no such file: {value}")
     return p
 
 
 def _existing_dir(value: str) -> Path:
     p = Path(value)
-    if not p.is_dir():
+    if not _probe(value, "is_dir"):
         raise argparse.ArgumentTypeError(f"no such directory: {value}")
     return p
 
 
 def _new_file(value: str) -> Path:
     p = Path(value)
-    if p.exists():
+    if _probe(value, "exists"):
         raise argparse.ArgumentTypeError(f"{value} already exists; give a new path")
-    if not p.parent.is_dir():
+    if not _probe(str(p.parent), "is_dir") or len(p.name.encode()) > 255:
         raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
     return p
 

@@ -161,6 +161,9 @@ class LocalBedrock:
         self.faults = faults or FaultConfig()
         self.responder = responder
         self.unavailable_models: set[str] = set()
+        # Fault storms: model id -> monotonic time its outage ends; model id -> added latency.
+        self.outages: dict[str, float] = {}
+        self.model_latency_ms: dict[str, float] = {}
         self.stats: Counter[str] = Counter()
         self.requests: list[dict[str, Any]] = []  # (model_id, body) of answered calls, for tests
         self.keep_requests = False
@@ -214,9 +217,10 @@ class LocalBedrock:
         with self._lock:
             self.stats["requests"] += 1
             u_throttle, u_error, u_kind = self._rng.random(), self._rng.random(), self._rng.random()
-        if self.faults.latency_ms:
-            time.sleep(self.faults.latency_ms / 1000)
-        if model_id in self.unavailable_models:
+        delay_ms = self.faults.latency_ms + self.model_latency_ms.get(model_id, 0.0)
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        if model_id in self.unavailable_models or self._in_outage(model_id):
             self._count("unavailable")
             raise BedrockError(503, "ServiceUnavailableException", "Service unavailable.")
         if u_throttle < self.faults.throttle_rate:
@@ -230,6 +234,15 @@ class LocalBedrock:
                 raise BedrockError(503, "ServiceUnavailableException", "Service unavailable.")
             raise BedrockError(500, "InternalServerException", "Internal server error.")
         return self.answer(model_id, body)
+
+    def outage(self, model_id: str, seconds: float) -> None:
+        """Answer 503 for `model_id` for the next `seconds` (a tier going down, then back)."""
+        with self._lock:
+            self.outages[model_id] = time.monotonic() + seconds
+
+    def _in_outage(self, model_id: str) -> bool:
+        until = self.outages.get(model_id)
+        return until is not None and time.monotonic() < until
 
     def answer(self, model_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A Converse response for `body`, without fault injection (batch jobs use it)."""

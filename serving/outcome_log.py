@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,7 @@ class ReadStats:
     bad_lines: int = 0
     torn_tail: bool = False
     files: list[str] = field(default_factory=list)
+    corrupt_files: list[str] = field(default_factory=list)
 
 
 def _open_maybe_gzip(path: Path) -> IO[bytes]:
@@ -134,15 +136,19 @@ def read_log(
     for p in items:
         path = Path(p)
         st.files.append(str(path))
-        with _open_maybe_gzip(path) as fh:
-            data = fh.read()
+        data, damage = _read_salvaging(path)
+        if damage is not None:
+            # A gzipped log cut short (a crash) or damaged: keep every line before the damage.
+            log.warning("%s: %s; reading the %d bytes before it", path, damage, len(data))
+            st.corrupt_files.append(str(path))
+            st.torn_tail = True
         lines = data.split(b"\n")
         for i, raw in enumerate(lines):
             if not raw.strip():
                 continue
             try:
                 obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 st.bad_lines += 1
                 if i == len(lines) - 1:
                     st.torn_tail = True
@@ -152,6 +158,19 @@ def read_log(
                 continue
             st.records += 1
             yield obj
+
+
+def _read_salvaging(path: Path) -> tuple[bytes, str | None]:
+    """The file's (decompressed) bytes, and what stopped the read early, if anything."""
+    chunks: list[bytes] = []
+    with _open_maybe_gzip(path) as fh:
+        read1 = getattr(fh, "read1", fh.read)  # one step at a time: keep all before the damage
+        try:
+            while block := read1(1 << 16):
+                chunks.append(block)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            return b"".join(chunks), f"compressed data unreadable ({type(e).__name__}: {e})"
+    return b"".join(chunks), None
 
 
 class OutcomeLogger:

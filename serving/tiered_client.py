@@ -19,17 +19,18 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from router.decision import Decision
-from router.ladder import Tier
+from router.ladder import Ladder, Tier
 from serving.checks import Answer, Check, SelfCheckConfig, builtin_checks, parse_verdict
 from serving.conversation import ConverseRequest, RequestError, StickyTiers, message_text
 from serving.outcome_log import SCHEMA, OutcomeLogger, PromptStorage, prompt_field
 from serving.pricing import CachePricing, Usage, cost_usd
-from serving.routing import FixedTierRouter, RouterLike
+from serving.routing import FixedTierRouter, RouterLike, load_router_or_failsafe
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,23 @@ class TieredClient:
         self._sticky = StickyTiers(self.config.sticky_max_conversations, self.config.sticky_ttl_s)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: str | Path,
+        ladder: Ladder,
+        bedrock: Any,
+        logger: OutcomeLogger | None = None,
+        config: TieredClientConfig | None = None,
+        checks: Sequence[Check] = (),
+    ) -> TieredClient:
+        """A client whose router is loaded from `bundle`; if that fails (missing, corrupt,
+        another ladder) it routes every request to `config.failsafe_tier` and each
+        outcome record says why, instead of the service failing to start."""
+        cfg = config or TieredClientConfig()
+        router = load_router_or_failsafe(bundle, ladder, cfg.failsafe_tier)
+        return cls(router, bedrock, logger, cfg, checks)
 
     # ------------------------------------------------------------------ public
     def converse(

@@ -89,9 +89,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         out=a.out,
         featurizer=a.featurizer,
         goal=a.goal,
-        model=ModelConfig(
-            n_clusters=a.clusters, temperature=a.temperature, prior_strength=a.prior_strength
-        ),
+        model=ModelConfig(n_clusters=a.clusters, temperature=a.temperature),
         folds=a.folds,
         max_train=a.max_train,
         seed=a.seed,
@@ -164,11 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--clusters",
         type=_int_list,
-        default=(32, 128),
-        help="k-means granularities, comma-separated (default 32,128)",
+        default=(32, 64, 128, 256),
+        help="k-means granularities, comma-separated (default 32,64,128,256)",
     )
     t.add_argument("--temperature", type=_positive_float, default=0.05)
-    t.add_argument("--prior-strength", type=_positive_float, default=20.0)
     t.add_argument("--folds", type=_positive_int, default=5)
     t.add_argument(
         "--max-train",
@@ -210,28 +207,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
     e.set_defaults(func=cmd_evaluate)
 
-    _register_optional(sub)
+    _register_optional(sub, "serving.cli", "serve", ("local-bedrock", "demo", "feedback"))
+    _register_optional(
+        sub, "training.registry_cli", "train", ("promote", "pull", "compare", "retrain")
+    )
+    _register_optional(sub, "labeling.cli", "serve", ("label",))
     return p
 
 
-def _register_optional(sub: Any) -> None:
-    """Serving commands need the [serve] extra; without it they explain how to get it."""
+def _register_optional(sub: Any, module: str, extra: str, names: tuple[str, ...]) -> None:
+    """Commands of an optional extra; without it they explain how to get it."""
+    import importlib
+
     try:
-        from serving.cli import register
+        register = importlib.import_module(module).register
     except ImportError as e:
         missing = str(e)
 
-        def need_serve(a: argparse.Namespace) -> int:
+        def need_extra(a: argparse.Namespace) -> int:
             print(
-                f"tier-router: this command needs the serving extra ({missing}); "
-                "pip install 'tier-router[serve]'",
+                f"tier-router: this command needs the {extra} extra ({missing}); "
+                f"pip install 'tier-router[{extra}]'",
                 file=sys.stderr,
             )
             return 2
 
-        for name in ("local-bedrock", "demo", "feedback"):
-            sp = sub.add_parser(name, help=f"{name} (needs tier-router[serve])")
-            sp.set_defaults(func=need_serve)
+        for name in names:
+            sp = sub.add_parser(name, help=f"{name} (needs tier-router[{extra}])")
+            sp.set_defaults(func=need_extra)
         return
     register(sub)
 

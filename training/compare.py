@@ -72,25 +72,36 @@ class VersionEval:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    operating_cost: float
-    operating_quality: float
+class PointCheck:
+    """Both envelopes read at one operating point (cost $/req, quality)."""
+
+    where: str  # "champion's policy" or "candidate's policy"
+    cost: float
+    quality: float
     champion_quality_at_cost: float
     candidate_quality_at_cost: float
     champion_cost_for_quality: float
     candidate_cost_for_quality: float
-    reasons: tuple[str, ...]
 
     def explain(self) -> str:
-        lines = [
-            f"champion operating point on this data: cost ${self.operating_cost:.6f}/req, "
-            f"quality {self.operating_quality:.4f}",
+        return "\n".join([
+            f"at the {self.where} operating point (cost ${self.cost:.6f}/req, "
+            f"quality {self.quality:.4f}):",
             f"  quality at that cost: champion {self.champion_quality_at_cost:.4f}, "
             f"candidate {self.candidate_quality_at_cost:.4f}",
             f"  cost for that quality: champion ${self.champion_cost_for_quality:.6f}, "
             f"candidate ${self.candidate_cost_for_quality:.6f}",
-        ]
+        ])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    checks: tuple[PointCheck, ...]
+    reasons: tuple[str, ...]
+
+    def explain(self) -> str:
+        lines = [c.explain() for c in self.checks]
         lines += [f"  worse: {r}" for r in self.reasons]
         return "\n".join(lines)
 
@@ -141,32 +152,45 @@ def check_comparable(evals: list[VersionEval]) -> None:
 
 
 def judge(candidate: VersionEval, champ: VersionEval, tolerance: float = 0.0) -> Verdict:
-    """Is the candidate at least as good as the champion at the champion's operating point?
+    """Is the candidate at least as good as the champion where it matters?
 
+    Both envelopes are read at the champion's operating point (what is served today)
+    and at the candidate's (what would be served after promotion). A policy sitting on
+    an always-<tier> corner is a point every envelope passes through, so checking one
+    point alone would let a router that cannot rank prompts tie its way in.
     `tolerance` is in quality points (and the same fraction of cost), for noisy small
     evaluation sets; 0 means any loss refuses.
     """
     check_comparable([champ, candidate])
-    oc, oq = champ.policy_point
-    qa_ch, qa_ca = quality_at(champ.envelope, oc), quality_at(candidate.envelope, oc)
-    cf_ch, cf_ca = cost_for_quality(champ.envelope, oq), cost_for_quality(candidate.envelope, oq)
-    reasons = []
+    checks, reasons = [], []
     eps = 1e-12
-    if _lt(qa_ca, qa_ch - tolerance - eps):
-        reasons.append(
-            f"lower quality at the champion's cost (${oc:.6f}/req): {qa_ca:.4f} vs {qa_ch:.4f}")
-    if _gt(cf_ca, cf_ch * (1 + tolerance) + eps):
-        reasons.append(
-            f"higher cost at the champion's quality ({oq:.4f}): ${cf_ca:.6f} vs ${cf_ch:.6f}")
-    return Verdict(not reasons, oc, oq, qa_ch, qa_ca, cf_ch, cf_ca, tuple(reasons))
+    for where, (oc, oq) in (("champion's policy", champ.policy_point),
+                            ("candidate's policy", candidate.policy_point)):
+        ck = PointCheck(
+            where, oc, oq,
+            quality_at(champ.envelope, oc), quality_at(candidate.envelope, oc),
+            cost_for_quality(champ.envelope, oq), cost_for_quality(candidate.envelope, oq),
+        )
+        checks.append(ck)
+        if _lt(ck.candidate_quality_at_cost, ck.champion_quality_at_cost - tolerance - eps):
+            reasons.append(
+                f"lower quality at the {where} cost (${oc:.6f}/req): "
+                f"{ck.candidate_quality_at_cost:.4f} vs {ck.champion_quality_at_cost:.4f}")
+        if _gt(ck.candidate_cost_for_quality,
+               ck.champion_cost_for_quality * (1 + tolerance) + eps):
+            reasons.append(
+                f"higher cost at the {where} quality ({oq:.4f}): "
+                f"${ck.candidate_cost_for_quality:.6f} vs ${ck.champion_cost_for_quality:.6f}")
+    return Verdict(not reasons, tuple(checks), tuple(reasons))
 
 
 def _lt(a: float, b: float) -> bool:
-    return math.isnan(a) or a < b
+    """a < b, where an undefined candidate value counts as worse (unless both are)."""
+    return not math.isnan(b) and (math.isnan(a) or a < b)
 
 
 def _gt(a: float, b: float) -> bool:
-    return math.isnan(a) or a > b
+    return not math.isnan(b) and (math.isnan(a) or a > b)
 
 
 def format_table(evals: list[VersionEval], data: EvalData) -> str:

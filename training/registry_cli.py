@@ -109,9 +109,12 @@ def cmd_promote(a: argparse.Namespace) -> int:
     verdict = judge(ca, ch, a.tolerance)
     print(verdict.explain())
     if not verdict.ok and not a.force:
-        print(f"tier-router promote: refused: version {cand.version} is worse than champion "
-              f"version {champ.version} on {data.outcomes.name} ({data.split}); "
-              "pass --force to promote anyway", file=sys.stderr)
+        print(
+            f"tier-router promote: refused: version {cand.version} is worse than champion "
+            f"version {champ.version} on {data.outcomes.name} ({data.split}); "
+            "pass --force to promote anyway",
+            file=sys.stderr,
+        )
         return 1
     set_champion(c, a.model, cand.version)
     c.set_model_version_tag(a.model, cand.version, "promoted_over", str(champ.version))
@@ -126,9 +129,19 @@ def cmd_pull(a: argparse.Namespace) -> int:
 
     got = pull(ModelRef.parse(a.model), a.out)
     router = Router.load(got.path)  # the same check a service's load will do
-    print(json.dumps({"path": str(got.path), "model": got.name, "version": got.version,
-                      "run_id": got.run_id, "router_version": got.router_version,
-                      "tiers": router.ladder.names}, indent=2))
+    print(
+        json.dumps(
+            {
+                "path": str(got.path),
+                "model": got.name,
+                "version": got.version,
+                "run_id": got.run_id,
+                "router_version": got.router_version,
+                "tiers": router.ladder.names,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -151,7 +164,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
             raise ValueError(f"--versions: {a.model} has no version(s) {missing}")
         versions = [by_v[v] for v in a.versions]
     if len(versions) > a.limit:
-        versions = versions[-a.limit:]
+        versions = versions[-a.limit :]
     ref = champion(c, a.model) or versions[-1]
     data = _eval_data(a, c, ref.run_id)
     evals = [evaluate_version(c, v, data) for v in versions]
@@ -174,15 +187,37 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     from training.retrain import RetrainConfig, retrain
 
     out = a.out or Path(tempfile.mkdtemp(prefix="tier-router-challenger-")) / "bundle"
-    cfg = RetrainConfig(base=a.outcomes, feedback=tuple(a.feedback), tiers=a.tiers, out=out,
-                        eval_split=a.split, label_rule=a.label_rule)
-    tcfg = TrainConfig(outcomes=a.outcomes, tiers=a.tiers, out=out, featurizer=a.featurizer,
-                       goal=a.goal, model=ModelConfig(n_clusters=a.clusters), folds=a.folds,
-                       max_train=a.max_train, seed=a.seed)
+    cfg = RetrainConfig(
+        base=a.outcomes,
+        feedback=tuple(a.feedback),
+        tiers=a.tiers,
+        out=out,
+        eval_split=a.split,
+        label_rule=a.label_rule,
+    )
+    tcfg = TrainConfig(
+        outcomes=a.outcomes,
+        tiers=a.tiers,
+        out=out,
+        featurizer=a.featurizer,
+        goal=a.goal,
+        model=ModelConfig(n_clusters=a.clusters),
+        folds=a.folds,
+        max_train=a.max_train,
+        seed=a.seed,
+    )
     res = retrain(cfg, tcfg, a.model or None)
-    print(json.dumps({"merged_outcomes": str(res.merged), "bundle": str(out),
-                      "feedback": res.stats.to_dict(), "mlflow": res.summary.get("mlflow")},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "merged_outcomes": str(res.merged),
+                "bundle": str(out),
+                "feedback": res.stats.to_dict(),
+                "mlflow": res.summary.get("mlflow"),
+            },
+            indent=2,
+        )
+    )
     from training.compare import EvalData
 
     evals = [e for e in (res.champion, res.challenger) if e is not None]
@@ -220,9 +255,12 @@ def _positive_int(value: str) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--outcomes", type=_file, default=None,
-                   help="outcomes file to score every version on (default: the reference "
-                        "run's training file)")
+    p.add_argument(
+        "--outcomes",
+        type=_file,
+        default=None,
+        help="outcomes file to score every version on (default: the reference run's training file)",
+    )
     p.add_argument("--split", default="test", help="split of --outcomes to score (default test)")
 
 
@@ -230,37 +268,57 @@ def register(subparsers: Any) -> None:
     """Add promote, pull, compare and retrain to the `tier-router` subparsers."""
     from training.registry import DEFAULT_MODEL
 
-    p = subparsers.add_parser("promote", help="move the champion alias to a version "
-                              "(refuses a worse one unless --force)")
+    p = subparsers.add_parser(
+        "promote", help="move the champion alias to a version (refuses a worse one unless --force)"
+    )
     p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
     p.add_argument("--version", type=_version, required=True, help="version to promote")
     _eval_args(p)
-    p.add_argument("--tolerance", type=_nonneg_float, default=0.0,
-                   help="allowed loss in quality points / cost fraction (default 0)")
+    p.add_argument(
+        "--tolerance",
+        type=_nonneg_float,
+        default=0.0,
+        help="allowed loss in quality points / cost fraction (default 0)",
+    )
     p.add_argument("--force", action="store_true", help="promote even if worse")
     p.set_defaults(func=_guarded("promote", cmd_promote))
 
     q = subparsers.add_parser("pull", help="download a registered version's bundle")
-    q.add_argument("--model", default=f"{DEFAULT_MODEL}@champion",
-                   help="NAME@ALIAS, NAME/VERSION or NAME (latest); default tier-router@champion")
+    q.add_argument(
+        "--model",
+        default=f"{DEFAULT_MODEL}@champion",
+        help="NAME@ALIAS, NAME/VERSION or NAME (latest); default tier-router@champion",
+    )
     q.add_argument("--out", type=_out_dir, required=True, help="bundle directory to write")
     q.set_defaults(func=_guarded("pull", cmd_pull))
 
     c = subparsers.add_parser("compare", help="registered versions side by side on one split")
     c.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
-    c.add_argument("--versions", type=_versions, default=(),
-                   help="comma-separated versions (default: all, newest --limit)")
+    c.add_argument(
+        "--versions",
+        type=_versions,
+        default=(),
+        help="comma-separated versions (default: all, newest --limit)",
+    )
     c.add_argument("--limit", type=_positive_int, default=8)
     _eval_args(c)
     c.add_argument("--png", type=Path, default=None, help="overlay PNG path")
     c.add_argument("--no-log", action="store_true", help="do not log a comparison run")
     c.set_defaults(func=_guarded("compare", cmd_compare))
 
-    r = subparsers.add_parser("retrain", help="train a challenger from base outcomes plus "
-                              "serving outcome logs and judge it against the champion")
+    r = subparsers.add_parser(
+        "retrain",
+        help="train a challenger from base outcomes plus "
+        "serving outcome logs and judge it against the champion",
+    )
     r.add_argument("--outcomes", type=_file, required=True, help="base outcomes file")
-    r.add_argument("--feedback", type=_file, nargs="+", required=True,
-                   help="serving outcome log(s), plain or gzipped JSONL")
+    r.add_argument(
+        "--feedback",
+        type=_file,
+        nargs="+",
+        required=True,
+        help="serving outcome log(s), plain or gzipped JSONL",
+    )
     r.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML")
     r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")
     r.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
@@ -270,12 +328,20 @@ def register(subparsers: Any) -> None:
     r.add_argument("--max-train", type=_positive_int, default=None)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--split", default="test", help="held-out split of --outcomes (default test)")
-    r.add_argument("--label-rule", choices=["first-attempt", "all-tried"],
-                   default="first-attempt", help="which logged labels to train on")
-    r.add_argument("--model", default=DEFAULT_MODEL,
-                   help="registered model ('' to skip registration and the champion check)")
-    r.add_argument("--promote", action="store_true",
-                   help="make the challenger champion if it is not worse")
+    r.add_argument(
+        "--label-rule",
+        choices=["first-attempt", "all-tried"],
+        default="first-attempt",
+        help="which logged labels to train on",
+    )
+    r.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="registered model ('' to skip registration and the champion check)",
+    )
+    r.add_argument(
+        "--promote", action="store_true", help="make the challenger champion if it is not worse"
+    )
     r.set_defaults(func=_guarded("retrain", cmd_retrain))
 
 
@@ -284,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tier-router")
     register(parser.add_subparsers(dest="command", required=True))
     a = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("mlflow", "alembic", "urllib3", "botocore", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return int(a.func(a))

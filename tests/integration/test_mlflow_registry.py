@@ -1,8 +1,7 @@
 """Registry loop against a real `mlflow server` (sqlite backend, proxied artifacts).
 
-Two trainings on a real data slice register versions 1 (a real router) and 2 (one
-cluster: every prompt gets the same P(pass), so it cannot rank prompts; an honestly
-worse candidate). Promotion, pull, compare and retrain run through the CLI handlers.
+Two trainings on a real data slice register versions 1 (600 training prompts) and 2
+(the same recipe on 60 of them: an honestly worse candidate). Promotion, pull, compare and retrain run through the CLI handlers.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,9 +61,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
            "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
     log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # No job runner: it forks a pool of huey consumers this test does not use.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 150
     while True:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
@@ -72,17 +75,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()}")
         time.sleep(0.5)
     try:
         yield url, artifacts
-    finally:
-        proc.terminate()
+    finally:  # the server and its uvicorn worker share the session we started
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
 
@@ -91,7 +94,7 @@ def registry(
     mlflow_server: tuple[str, Path], small_outcomes: Path, small_ladder: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
-    """Versions 1 (real router) and 2 (one cluster) trained and logged to the server."""
+    """Versions 1 (600 prompts) and 2 (60 prompts) trained and logged to the server."""
     from training.runs import train_evaluate_log
 
     url, _ = mlflow_server
@@ -99,9 +102,10 @@ def registry(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", url)
         runs = {}
-        for key, clusters in (("good", (8, 24)), ("worse", (1,))):
+        # The worse candidate sees 60 of the 600 training prompts: honestly less data.
+        for key, clusters, rows in (("good", (8, 24), None), ("worse", (12,), 60)):
             cfg = TrainConfig(outcomes=small_outcomes, tiers=small_ladder, out=out / key,
-                              featurizer="fast", goal="mid", folds=3, max_train=600,
+                              featurizer="fast", goal="mid", folds=3, max_train=rows,
                               model=ModelConfig(n_clusters=clusters))
             runs[key] = train_evaluate_log(cfg, mlflow=True, registered_model=MODEL)
         yield {"url": url, "runs": runs, "dir": out}
@@ -136,7 +140,8 @@ def test_two_trainings_register_versions_with_metrics_and_plots(
         assert not [p for p in REQUIRED_PARAMS if p not in run.data.params]
         assert run.data.params["train_file_sha256"] == sha256_file(small_outcomes)
         assert run.data.params["eval_split"] == "test"
-        plots = {Path(a.path).name.split("-")[-1] for a in tracking.list_artifacts(mv.run_id, "plots")}
+        plot_files = tracking.list_artifacts(mv.run_id, "plots")
+        plots = {Path(a.path).name.split("-")[-1] for a in plot_files}
         assert plots == {"curve.png", "calibration.png", "mix.png"}
         bundle_files = {Path(a.path).name for a in tracking.list_artifacts(mv.run_id, "bundle")}
         assert {"manifest.json", "model.onnx", "policy.json", "ladder.toml"} <= bundle_files
@@ -148,7 +153,7 @@ def test_two_trainings_register_versions_with_metrics_and_plots(
     served = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(router.feeds(prompts))
     got = np.asarray(next(iter(served.values())) if isinstance(served, dict) else served)
     np.testing.assert_allclose(got, router.p_pass_batch(prompts), atol=1e-6)
-    # The one-cluster run really is a worse router on the held-out split.
+    # The 60-prompt run really is a worse router on the held-out split.
     assert runs["worse"]["test"]["pgr_auc"] < runs["good"]["test"]["pgr_auc"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import aws_for, judge_responder, read_some
+from test_labeling_support import aws_for, judge_responder, read_some
 
 from labeling.answers import ModelAnswer
 from labeling.clients import runtime_client

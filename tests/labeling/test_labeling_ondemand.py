@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from test_labeling_support import (
     REPO,
     aws_for,
     judge_responder,

@@ -1,0 +1,135 @@
+"""Fixtures for the reliability suite: a second real bundle, the local Bedrock server,
+boto3 clients with short timeouts, and moto S3 on loopback.
+
+Helpers live here as fixtures (not importable names) because several test folders
+have a `conftest.py` and `from conftest import ...` would be ambiguous.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.ladder import Ladder
+from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
+from serving.local_bedrock import LocalBedrock
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def bundle_b(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, small_ladder: Path):
+    """A second real bundle over the same ladder: another seed, goal and granularity, so
+    its P(pass) differ from `trained_bundle`'s (what the mixed-version check relies on)."""
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("bundles") / "fast_b"
+    cfg = TrainConfig(
+        outcomes=small_outcomes,
+        tiers=small_ladder,
+        out=out,
+        featurizer="fast",
+        model=ModelConfig(n_clusters=(6, 16)),
+        folds=2,
+        goal="top",
+        seed=1,
+    )
+    return train(cfg).bundle
+
+
+@pytest.fixture(scope="session")
+def rb_ladder(small_ladder: Path) -> Ladder:
+    return Ladder.load(small_ladder)
+
+
+@pytest.fixture
+def server(rb_ladder: Ladder) -> Iterator[LocalBedrock]:
+    srv = LocalBedrock(rb_ladder).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def make_client() -> Callable[..., Any]:
+    """A real boto3 bedrock-runtime client for `url` with fast retries and timeouts."""
+
+    def make(url: str, max_attempts: int = 3, read_timeout_s: float = 5.0, **kw: Any) -> Any:
+        cfg = BedrockClientConfig(
+            endpoint_url=url,
+            max_attempts=max_attempts,
+            retry_delay_scale=0.01,
+            connect_timeout_s=1.0,
+            read_timeout_s=read_timeout_s,
+            **{"dummy_credentials": True, **kw},
+        )
+        return make_bedrock_client(cfg)
+
+    return make
+
+
+class Moto:
+    """moto's S3 in server mode on 127.0.0.1; stop() and start() simulate an S3 outage
+    (moto's state is process-wide, so the bucket survives the restart)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.bucket = f"reliability-{uuid.uuid4().hex[:12]}"
+        self._server: Any = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def records(self) -> list[bytes]:
+        s3 = self.client()
+        out: list[bytes] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for obj in page.get("Contents", []):
+                body = s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
+                out.extend(line for line in body.splitlines() if line.strip())
+        return out
+
+
+@pytest.fixture
+def moto() -> Iterator[Moto]:
+    m = Moto()
+    m.start()
+    m.client().create_bucket(Bucket=m.bucket)
+    yield m
+    m.stop()
