@@ -53,7 +53,7 @@ class LoopConfig:
     base_fraction: float = 0.5
     serve_requests: int = 1000
     goal: str = "top"
-    clusters: tuple[int, ...] = (32, 128)
+    clusters: tuple[int, ...] | None = None  # None: ModelConfig's default
     folds: int = 5
     seed: int = 0
 
@@ -109,7 +109,7 @@ def run(cfg: LoopConfig) -> dict[str, Any]:
     cfg.work.mkdir(parents=True, exist_ok=True)
     loop_file, n_base, n_serve, n_test = split_file(cfg)
     log.info("base %d / serve %d / test %d prompts -> %s", n_base, n_serve, n_test, loop_file)
-    model_cfg = ModelConfig(n_clusters=cfg.clusters)
+    model_cfg = ModelConfig(n_clusters=cfg.clusters) if cfg.clusters else ModelConfig()
     tcfg = TrainConfig(outcomes=loop_file, tiers=cfg.tiers, out=cfg.work / "champion-trained",
                        goal=cfg.goal, model=model_cfg, folds=cfg.folds, seed=cfg.seed)
     champ_sum = train_evaluate_log(tcfg, registered_model=cfg.model)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-fraction", type=float, default=0.5)
     p.add_argument("--serve-requests", type=int, default=1000)
     p.add_argument("--goal", default="top")
-    p.add_argument("--clusters", default="32,128")
+    p.add_argument("--clusters", default="", help="k-means sizes (default: the model's)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = LoopConfig(a.outcomes, a.tiers, a.work, a.model, a.base_fraction,
                          a.serve_requests, a.goal,
-                         tuple(int(x) for x in a.clusters.split(",")), a.folds, a.seed)
+                         tuple(int(x) for x in a.clusters.split(",")) if a.clusters else None,
+                         a.folds, a.seed)
     except ValueError as e:
         print(f"mlflow_loop: error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,18 @@ from router.ladder import Ladder, LadderError
 from router.outcomes import OutcomesError
 
 
+def _usable(p: Path, test: Callable[[Path], bool]) -> bool:
+    """`test(p)`, with a path the OS cannot use (too long, NUL) counted as absent."""
+    try:
+        return test(p)
+    except (OSError, ValueError):
+        return False
+
+
+
 def _existing_file(value: str) -> Path:
     p = Path(value)
-    if not p.is_file():
+    if not _usable(p, Path.is_file):
         raise argparse.ArgumentTypeError(f"no such file: {value}")
     return p
 

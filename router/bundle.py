@@ -15,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ class Manifest:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BundleError(f"{bundle_dir}: not a bundle (no {MANIFEST})") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise BundleError(f"{path}: unreadable manifest: {e}") from None
         if not isinstance(doc, dict):
             raise BundleError(f"{path}: manifest must be a JSON object")
@@ -85,7 +86,10 @@ class Manifest:
         if not isinstance(files, dict) or not files:
             raise BundleError(f"{path}: field 'files' must map file name -> sha256")
         for name, digest in files.items():
-            check_name(name)
+            try:
+                check_name(name)
+            except BundleError as e:
+                raise BundleError(f"{path}: {e}") from None
             if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise BundleError(f"{path}: files[{name!r}] is not a sha256 hex digest")
         version = doc.get("router_version")
@@ -99,7 +103,9 @@ class Manifest:
     def verify(self, bundle_dir: Path) -> None:
         for name, digest in self.files.items():
             p = bundle_dir / name
-            if not p.is_file() or p.is_symlink():
+            if p.is_symlink():
+                raise BundleError(f"{bundle_dir}: integrity check failed: {name} is a symlink")
+            if not p.is_file():
                 raise BundleError(f"{bundle_dir}: integrity check failed: {name} is missing")
             actual = sha256_file(p)
             if actual != digest:
@@ -107,6 +113,13 @@ class Manifest:
                     f"{bundle_dir}: integrity check failed: checksum of {name} is "
                     f"{actual[:12]}..., manifest says {digest[:12]}... (modified or corrupted)"
                 )
+        listed = {*self.files, MANIFEST}
+        extra = sorted(p.name for p in bundle_dir.iterdir() if p.name not in listed)
+        if extra:
+            raise BundleError(
+                f"{bundle_dir}: integrity check failed: {', '.join(extra)} "
+                "not listed in the manifest"
+            )
 
     def to_json(self) -> str:
         doc = {
@@ -141,6 +154,9 @@ def open_bundle(path: str | Path) -> tuple[Path, tempfile.TemporaryDirectory[str
     tmp = tempfile.TemporaryDirectory(prefix="tier-router-bundle-")
     try:
         _extract(p, Path(tmp.name))
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        tmp.cleanup()
+        raise BundleError(f"{p}: damaged bundle archive ({type(e).__name__}: {e})") from None
     except BaseException:
         tmp.cleanup()
         raise

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+_MAX_LADDER_BYTES = 64 * 1024  # a 20-tier ladder is ~5 KB
+_MAX_DOTS_PER_LINE = 32  # tomllib is quadratic in dotted-key depth
+
 
 class LadderError(ValueError):
     """A tier ladder file or table is invalid; the message names the file and field."""
@@ -85,8 +88,17 @@ class Ladder:
             raw = p.read_bytes()
         except OSError as e:
             raise LadderError(f"{p}: cannot read tier ladder: {e.strerror or e}") from None
+        if len(raw) > _MAX_LADDER_BYTES:
+            raise LadderError(
+                f"{p}: {len(raw)} bytes is too large for a tier ladder (limit {_MAX_LADDER_BYTES})"
+            )
+        for lineno, line in enumerate(raw.splitlines(), 1):
+            if line.count(b".") > _MAX_DOTS_PER_LINE:
+                raise LadderError(f"{p}:{lineno}: keys nested too deeply for a tier ladder")
         try:
             doc = tomllib.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise LadderError(f"{p}: not valid TOML: nested too deeply") from None
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise LadderError(f"{p}: not valid TOML: {e}") from None
         return cls.from_dict(doc, source=str(p))

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,13 +139,15 @@ def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[Outcom
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise OutcomesError(f"{where}: invalid JSON: {e.msg}") from None
+                except RecursionError:
+                    raise OutcomesError(f"{where}: invalid JSON: nested too deeply") from None
                 rec = parse_record(obj, where)
                 if rec.id in seen:
                     raise OutcomesError(f"{where}: duplicate id {rec.id!r}")
                 seen.add(rec.id)
                 if split is None or rec.split == split:
                     yield rec
-        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError) as e:
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError, zlib.error) as e:
             raise OutcomesError(f"{p}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
 
 

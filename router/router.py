@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from router.bundle import BundleError, Manifest, open_bundle
 from router.decision import Decision
 from router.featurizer import (
     ENCODER_MODEL,
+    ENCODER_TOKENIZER,
     FEATURIZER_FILE,
+    STATIC_TOKENIZER,
     Featurizer,
     FeaturizerConfig,
     pad_ids,
@@ -74,9 +77,14 @@ class Router:
         """Load and verify a bundle directory or archive; refuses checksum mismatches."""
         bundle_dir, tmp = open_bundle(path)
         try:
-            manifest = Manifest.read(bundle_dir)
-            manifest.verify(bundle_dir)
-            for name in (MODEL_FILE, LADDER_FILE, POLICY_FILE, FEATURIZER_FILE):
+            try:
+                manifest = Manifest.read(bundle_dir)
+                manifest.verify(bundle_dir)
+            except BundleError as e:
+                if tmp is None:
+                    raise
+                raise BundleError(str(e).replace(str(bundle_dir), f"{path} (archive)")) from None
+            for name in (MODEL_FILE, LADDER_FILE, POLICY_FILE, FEATURIZER_FILE, STATIC_TOKENIZER):
                 if name not in manifest.files:
                     raise BundleError(f"{path}: bundle manifest does not list {name}")
             try:
@@ -91,8 +99,9 @@ class Router:
             model = _session(bundle_dir / MODEL_FILE, threads)
             encoder = None
             if config.kind == "accurate":
-                if ENCODER_MODEL not in manifest.files:
-                    raise BundleError(f"{path}: accurate bundle lacks {ENCODER_MODEL}")
+                for name in (ENCODER_MODEL, ENCODER_TOKENIZER):
+                    if name not in manifest.files:
+                        raise BundleError(f"{path}: accurate bundle lacks {name}")
                 encoder = _session(bundle_dir / ENCODER_MODEL, threads)
             return cls(
                 manifest=manifest,
@@ -174,7 +183,7 @@ class Router:
         return self._decision(p, self.policy.choose_one(p.tolist()))
 
     def route_batch(self, texts: list[str]) -> list[Decision]:
-        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+        if isinstance(texts, str | bytes | bytearray | Mapping) or not hasattr(texts, "__iter__"):
             raise TypeError(
                 f"route_batch() takes a list of str, got {type(texts).__name__}; "
                 "use route() for a single prompt"

@@ -21,7 +21,7 @@ LADDERS = REPO / "data" / "ladders"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        if "integration" in parts or "serving" in parts:
+        if {"integration", "serving", "reliability", "labeling"} & set(parts):
             item.add_marker(pytest.mark.integration)
 
 

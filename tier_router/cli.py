@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +21,34 @@ from router.outcomes import OutcomesError
 log = logging.getLogger("tier_router")
 
 
+def _usable(p: Path, test: Callable[[Path], bool]) -> bool:
+    """`test(p)`, with a path the OS cannot use (too long, NUL) counted as absent."""
+    try:
+        return test(p)
+    except (OSError, ValueError):
+        return False
+
+
+
 def _file(value: str) -> Path:
     p = Path(value)
-    if not p.is_file():
+    if not _usable(p, Path.is_file):
         raise argparse.ArgumentTypeError(f"no such file: {value}")
     return p
 
 
 def _bundle(value: str) -> Path:
     p = Path(value)
-    if not p.exists():
+    if not _usable(p, Path.exists):
         raise argparse.ArgumentTypeError(f"no such bundle directory or archive: {value}")
     return p
 
 
 def _out_file(value: str) -> Path:
     p = Path(value)
-    if p.is_dir():
+    if _usable(p, Path.is_dir):
         raise argparse.ArgumentTypeError(f"{value} is a directory; give a file path")
-    if not p.parent.exists():
+    if not _usable(p.parent, Path.exists):
         raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
     return p
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from router import Router
 from router.outcomes import iter_outcomes
-from training.evaluate import Point, cost_for_quality, quality_at, router_curve
+from training.evaluate import Point, cost_for_quality, quality_at, router_curve, upper_envelope
 from training.registry import download_bundle
 from training.scoring import Evaluation, evaluate_bundle
 
@@ -109,14 +109,16 @@ class Verdict:
 def evaluate_router(router: Router, data: EvalData, label: str) -> VersionEval:
     ev: Evaluation = evaluate_bundle(router, data.outcomes, data.split)
     pol = ev.report["policy"]
+    point = (float(pol["cost"]), float(pol["quality"]))
     return VersionEval(
         label=label,
         router_version=router.version,
         tiers=tuple(router.ladder.names),
         prices=tuple((t.price_in_per_mtok, t.price_out_per_mtok) for t in router.ladder.tiers),
         report=ev.report,
-        envelope=router_curve(ev.p, ev.q, ev.c),
-        policy_point=(float(pol["cost"]), float(pol["quality"])),
+        # The policy's own point is achievable, so it belongs under the envelope too.
+        envelope=upper_envelope([*router_curve(ev.p, ev.q, ev.c), point]),
+        policy_point=point,
     )
 
 

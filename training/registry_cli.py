@@ -21,9 +21,18 @@ log = logging.getLogger("tier_router.registry")
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _usable(p: Path, test: Callable[[Path], bool]) -> bool:
+    """`test(p)`, with a path the OS cannot use (too long, NUL) counted as absent."""
+    try:
+        return test(p)
+    except (OSError, ValueError):
+        return False
+
+
+
 def _file(value: str) -> Path:
     p = Path(value)
-    if not p.is_file():
+    if not _usable(p, Path.is_file):
         raise argparse.ArgumentTypeError(f"no such file: {value}")
     return p
 
@@ -40,7 +49,7 @@ def _versions(value: str) -> tuple[str, ...]:
 
 def _out_dir(value: str) -> Path:
     p = Path(value)
-    if p.exists() and not p.is_dir():
+    if _usable(p, Path.exists) and not _usable(p, Path.is_dir):
         raise argparse.ArgumentTypeError(f"{value} exists and is not a directory")
     return p
 
@@ -323,7 +332,8 @@ def register(subparsers: Any) -> None:
     r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")
     r.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
     r.add_argument("--goal", default="top")
-    r.add_argument("--clusters", type=_int_list, default=(32, 128))
+    r.add_argument("--clusters", type=_int_list, default=None,
+                   help="k-means granularities, comma-separated (default: the model's)")
     r.add_argument("--folds", type=_positive_int, default=5)
     r.add_argument("--max-train", type=_positive_int, default=None)
     r.add_argument("--seed", type=int, default=0)

@@ -1,11 +1,15 @@
 """Registry loop against a real `mlflow server` (sqlite backend, proxied artifacts).
 
-Two trainings on a real data slice register versions 1 (600 training prompts) and 2
-(the same recipe on 60 of them: an honestly worse candidate). Promotion, pull, compare and retrain run through the CLI handlers.
+Data: 600 train + 300 test prompts of the real mmlu_pro file, where the prompt text
+predicts difficulty (subject), so a router that ignores the text is honestly worse.
+Version 1 is the normal recipe; version 2 has one cluster: every prompt gets the same
+P(pass), so it can only route by prompt length. Promotion, pull, compare and retrain
+run through the CLI handlers.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -30,6 +34,7 @@ from training.pipeline import TrainConfig
 from training.registry_cli import main as cli
 
 MODEL = "tier-router"
+LADDERS = Path(__file__).resolve().parents[2] / "data" / "ladders"
 TIERS = ("haiku", "sonnet", "opus")
 REQUIRED_METRICS = [
     "test.pgr_auc", "test.cost_at_top", "test.cost_at_mid", "test.best_q",
@@ -90,11 +95,32 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 
 
 @pytest.fixture(scope="module")
+def mmlu_small(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Evenly spaced 600 train and 300 test lines of the real mmlu_pro file, verbatim."""
+    rows: dict[str, list[str]] = {"train": [], "test": []}
+    with gzip.open(shared_data / "mmlu_pro.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            split = json.loads(line).get("split")
+            if split in rows:
+                rows[split].append(line)
+    out = tmp_path_factory.mktemp("mmlu") / "mmlu_small.jsonl"
+    with out.open("w", encoding="utf-8") as f:
+        for split, n in (("train", 600), ("test", 300)):
+            f.writelines(rows[split][:: len(rows[split]) // n][:n])
+    return out
+
+
+@pytest.fixture(scope="module")
+def ladder() -> Path:
+    return LADDERS / "mmlu_pro.toml"
+
+
+@pytest.fixture(scope="module")
 def registry(
-    mlflow_server: tuple[str, Path], small_outcomes: Path, small_ladder: Path,
+    mlflow_server: tuple[str, Path], mmlu_small: Path, ladder: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
-    """Versions 1 (600 prompts) and 2 (60 prompts) trained and logged to the server."""
+    """Versions 1 (the recipe) and 2 (text-blind, one cluster) logged to the server."""
     from training.runs import train_evaluate_log
 
     url, _ = mlflow_server
@@ -102,10 +128,9 @@ def registry(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", url)
         runs = {}
-        # The worse candidate sees 60 of the 600 training prompts: honestly less data.
-        for key, clusters, rows in (("good", (8, 24), None), ("worse", (12,), 60)):
-            cfg = TrainConfig(outcomes=small_outcomes, tiers=small_ladder, out=out / key,
-                              featurizer="fast", goal="mid", folds=3, max_train=rows,
+        for key, clusters in (("good", (8, 24)), ("worse", (1,))):
+            cfg = TrainConfig(outcomes=mmlu_small, tiers=ladder, out=out / key,
+                              featurizer="fast", goal="mid", folds=3,
                               model=ModelConfig(n_clusters=clusters))
             runs[key] = train_evaluate_log(cfg, mlflow=True, registered_model=MODEL)
         yield {"url": url, "runs": runs, "dir": out}
@@ -124,7 +149,7 @@ def _test_prompts(path: Path, n: int = 60) -> list[str]:
 
 
 def test_two_trainings_register_versions_with_metrics_and_plots(
-    registry: dict[str, Any], tracking: Any, small_outcomes: Path
+    registry: dict[str, Any], tracking: Any, mmlu_small: Path
 ) -> None:
     import mlflow.pyfunc
 
@@ -138,7 +163,7 @@ def test_two_trainings_register_versions_with_metrics_and_plots(
         missing = [m for m in REQUIRED_METRICS if m not in run.data.metrics]
         assert not missing, f"v{version} lacks metrics {missing}"
         assert not [p for p in REQUIRED_PARAMS if p not in run.data.params]
-        assert run.data.params["train_file_sha256"] == sha256_file(small_outcomes)
+        assert run.data.params["train_file_sha256"] == sha256_file(mmlu_small)
         assert run.data.params["eval_split"] == "test"
         plot_files = tracking.list_artifacts(mv.run_id, "plots")
         plots = {Path(a.path).name.split("-")[-1] for a in plot_files}
@@ -149,11 +174,11 @@ def test_two_trainings_register_versions_with_metrics_and_plots(
         assert sum(shares) == pytest.approx(1.0)
     # The ONNX flavor serves through MLflow's own loader and agrees with the runtime.
     router = Router.load(runs["good"]["bundle"])
-    prompts = _test_prompts(small_outcomes, 20)
+    prompts = _test_prompts(mmlu_small, 20)
     served = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(router.feeds(prompts))
     got = np.asarray(next(iter(served.values())) if isinstance(served, dict) else served)
     np.testing.assert_allclose(got, router.p_pass_batch(prompts), atol=1e-6)
-    # The 60-prompt run really is a worse router on the held-out split.
+    # The text-blind run really is a worse router on the held-out split.
     assert runs["worse"]["test"]["pgr_auc"] < runs["good"]["test"]["pgr_auc"]
 
 
@@ -190,7 +215,7 @@ def test_promote_rejects_bad_input(
 
 
 def test_pull_routes_like_the_trained_bundle(
-    registry: dict[str, Any], tracking: Any, small_outcomes: Path, tmp_path: Path,
+    registry: dict[str, Any], tracking: Any, mmlu_small: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(tmp_path / "b")]) == 0
@@ -199,7 +224,7 @@ def test_pull_routes_like_the_trained_bundle(
     pulled = Router.load(tmp_path / "b")
     trained = Router.load(registry["runs"]["good"]["bundle"])
     assert pulled.version == trained.version
-    prompts = _test_prompts(small_outcomes)
+    prompts = _test_prompts(mmlu_small)
     assert [pulled.route(p).tier for p in prompts] == [trained.route(p).tier for p in prompts]
     np.testing.assert_array_equal(pulled.p_pass_batch(prompts), trained.p_pass_batch(prompts))
     # NAME/VERSION form, and pulling over an existing bundle replaces it.
@@ -225,7 +250,7 @@ def test_compare_prints_versions_and_logs_overlay(
 
 
 def test_retrain_from_demo_log_registers_challenger(
-    registry: dict[str, Any], tracking: Any, small_outcomes: Path, small_ladder: Path,
+    registry: dict[str, Any], tracking: Any, mmlu_small: Path, ladder: Path,
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     from serving.demo import DemoConfig, run_demo
@@ -233,13 +258,13 @@ def test_retrain_from_demo_log_registers_challenger(
     champ = tmp_path / "champion"
     assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(champ)]) == 0
     log = tmp_path / "outcomes.jsonl"
-    demo = run_demo(DemoConfig(bundle=str(champ), outcomes=str(small_outcomes), log=str(log),
+    demo = run_demo(DemoConfig(bundle=str(champ), outcomes=str(mmlu_small), log=str(log),
                                split="train", requests=80),
                     Router.load(champ), progress=open(os.devnull, "w"))  # noqa: SIM115
     assert demo["log_records"] == 80
     capsys.readouterr()
-    rc = cli(["retrain", "--outcomes", str(small_outcomes), "--feedback", str(log),
-              "--tiers", str(small_ladder), "--out", str(tmp_path / "challenger"),
+    rc = cli(["retrain", "--outcomes", str(mmlu_small), "--feedback", str(log),
+              "--tiers", str(ladder), "--out", str(tmp_path / "challenger"),
               "--goal", "mid", "--clusters", "8,24", "--folds", "3"])
     assert rc == 0
     out = capsys.readouterr().out

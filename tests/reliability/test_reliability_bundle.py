@@ -87,14 +87,12 @@ def test_archive_with_too_deep_entries_is_refused(tmp_path: Path) -> None:
         Router.load(z)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/bundle.py patch in docs/reliability.md")
 def test_extra_unlisted_file_is_refused(copy: Path) -> None:
     (copy / "extra.json").write_text('{"surprise": true}')
     with pytest.raises(BundleError, match=r"extra\.json.*not listed"):
         Router.load(copy)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/bundle.py patch in docs/reliability.md")
 def test_a_file_the_runtime_reads_must_be_listed(copy: Path) -> None:
     """Today static_tokenizer.json can be dropped from the manifest and then replaced
     without any checksum failing: the runtime reads it unverified."""
@@ -103,7 +101,6 @@ def test_a_file_the_runtime_reads_must_be_listed(copy: Path) -> None:
         Router.load(copy)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/bundle.py patch in docs/reliability.md")
 @pytest.mark.parametrize("kind", ["truncated-tgz", "corrupt-zip"])
 def test_damaged_archive_is_a_bundle_error_naming_it(copy: Path, tmp_path: Path, kind: str) -> None:
     if kind == "truncated-tgz":

@@ -130,14 +130,12 @@ def test_outcomes_huge_line_is_bounded_and_clear() -> None:
         list(iter_outcomes(p))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/outcomes.py patch in docs/reliability.md")
 def test_outcomes_deeply_nested_json_is_a_clear_error() -> None:
     p = _write(b"[" * 100_000 + b"\n")
     with pytest.raises(OutcomesError, match=rf"{re.escape(str(p))}:1: "):
         list(iter_outcomes(p))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/outcomes.py patch in docs/reliability.md")
 def test_outcomes_corrupt_gzip_is_a_clear_error() -> None:
     good = gzip.compress(
         b"".join(encode_record({**VALID_RECORD, "id": f"q{i}"}) for i in range(50))
@@ -210,7 +208,6 @@ def test_ladder_wrong_types_name_tier_and_field(field: str, value: Any) -> None:
         assert any(n in str(e) for n in named), str(e)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/ladder.py patch in docs/reliability.md")
 @settings(deadline=None, max_examples=1)
 @given(st.just(2_000))
 def test_ladder_pathological_toml_fails_fast(depth: int) -> None:
@@ -280,7 +277,6 @@ def test_manifest_wrong_types(field: str, value: Any, name: str) -> None:
             Manifest.read(d)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/bundle.py patch in docs/reliability.md")
 @FUZZ
 @given(name=st.text(max_size=40) | st.sampled_from(["../x.json", "/etc/passwd.json", "a/b.json"]))
 def test_manifest_unsafe_names_are_refused_naming_the_file(name: str) -> None:
@@ -288,7 +284,6 @@ def test_manifest_unsafe_names_are_refused_naming_the_file(name: str) -> None:
     _manifest_ok_or_error(d)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/bundle.py patch in docs/reliability.md")
 def test_manifest_deeply_nested_is_a_clear_error() -> None:
     d = _manifest_dir(b'{"format_version": 1, "x": ' + b"[" * 100_000 + b"}")
     with pytest.raises(BundleError, match=re.escape(str(d))):

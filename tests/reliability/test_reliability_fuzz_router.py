@@ -93,7 +93,6 @@ def test_wrong_types_are_type_errors_naming_the_argument(router: Router, bad: ob
             router.route_batch(bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the router/router.py patch in docs/reliability.md")
 @pytest.mark.parametrize("bad", [b"", {"a prompt": 1}], ids=["empty-bytes", "dict"])
 def test_route_batch_refuses_bytes_and_mappings(router: Router, bad: object) -> None:
     """Today b"" routes nothing and a dict routes its keys, silently."""
@@ -164,7 +163,6 @@ def test_serving_parsers_treat_unusable_paths_as_usage_errors(command: str, flag
     assert e.value.code == 2 and f"argument {flag}" in err.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the CLI path-check patch in docs/reliability.md")
 @pytest.mark.parametrize(
     ("command", "flag"), [("route", "--bundle"), ("score", "--outcomes"), ("compare", "--outcomes")]
 )
