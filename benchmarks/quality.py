@@ -58,13 +58,38 @@ def main() -> None:
         data = SHARED / "data" / f"{name}.jsonl.gz"
         bundle = a.out / f"{name}-{a.featurizer}"
         t = time.monotonic()
-        run([exe, "train", "--outcomes", str(data), "--tiers", str(REPO / "data/ladders" /
-             f"{name}.toml"), "--out", str(bundle), "--featurizer", a.featurizer, "--no-mlflow",
-             *a.extra.split()])
+        run(
+            [
+                exe,
+                "train",
+                "--outcomes",
+                str(data),
+                "--tiers",
+                str(REPO / "data/ladders" / f"{name}.toml"),
+                "--out",
+                str(bundle),
+                "--featurizer",
+                a.featurizer,
+                "--no-mlflow",
+                *a.extra.split(),
+            ]
+        )
         train_s = time.monotonic() - t
         scores = bundle.parent / f"{bundle.name}-scores.jsonl"
-        run([exe, "score", "--bundle", str(bundle), "--outcomes", str(data), "--split", "test",
-             "--out", str(scores)])
+        run(
+            [
+                exe,
+                "score",
+                "--bundle",
+                str(bundle),
+                "--outcomes",
+                str(data),
+                "--split",
+                "test",
+                "--out",
+                str(scores),
+            ]
+        )
         by_id = {}
         for line in scores.read_text().splitlines():
             r = json.loads(line)
@@ -75,18 +100,29 @@ def main() -> None:
         p = np.array([by_id[i] for i in ids])
         m = rv.metrics(p, tab.q[tab.split], tab.c[tab.split])
         ref = REFERENCE.get(name, (float("nan"), float("nan")))
-        row = {"file": name, "featurizer": a.featurizer, "train_s": round(train_s, 1),
-               "pgr_auc": round(m["pgr_auc"], 4), "cost_at_top": round(float(m["cost_at_top"]), 4),
-               "cost_at_mid": round(float(m["cost_at_mid"]), 4), "best_q": round(m["best_q"], 4),
-               "ref_pgr_auc": ref[0], "ref_cost_at_mid": ref[1]}
+        row = {
+            "file": name,
+            "featurizer": a.featurizer,
+            "train_s": round(train_s, 1),
+            "pgr_auc": round(m["pgr_auc"], 4),
+            "cost_at_top": round(float(m["cost_at_top"]), 4),
+            "cost_at_mid": round(float(m["cost_at_mid"]), 4),
+            "best_q": round(m["best_q"], 4),
+            "ref_pgr_auc": ref[0],
+            "ref_cost_at_mid": ref[1],
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'file':20s} {'pgr_auc':>8s} {'(ref)':>6s} {'c@mid':>6s} {'(ref)':>6s} "
-          f"{'c@top':>6s} {'best_q':>7s} {'train s':>8s}")
+    print(
+        f"\n{'file':20s} {'pgr_auc':>8s} {'(ref)':>6s} {'c@mid':>6s} {'(ref)':>6s} "
+        f"{'c@top':>6s} {'best_q':>7s} {'train s':>8s}"
+    )
     for r in rows:
-        print(f"{r['file']:20s} {r['pgr_auc']:8.3f} {r['ref_pgr_auc']:6.2f} {r['cost_at_mid']:6.3f} "
-              f"{r['ref_cost_at_mid']:6.2f} {r['cost_at_top']:6.3f} {r['best_q']:7.3f} "
-              f"{r['train_s']:8.1f}")
+        print(
+            f"{r['file']:20s} {r['pgr_auc']:8.3f} {r['ref_pgr_auc']:6.2f} {r['cost_at_mid']:6.3f} "
+            f"{r['ref_cost_at_mid']:6.2f} {r['cost_at_top']:6.3f} {r['best_q']:7.3f} "
+            f"{r['train_s']:8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,45 +19,9 @@ from labeling.graders import GRADER_NAMES, GraderSet, JudgeConfig, JudgeGrader, 
 from labeling.prompts import PromptsError
 from router.ladder import Ladder, LadderError
 from router.outcomes import OutcomesError
-
-
-def _usable(p: Path, test: Callable[[Path], bool]) -> bool:
-    """`test(p)`, with a path the OS cannot use (too long, NUL) counted as absent."""
-    try:
-        return test(p)
-    except (OSError, ValueError):
-        return False
-
-
-
-def _existing_file(value: str) -> Path:
-    p = Path(value)
-    if not _usable(p, Path.is_file):
-        raise argparse.ArgumentTypeError(f"no such file: {value}")
-    return p
-
-
-def _positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return v
-
-
-def _int_in(lo: int, hi: int) -> Any:
-    def parse(value: str) -> int:
-        try:
-            v = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
-        return v
-
-    return parse
+from tier_router.argtypes import existing_file as _existing_file
+from tier_router.argtypes import int_in as _int_in
+from tier_router.argtypes import positive_float as _positive_float
 
 
 def _prices(value: str) -> tuple[float, float]:

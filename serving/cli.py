@@ -8,81 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from router.ladder import Ladder, LadderError
 from router.outcomes import OutcomesError, read_outcomes
-
-
-def _probe(value: str, test: str) -> bool:
-    """`Path.<test>()` that treats an unusable path (too long, bad bytes) as absent."""
-    try:
-        return bool(getattr(Path(value), test)())
-    except (OSError, ValueError):
-        return False
-
-
-def _existing_file(value: str) -> Path:
-    p = Path(value)
-    if not _probe(value, "is_file"):
-        raise argparse.ArgumentTypeError(f"no such file: {value}")
-    return p
-
-
-def _existing_dir(value: str) -> Path:
-    p = Path(value)
-    if not _probe(value, "is_dir"):
-        raise argparse.ArgumentTypeError(f"no such directory: {value}")
-    return p
-
-
-def _new_file(value: str) -> Path:
-    p = Path(value)
-    if _probe(value, "exists"):
-        raise argparse.ArgumentTypeError(f"{value} already exists; give a new path")
-    if not _probe(str(p.parent), "is_dir") or len(p.name.encode()) > 255:
-        raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
-    return p
-
-
-def _rate(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return v
-
-
-def _nonneg_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return v
-
-
-def _int_in(lo: int, hi: int) -> Any:
-    def parse(value: str) -> int:
-        try:
-            v = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
-        return v
-
-    return parse
+from tier_router.argtypes import existing_dir as _existing_dir
+from tier_router.argtypes import existing_file as _existing_file
+from tier_router.argtypes import int_in as _int_in
+from tier_router.argtypes import new_file as _new_file
+from tier_router.argtypes import nonneg_float as _nonneg_float
+from tier_router.argtypes import rate as _rate
 
 
 def _fail(cmd: str, message: str) -> int:

@@ -10,79 +10,20 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from router.bundle import BundleError
 from router.ladder import LadderError
 from router.outcomes import OutcomesError
+from tier_router.argtypes import existing_bundle as _bundle
+from tier_router.argtypes import existing_file as _file
+from tier_router.argtypes import int_list as _int_list
+from tier_router.argtypes import out_file as _out_file
+from tier_router.argtypes import positive_float as _positive_float
+from tier_router.argtypes import positive_int as _positive_int
 
 log = logging.getLogger("tier_router")
-
-
-def _usable(p: Path, test: Callable[[Path], bool]) -> bool:
-    """`test(p)`, with a path the OS cannot use (too long, NUL) counted as absent."""
-    try:
-        return test(p)
-    except (OSError, ValueError):
-        return False
-
-
-
-def _file(value: str) -> Path:
-    p = Path(value)
-    if not _usable(p, Path.is_file):
-        raise argparse.ArgumentTypeError(f"no such file: {value}")
-    return p
-
-
-def _bundle(value: str) -> Path:
-    p = Path(value)
-    if not _usable(p, Path.exists):
-        raise argparse.ArgumentTypeError(f"no such bundle directory or archive: {value}")
-    return p
-
-
-def _out_file(value: str) -> Path:
-    p = Path(value)
-    if _usable(p, Path.is_dir):
-        raise argparse.ArgumentTypeError(f"{value} is a directory; give a file path")
-    if not _usable(p.parent, Path.exists):
-        raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
-    return p
-
-
-def _positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return v
-
-
-def _positive_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return v
-
-
-def _int_list(value: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(x) for x in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers like 32,128, got {value!r}"
-        ) from None
-    if not out or any(k < 1 for k in out):
-        raise argparse.ArgumentTypeError(f"cluster counts must be >= 1, got {value!r}")
-    return out
 
 
 # -- commands ----------------------------------------------------------------------------

@@ -14,8 +14,8 @@ tiers (mixing two policies is allowed), then
 from __future__ import annotations
 
 import math
-from itertools import pairwise
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np

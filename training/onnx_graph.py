@@ -1,7 +1,8 @@
 """Builds the bundle's ONNX model: static-embedding pooling, then the fitted predictor.
 
-Inputs: token_ids int64 [B, L] (padded with the id one past the vocab), hand float [B, F] and, for the
-accurate featurizer, dense float [B, 384]. Output: p_pass float [B, tiers].
+Inputs: token_ids int64 [B, L] (padded with the id one past the vocab), hand float
+[B, F] and, for the accurate featurizer, dense float [B, 384].
+Output: p_pass float [B, tiers].
 The pooling lives in the graph so one ONNX Runtime call does all the numeric work.
 """
 

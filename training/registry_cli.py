@@ -17,24 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tier_router.argtypes import existing_file as _file
+from tier_router.argtypes import int_list as _int_list
+from tier_router.argtypes import out_dir as _out_dir
+from tier_router.argtypes import positive_int as _positive_int
+
 log = logging.getLogger("tier_router.registry")
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _usable(p: Path, test: Callable[[Path], bool]) -> bool:
-    """`test(p)`, with a path the OS cannot use (too long, NUL) counted as absent."""
-    try:
-        return test(p)
-    except (OSError, ValueError):
-        return False
-
-
-
-def _file(value: str) -> Path:
-    p = Path(value)
-    if not _usable(p, Path.is_file):
-        raise argparse.ArgumentTypeError(f"no such file: {value}")
-    return p
 
 
 def _version(value: str) -> str:
@@ -45,13 +34,6 @@ def _version(value: str) -> str:
 
 def _versions(value: str) -> tuple[str, ...]:
     return tuple(_version(v.strip()) for v in value.split(",") if v.strip())
-
-
-def _out_dir(value: str) -> Path:
-    p = Path(value)
-    if _usable(p, Path.exists) and not _usable(p, Path.is_dir):
-        raise argparse.ArgumentTypeError(f"{value} exists and is not a directory")
-    return p
 
 
 def _nonneg_float(value: str) -> float:
@@ -247,22 +229,6 @@ def cmd_retrain(a: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
-def _int_list(value: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(x) for x in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 32,128, got {value!r}") from None
-    if not out or any(k < 1 for k in out):
-        raise argparse.ArgumentTypeError(f"cluster counts must be >= 1, got {value!r}")
-    return out
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return int(value)
-
-
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--outcomes",
@@ -332,8 +298,12 @@ def register(subparsers: Any) -> None:
     r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")
     r.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
     r.add_argument("--goal", default="top")
-    r.add_argument("--clusters", type=_int_list, default=None,
-                   help="k-means granularities, comma-separated (default: the model's)")
+    r.add_argument(
+        "--clusters",
+        type=_int_list,
+        default=None,
+        help="k-means granularities, comma-separated (default: the model's)",
+    )
     r.add_argument("--folds", type=_positive_int, default=5)
     r.add_argument("--max-train", type=_positive_int, default=None)
     r.add_argument("--seed", type=int, default=0)

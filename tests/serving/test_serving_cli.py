@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, client_for
+from serving_support import REPO, client_for
 
 from serving.cli import register
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import client_for, free_port
+from serving_support import client_for, free_port
 
 from router.decision import Decision
 from router.ladder import Ladder, Tier

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO
+from serving_support import REPO
 
 from router.ladder import Ladder
 from router.outcomes import read_outcomes

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import client_for
+from serving_support import client_for
 
 from router.ladder import Ladder
 from router.outcomes import ModelResult, OutcomeRecord

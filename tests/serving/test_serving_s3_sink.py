@@ -11,8 +11,8 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import free_port
 from moto.server import ThreadedMotoServer
+from serving_support import free_port
 
 from serving.outcome_log import OutcomeLogger
 from serving.s3_sink import S3Sink, S3SinkConfig

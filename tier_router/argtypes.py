@@ -1,0 +1,132 @@
+"""Argument types shared by every `tier-router` subcommand.
+
+Each raises argparse.ArgumentTypeError with a message naming the bad value, so argparse
+exits 2 with "argument --flag: ...". A path the OS cannot use (too long, NUL byte) is
+treated as absent rather than crashing the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+
+def usable(p: Path, test: Callable[[Path], bool]) -> bool:
+    try:
+        return test(p)
+    except (OSError, ValueError):
+        return False
+
+
+def existing_file(value: str) -> Path:
+    p = Path(value)
+    if not usable(p, Path.is_file):
+        raise argparse.ArgumentTypeError(f"no such file: {value}")
+    return p
+
+
+def existing_dir(value: str) -> Path:
+    p = Path(value)
+    if not usable(p, Path.is_dir):
+        raise argparse.ArgumentTypeError(f"no such directory: {value}")
+    return p
+
+
+def existing_bundle(value: str) -> Path:
+    p = Path(value)
+    if not usable(p, Path.exists):
+        raise argparse.ArgumentTypeError(f"no such bundle directory or archive: {value}")
+    return p
+
+
+def out_file(value: str) -> Path:
+    """A file to (over)write in an existing directory."""
+    p = Path(value)
+    if usable(p, Path.is_dir):
+        raise argparse.ArgumentTypeError(f"{value} is a directory; give a file path")
+    if not usable(p.parent, Path.exists) or len(p.name.encode()) > 255:
+        raise argparse.ArgumentTypeError(f"directory {p.parent} does not exist")
+    return p
+
+
+def new_file(value: str) -> Path:
+    """A file that must not exist yet (logs are never clobbered)."""
+    p = Path(value)
+    if usable(p, Path.exists):
+        raise argparse.ArgumentTypeError(f"{value} already exists; give a new path")
+    return out_file(value)
+
+
+def out_dir(value: str) -> Path:
+    p = Path(value)
+    if usable(p, Path.exists) and not usable(p, Path.is_dir):
+        raise argparse.ArgumentTypeError(f"{value} exists and is not a directory")
+    return p
+
+
+def _number(value: str, what: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return v
+
+
+def positive_float(value: str) -> float:
+    v = _number(value, "a number > 0")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return v
+
+
+def nonneg_float(value: str) -> float:
+    v = _number(value, "a number >= 0")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return v
+
+
+def rate(value: str) -> float:
+    v = _number(value, "a number in [0, 1]")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return v
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
+        return v
+
+    return parse
+
+
+def positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return v
+
+
+def int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 32,128, got {value!r}"
+        ) from None
+    if not out or any(k < 1 for k in out):
+        raise argparse.ArgumentTypeError(f"cluster counts must be >= 1, got {value!r}")
+    return out
