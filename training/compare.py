@@ -61,6 +61,7 @@ class VersionEval:
     report: dict[str, Any]
     envelope: list[Point]
     policy_point: Point
+    outcomes_keys: tuple[str, ...] = ()
     logged: dict[str, float] = field(default_factory=dict)  # metrics logged by its run
     version: str | None = None
     run_id: str | None = None
@@ -115,6 +116,7 @@ def evaluate_router(router: Router, data: EvalData, label: str) -> VersionEval:
         router_version=router.version,
         tiers=tuple(router.ladder.names),
         prices=tuple((t.price_in_per_mtok, t.price_out_per_mtok) for t in router.ladder.tiers),
+        outcomes_keys=tuple(t.outcomes_key for t in router.ladder.tiers),
         report=ev.report,
         # The policy's own point is achievable, so it belongs under the envelope too.
         envelope=upper_envelope([*router_curve(ev.p, ev.q, ev.c), point]),
@@ -147,7 +149,8 @@ def default_eval_data(c: MlflowClient, run_id: str | None) -> EvalData:
 def check_comparable(evals: list[VersionEval]) -> None:
     first = evals[0]
     for e in evals[1:]:
-        if e.tiers != first.tiers or e.prices != first.prices:
+        if (e.tiers, e.prices, e.outcomes_keys) != (first.tiers, first.prices,
+                                                     first.outcomes_keys):
             raise ValueError(
                 f"{e.label} routes over {e.tiers} {e.prices}, {first.label} over {first.tiers} "
                 f"{first.prices}: cost-quality curves over different ladders are not comparable")

@@ -25,6 +25,7 @@ class LabelSet:
     aux_scores: np.ndarray  # (n, len(aux_models)), NaN where missing
     output_tokens: np.ndarray  # (n, tiers) recorded or estimated output tokens
     dropped: int  # records with no result for any tier
+    weights: np.ndarray | None = None  # (n, tiers) inverse-propensity weights, 1 = plain
 
     @property
     def passed(self) -> np.ndarray:
@@ -59,7 +60,7 @@ def build_labels(
     keys = [t.outcomes_key for t in ladder.tiers]
     keyset = set(keys)
     aux = sorted({m for r in records for m in r.results} - keyset)
-    ids, prompts, scores, aux_rows, out_tok = [], [], [], [], []
+    ids, prompts, scores, aux_rows, out_tok, weights = [], [], [], [], [], []
     dropped = 0
     for r in records:
         row = [r.results[k].score if k in r.results else np.nan for k in keys]
@@ -71,6 +72,7 @@ def build_labels(
         scores.append(row)
         aux_rows.append([r.results[m].score if m in r.results else np.nan for m in aux])
         out_tok.append([output_tokens_of(r, k) for k in keys])
+        weights.append([_ipw(r, k) for k in keys])
     n = len(ids)
     return LabelSet(
         ids=ids,
@@ -80,7 +82,23 @@ def build_labels(
         aux_scores=np.array(aux_rows, dtype=np.float64).reshape(n, len(aux)),
         output_tokens=np.array(out_tok, dtype=np.float64).reshape(n, len(keys)),
         dropped=dropped,
+        weights=np.array(weights, dtype=np.float64).reshape(n, len(keys)),
     )
+
+
+def _ipw(rec: OutcomeRecord, key: str) -> float:
+    """Inverse-propensity weight a serving feedback label carries (1 when absent).
+
+    Labels from explored requests (sent a tier lower than decided, with a logged
+    propensity) stand for all the requests that were not explored; weighting them by
+    1/propensity keeps the cheaper tiers' rates from being estimated only on the prompts
+    the old router already thought easy.
+    """
+    r = rec.results.get(key)
+    w = r.extra.get("ipw") if r is not None else None
+    if isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < 1e6:
+        return float(w)
+    return 1.0
 
 
 def missing_tier_report(labels: LabelSet, ladder: Ladder) -> dict[str, int]:

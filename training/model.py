@@ -65,16 +65,18 @@ class SoftClusterModel:
         self.rates_: list[np.ndarray] = []
         self.prior_: np.ndarray | None = None
 
-    def fit(self, f: Features, y: np.ndarray) -> SoftClusterModel:
-        """y: (n, tiers) pass labels in [0, 1]; NaN = unknown (masked)."""
+    def fit(self, f: Features, y: np.ndarray, w: np.ndarray | None = None) -> SoftClusterModel:
+        """y: (n, tiers) pass labels in [0, 1]; NaN = unknown (masked); w: label weights."""
         from sklearn.cluster import MiniBatchKMeans
 
         c = self.config
         x = joint_vector(f, c.dense_weight)
         known = ~np.isnan(y)
-        y0 = np.where(known, y, 0.0)
-        counts = known.sum(axis=0)
-        self.prior_ = np.where(counts > 0, y0.sum(axis=0) / np.maximum(counts, 1), 0.5)
+        wt = np.ones_like(y) if w is None else np.where(known, w, 0.0)
+        known_w = known * wt  # a label counts with its (inverse-propensity) weight
+        y0 = np.where(known, y, 0.0) * wt
+        counts = known_w.sum(axis=0)
+        self.prior_ = np.where(counts > 0, y0.sum(axis=0) / np.maximum(counts, 1e-12), 0.5)
         self.centroids_, self.rates_ = [], []
         for k in c.n_clusters:
             k_eff = max(1, min(k, len(x) // 5))
@@ -85,8 +87,8 @@ class SoftClusterModel:
             cen = (cen / np.maximum(np.linalg.norm(cen, axis=1, keepdims=True), EPS)).astype(
                 np.float32
             )
-            w = self._membership(x, cen)
-            hits, seen = w.T @ y0, w.T @ known
+            member = self._membership(x, cen)
+            hits, seen = member.T @ y0, member.T @ known_w
             # Averaging over several shrinkage strengths is robust to cluster size and
             # free at run time (the average folds into one rate table).
             rates = np.mean(

@@ -87,14 +87,20 @@ def training_records(path: Path, max_train: int | None, seed: int) -> list[Outco
 
 
 def out_of_fold(
-    model_cfg: ModelConfig, f: Features, y: np.ndarray, folds: int, seed: int
+    model_cfg: ModelConfig,
+    f: Features,
+    y: np.ndarray,
+    folds: int,
+    seed: int,
+    w: np.ndarray | None = None,
 ) -> np.ndarray:
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(y)) % folds
     p = np.zeros(y.shape, dtype=np.float32)
     for k in range(folds):
         tr, va = np.where(fold != k)[0], np.where(fold == k)[0]
-        p[va] = SoftClusterModel(model_cfg).fit(f.take(tr), y[tr]).predict_proba(f.take(va))
+        wt = None if w is None else w[tr]
+        p[va] = SoftClusterModel(model_cfg).fit(f.take(tr), y[tr], wt).predict_proba(f.take(va))
     return p
 
 
@@ -137,7 +143,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     t = time.monotonic()
     log.info("fitting %d-fold out-of-fold predictions to set the policy", cfg.folds)
-    oof = out_of_fold(cfg.model, feats, y, cfg.folds, cfg.seed)
+    oof = out_of_fold(cfg.model, feats, y, cfg.folds, cfg.seed, labels.weights)
     q = np.nan_to_num(labels.scores, nan=0.0)
     c = prompt_costs(labels.prompts, labels.output_tokens, ladder)
     complete = ~np.isnan(labels.scores).any(axis=1)
@@ -149,7 +155,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     timings["validate_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    model = SoftClusterModel(cfg.model).fit(feats, y)
+    model = SoftClusterModel(cfg.model).fit(feats, y, labels.weights)
     timings["fit_s"] = time.monotonic() - t
 
     t = time.monotonic()

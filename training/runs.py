@@ -115,17 +115,18 @@ def train_evaluate_log(
     if eval_split and _has_split(cfg.outcomes, eval_split):
         ev = evaluate_bundle(router, cfg.outcomes, eval_split)
         log.info("held-out evaluation (%s split):\n%s", eval_split, format_report(ev.report))
-        stem = cfg.out.name
-        plot_dir = cfg.out.parent
+        # Fixed file names, so the MLflow UI can line the plots of two runs up.
+        plot_dir = cfg.out.parent / f"{cfg.out.name}-plots"
+        plot_dir.mkdir(exist_ok=True)
         plots = [
             write_plot(
                 ev,
                 names,
-                plot_dir / f"{stem}-curve.png",
+                plot_dir / "curve.png",
                 f"{cfg.outcomes.name} ({eval_split}): cost vs quality",
             ),
-            plot_calibration(ev, names, plot_dir / f"{stem}-calibration.png"),
-            plot_tier_mix(ev, names, plot_dir / f"{stem}-tier-mix.png"),
+            plot_calibration(ev, names, plot_dir / "calibration.png"),
+            plot_tier_mix(ev, names, plot_dir / "tier_mix.png"),
         ]
         ece = calibration_error(ev.p, (ev.q >= 0.5).astype(float))
         summary["test"] = {

@@ -166,8 +166,8 @@ def test_two_trainings_register_versions_with_metrics_and_plots(
         assert run.data.params["train_file_sha256"] == sha256_file(mmlu_small)
         assert run.data.params["eval_split"] == "test"
         plot_files = tracking.list_artifacts(mv.run_id, "plots")
-        plots = {Path(a.path).name.split("-")[-1] for a in plot_files}
-        assert plots == {"curve.png", "calibration.png", "mix.png"}
+        plots = {Path(a.path).name for a in plot_files}
+        assert plots == {"curve.png", "calibration.png", "tier_mix.png"}
         bundle_files = {Path(a.path).name for a in tracking.list_artifacts(mv.run_id, "bundle")}
         assert {"manifest.json", "model.onnx", "policy.json", "ladder.toml"} <= bundle_files
         shares = [run.data.metrics[f"test.policy.tier_share.{t}"] for t in TIERS]

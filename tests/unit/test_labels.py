@@ -2,6 +2,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from router.ladder import Ladder
 from router.outcomes import ModelResult, OutcomeRecord
@@ -34,3 +35,19 @@ def test_cheapest_pass_missing_and_none() -> None:
     assert np.allclose(lab.output_tokens[0], 100.0)
     full = build_labels(recs, LADDER, min_tiers=3)
     assert full.ids == ["a", "b", "c"]
+
+
+def test_inverse_propensity_weights_reach_the_model() -> None:
+    """A label carrying ipw counts that many times in the cluster rates."""
+    from training.featurize import Features
+    from training.model import ModelConfig, SoftClusterModel
+
+    recs = [rec("a", {K[0]: 1, K[1]: 1, K[2]: 1}), rec("b", {K[0]: 0, K[1]: 1, K[2]: 1})]
+    recs[1].results[K[0]].extra["ipw"] = 3.0
+    lab = build_labels(recs, LADDER)
+    assert lab.weights is not None and lab.weights.tolist() == [[1, 1, 1], [3, 1, 1]]
+    f = Features(np.ones((2, 4), np.float32) / 2, np.zeros((2, 1), np.float32), None)
+    cfg = ModelConfig(n_clusters=(1,), prior_strengths=(0.0,))
+    plain = SoftClusterModel(cfg).fit(f, lab.passed).predict_proba(f)[0, 0]
+    weighted = SoftClusterModel(cfg).fit(f, lab.passed, lab.weights).predict_proba(f)[0, 0]
+    assert plain == pytest.approx(0.5) and weighted == pytest.approx(0.25)
