@@ -4,13 +4,12 @@ run with `file:line: field` before any money is spent."""
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from router.outcomes import iter_json_lines
 
 
 class PromptsError(ValueError):
@@ -39,13 +38,6 @@ class PromptItem:
     @property
     def multi_turn(self) -> bool:
         return len(self.messages) > 1
-
-
-def _open_text(path: Path) -> IO[str]:
-    raw = path.open("rb")
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8")
-    return io.TextIOWrapper(raw, encoding="utf-8")
 
 
 def _messages(v: Any, where: str) -> tuple[dict[str, Any], ...]:
@@ -106,22 +98,5 @@ def parse_prompt(obj: Any, where: str) -> PromptItem:
 
 def iter_prompts(path: str | Path) -> Iterator[PromptItem]:
     """Stream prompts. Duplicate ids are the caller's check (it holds the id set or table)."""
-    p = Path(path)
-    try:
-        fh = _open_text(p)
-    except OSError as e:
-        raise PromptsError(f"{p}: cannot open prompts file: {e.strerror or e}") from None
-    with fh:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{p}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PromptsError(f"{where}: invalid JSON: {e.msg}") from None
-                yield parse_prompt(obj, where)
-        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as e:
-            raise PromptsError(f"{p}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
+    for where, obj in iter_json_lines(path, PromptsError, "prompts file"):
+        yield parse_prompt(obj, where)

@@ -120,14 +120,16 @@ def parse_record(obj: Any, where: str) -> OutcomeRecord:
     )
 
 
-def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[OutcomeRecord]:
-    """Stream records; `split` keeps only that split. Errors say file:line: field."""
+def iter_json_lines(
+    path: str | Path, error: type[ValueError], what: str
+) -> Iterator[tuple[str, Any]]:
+    """(where, object) per non-blank line of a JSONL(.gz) file; failures raise `error`
+    with file:line, so every JSONL reader of the project reports the same way."""
     p = Path(path)
     try:
         fh = _open_text(p)
     except OSError as e:
-        raise OutcomesError(f"{p}: cannot open outcomes file: {e.strerror or e}") from None
-    seen: set[str] = set()
+        raise error(f"{p}: cannot open {what}: {e.strerror or e}") from None
     with fh:
         lineno = 0
         try:
@@ -138,17 +140,24 @@ def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[Outcom
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise OutcomesError(f"{where}: invalid JSON: {e.msg}") from None
+                    raise error(f"{where}: invalid JSON: {e.msg}") from None
                 except RecursionError:
-                    raise OutcomesError(f"{where}: invalid JSON: nested too deeply") from None
-                rec = parse_record(obj, where)
-                if rec.id in seen:
-                    raise OutcomesError(f"{where}: duplicate id {rec.id!r}")
-                seen.add(rec.id)
-                if split is None or rec.split == split:
-                    yield rec
+                    raise error(f"{where}: invalid JSON: nested too deeply") from None
+                yield where, obj
         except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, OSError, zlib.error) as e:
-            raise OutcomesError(f"{p}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
+            raise error(f"{p}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[OutcomeRecord]:
+    """Stream records; `split` keeps only that split. Errors say file:line: field."""
+    seen: set[str] = set()
+    for where, obj in iter_json_lines(path, OutcomesError, "outcomes file"):
+        rec = parse_record(obj, where)
+        if rec.id in seen:
+            raise OutcomesError(f"{where}: duplicate id {rec.id!r}")
+        seen.add(rec.id)
+        if split is None or rec.split == split:
+            yield rec
 
 
 def read_outcomes(path: str | Path, split: str | None = None) -> list[OutcomeRecord]:
