@@ -9,9 +9,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto_s3 import MotoS3
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -91,3 +93,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, smal
 @pytest.fixture(scope="session")
 def trained_bundle(trained) -> Path:
     return trained.bundle
+
+
+@pytest.fixture
+def moto() -> Iterator[MotoS3]:
+    """A fresh bucket on a moto S3 server on 127.0.0.1 (stopped after the test)."""
+    m = MotoS3()
+    m.start()
+    m.client().create_bucket(Bucket=m.bucket)
+    yield m
+    m.stop()

@@ -8,7 +8,6 @@ have a `conftest.py` and `from conftest import ...` would be ambiguous.
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,52 +83,3 @@ def make_client() -> Callable[..., Any]:
     return make
 
 
-class Moto:
-    """moto's S3 in server mode on 127.0.0.1; stop() and start() simulate an S3 outage
-    (moto's state is process-wide, so the bucket survives the restart)."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.bucket = f"reliability-{uuid.uuid4().hex[:12]}"
-        self._server: Any = None
-
-    def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def records(self) -> list[bytes]:
-        s3 = self.client()
-        out: list[bytes] = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
-            for obj in page.get("Contents", []):
-                body = s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-                out.extend(line for line in body.splitlines() if line.strip())
-        return out
-
-
-@pytest.fixture
-def moto() -> Iterator[Moto]:
-    m = Moto()
-    m.start()
-    m.client().create_bucket(Bucket=m.bucket)
-    yield m
-    m.stop()

@@ -2,63 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import pytest
-from moto.server import ThreadedMotoServer
-from serving_support import free_port
+from moto_s3 import MotoS3 as Moto
 
 from serving.outcome_log import OutcomeLogger
 from serving.s3_sink import S3Sink, S3SinkConfig
-
-
-class Moto:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server: ThreadedMotoServer | None = None
-        self.bucket = f"outcome-logs-{uuid.uuid4().hex[:12]}"  # moto's state is process-wide
-
-    def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def records(self) -> list[dict[str, Any]]:
-        s3 = self.client()
-        out = []
-        for obj in s3.list_objects_v2(Bucket=self.bucket).get("Contents", []):
-            body = s3.get_object(Bucket=self.bucket, Key=obj["Key"])["Body"].read()
-            out.extend(json.loads(line) for line in body.splitlines() if line.strip())
-        return out
-
-
-@pytest.fixture
-def moto() -> Iterator[Moto]:
-    m = Moto()
-    m.start()
-    m.client().create_bucket(Bucket=m.bucket)
-    yield m
-    m.stop()
 
 
 def sink_for(m: Moto, spool: Path, **kw: Any) -> S3Sink:
