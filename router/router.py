@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,22 @@ from router.featurizer import (
     FeaturizerConfig,
     pad_ids,
 )
-from router.ladder import Ladder, LadderError
+from router.ladder import Ladder, LadderError, Tier
 from router.policy import POLICY_FILE, ThresholdPolicy
 
 MODEL_FILE = "model.onnx"
 LADDER_FILE = "ladder.toml"
+BATCH_CHUNK = 256
+
+
+def _inference_settings(tier: Tier) -> dict[str, Any]:
+    """Converse inferenceConfig for a tier, built once per bundle rather than per call."""
+    inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
+    if tier.temperature is not None:
+        inference["temperature"] = tier.temperature
+    if tier.top_p is not None:
+        inference["topP"] = tier.top_p
+    return inference
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -63,8 +73,8 @@ class Router:
         self._model = model
         self._encoder = encoder
         self.source = source
-        self._local = threading.local()
         self._needs_dense = encoder is not None
+        self._inference = [_inference_settings(t) for t in ladder.tiers]
         out = model.get_outputs()[0]
         self._out_name = out.name
 
@@ -141,20 +151,18 @@ class Router:
         """(n, tiers) P(pass), cheapest tier first."""
         for i, t in enumerate(texts):
             _check_text(t, f"texts[{i}]")
-        if not texts:
-            return np.zeros((0, len(self.ladder)), dtype=np.float32)
-        out = self._model.run([self._out_name], self.feeds(texts))[0]
-        return np.asarray(out, dtype=np.float32)
+        out = np.zeros((len(texts), len(self.ladder)), dtype=np.float32)
+        # Chunks bound the padded [batch, tokens, dims] gather inside the graph.
+        for start in range(0, len(texts), BATCH_CHUNK):
+            chunk = texts[start : start + BATCH_CHUNK]
+            scores = self._model.run([self._out_name], self.feeds(chunk))[0]
+            out[start : start + len(chunk)] = scores
+        return out
 
     # -- decisions -------------------------------------------------------------------
 
     def _decision(self, p: np.ndarray, idx: int) -> Decision:
         tier = self.ladder.tiers[idx]
-        inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
-        if tier.temperature is not None:
-            inference["temperature"] = tier.temperature
-        if tier.top_p is not None:
-            inference["topP"] = tier.top_p
         return Decision(
             tier=tier.name,
             tier_index=idx,
@@ -162,7 +170,7 @@ class Router:
             max_tokens=tier.max_tokens,
             p_pass={n: float(v) for n, v in zip(self.ladder.names, p.tolist(), strict=True)},
             router_version=self.version,
-            inference=inference,
+            inference=dict(self._inference[idx]),
         )
 
     def _feeds_one(self, text: str) -> dict[str, np.ndarray]:
