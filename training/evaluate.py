@@ -14,7 +14,6 @@ tiers (mixing two policies is allowed), then
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -24,12 +23,6 @@ from router.ladder import Ladder
 
 DEFAULT_OUTPUT_TOKENS = 200.0
 Point = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class EvalData:
-    quality: np.ndarray  # (n, tiers) scores
-    cost: np.ndarray  # (n, tiers) dollars
 
 
 def prompt_costs(prompts: list[str], output_tokens: np.ndarray, ladder: Ladder) -> np.ndarray:

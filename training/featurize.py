@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router.featurizer import Featurizer, FeaturizerConfig, pad_ids
+from router.featurizer import Featurizer, pad_ids
 
 log = logging.getLogger(__name__)
 EPS = 1e-12
@@ -97,7 +97,3 @@ def encode_dense(
             log.info("encoded %d/%d prompts with MiniLM", start + len(idx), len(rows))
     log.info("MiniLM features for %d prompts in %.1f s", len(rows), time.monotonic() - t0)
     return out
-
-
-def default_config(kind: str) -> FeaturizerConfig:
-    return FeaturizerConfig(kind=kind)

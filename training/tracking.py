@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,3 @@ def metrics_for_mlflow(sections: dict[str, dict[str, Any]]) -> dict[str, float]:
     for prefix, d in sections.items():
         _flat(prefix + "." if prefix else "", d, out)
     return out
-
-
-def temp_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="tier-router-run-"))

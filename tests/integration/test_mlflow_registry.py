@@ -10,11 +10,11 @@ run through the CLI handlers.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from loopback import free_port as _free_port
 
 from router import Router
 from router.bundle import sha256_file
@@ -37,23 +38,33 @@ MODEL = "tier-router"
 LADDERS = Path(__file__).resolve().parents[2] / "data" / "ladders"
 TIERS = ("haiku", "sonnet", "opus")
 REQUIRED_METRICS = [
-    "test.pgr_auc", "test.cost_at_top", "test.cost_at_mid", "test.best_q",
-    "test.policy.cost", "test.policy.quality", "test.policy.cost_vs_top",
-    "route.p50_us", "route.p99_us",
+    "test.pgr_auc",
+    "test.cost_at_top",
+    "test.cost_at_mid",
+    "test.best_q",
+    "test.policy.cost",
+    "test.policy.quality",
+    "test.policy.cost_vs_top",
+    "route.p50_us",
+    "route.p99_us",
     *(f"test.calibration_error.{t}" for t in TIERS),
     *(f"test.policy.tier_share.{t}" for t in TIERS),
 ]
 REQUIRED_PARAMS = [
-    "ladder", "ladder.prices_in", "ladder.prices_out", "featurizer", "model",
-    "model.n_clusters", "model.temperature", "goal", "train_file", "train_file_sha256",
-    "train_rows", "eval_split", "eval_rows",
+    "ladder",
+    "ladder.prices_in",
+    "ladder.prices_out",
+    "featurizer",
+    "model",
+    "model.n_clusters",
+    "model.temperature",
+    "goal",
+    "train_file",
+    "train_file_sha256",
+    "train_rows",
+    "eval_split",
+    "eval_rows",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +73,26 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     port = _free_port()
     artifacts = root / "artifacts"
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-           "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(mlflow_bin),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts.as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = (root / "server.log").open("wb")
     # No job runner: it forks a pool of huey consumers this test does not use.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 150
     while True:
@@ -117,7 +140,9 @@ def ladder() -> Path:
 
 @pytest.fixture(scope="module")
 def registry(
-    mlflow_server: tuple[str, Path], mmlu_small: Path, ladder: Path,
+    mlflow_server: tuple[str, Path],
+    mmlu_small: Path,
+    ladder: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """Versions 1 (the recipe) and 2 (text-blind, one cluster) logged to the server."""
@@ -129,9 +154,15 @@ def registry(
         mp.setenv("MLFLOW_TRACKING_URI", url)
         runs = {}
         for key, clusters in (("good", (8, 24)), ("worse", (1,))):
-            cfg = TrainConfig(outcomes=mmlu_small, tiers=ladder, out=out / key,
-                              featurizer="fast", goal="mid", folds=3,
-                              model=ModelConfig(n_clusters=clusters))
+            cfg = TrainConfig(
+                outcomes=mmlu_small,
+                tiers=ladder,
+                out=out / key,
+                featurizer="fast",
+                goal="mid",
+                folds=3,
+                model=ModelConfig(n_clusters=clusters),
+            )
             runs[key] = train_evaluate_log(cfg, mlflow=True, registered_model=MODEL)
         yield {"url": url, "runs": runs, "dir": out}
 
@@ -215,7 +246,10 @@ def test_promote_rejects_bad_input(
 
 
 def test_pull_routes_like_the_trained_bundle(
-    registry: dict[str, Any], tracking: Any, mmlu_small: Path, tmp_path: Path,
+    registry: dict[str, Any],
+    tracking: Any,
+    mmlu_small: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(tmp_path / "b")]) == 0
@@ -246,26 +280,51 @@ def test_compare_prints_versions_and_logs_overlay(
     run = tracking.search_runs([exp.experiment_id], order_by=["start_time DESC"])[0]
     assert run.data.metrics["v1.pgr_auc"] > run.data.metrics["v2.pgr_auc"]
     assert [a.path for a in tracking.list_artifacts(run.info.run_id, "plots")] == [
-        "plots/overlay.png"]
+        "plots/overlay.png"
+    ]
 
 
 def test_retrain_from_demo_log_registers_challenger(
-    registry: dict[str, Any], tracking: Any, mmlu_small: Path, ladder: Path,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    registry: dict[str, Any],
+    tracking: Any,
+    mmlu_small: Path,
+    ladder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from serving.demo import DemoConfig, run_demo
 
     champ = tmp_path / "champion"
     assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(champ)]) == 0
     log = tmp_path / "outcomes.jsonl"
-    demo = run_demo(DemoConfig(bundle=str(champ), outcomes=str(mmlu_small), log=str(log),
-                               split="train", requests=80),
-                    Router.load(champ), progress=open(os.devnull, "w"))  # noqa: SIM115
+    demo = run_demo(
+        DemoConfig(
+            bundle=str(champ), outcomes=str(mmlu_small), log=str(log), split="train", requests=80
+        ),
+        Router.load(champ),
+        progress=io.StringIO(),
+    )
     assert demo["log_records"] == 80
     capsys.readouterr()
-    rc = cli(["retrain", "--outcomes", str(mmlu_small), "--feedback", str(log),
-              "--tiers", str(ladder), "--out", str(tmp_path / "challenger"),
-              "--goal", "mid", "--clusters", "8,24", "--folds", "3"])
+    rc = cli(
+        [
+            "retrain",
+            "--outcomes",
+            str(mmlu_small),
+            "--feedback",
+            str(log),
+            "--tiers",
+            str(ladder),
+            "--out",
+            str(tmp_path / "challenger"),
+            "--goal",
+            "mid",
+            "--clusters",
+            "8,24",
+            "--folds",
+            "3",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "champion v1" in out and "challenger v3" in out
@@ -279,7 +338,10 @@ def test_retrain_from_demo_log_registers_challenger(
 
 
 def test_pull_refuses_a_tampered_bundle(
-    registry: dict[str, Any], mlflow_server: tuple[str, Path], tracking: Any, tmp_path: Path,
+    registry: dict[str, Any],
+    mlflow_server: tuple[str, Path],
+    tracking: Any,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, artifacts = mlflow_server

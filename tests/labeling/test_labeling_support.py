@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import json
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
+from loopback import free_port
 from moto.server import ThreadedMotoServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,12 +87,6 @@ def write_prompts(path: Path, recs: list[dict[str, Any]]) -> Path:
             row = {k: r[k] for k in ("id", "prompt", "reference", "task", "split") if k in r}
             f.write(json.dumps(row) + "\n")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -7,24 +7,18 @@ have a `conftest.py` and `from conftest import ...` would be ambiguous.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import free_port as _free_port
 
 from router.ladder import Ladder
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.local_bedrock import LocalBedrock
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -81,5 +75,3 @@ def make_client() -> Callable[..., Any]:
         return make_bedrock_client(cfg)
 
     return make
-
-

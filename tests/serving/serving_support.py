@@ -3,9 +3,10 @@ several test folders each have one)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
+
+from loopback import free_port  # noqa: F401 - re-exported for the serving tests
 
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 
@@ -23,9 +24,3 @@ def client_for(url: str, max_attempts: int = 3) -> Any:
             read_timeout_s=10.0,
         )
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from moto_s3 import MotoS3 as Moto
+from loopback import MotoS3 as Moto
 
 from serving.outcome_log import OutcomeLogger
 from serving.s3_sink import S3Sink, S3SinkConfig

@@ -1,4 +1,5 @@
-"""moto's S3 in server mode on 127.0.0.1, shared by the serving and reliability tests.
+"""Loopback helpers every test folder imports: a free port, and moto's S3 in server mode
+on 127.0.0.1.
 
 stop() then start() on the same port simulates an S3 outage: moto keeps its state
 in-process, so buckets and objects survive the restart.
@@ -12,7 +13,7 @@ import uuid
 from typing import Any
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -20,7 +21,7 @@ def _free_port() -> int:
 
 class MotoS3:
     def __init__(self, bucket_prefix: str = "test") -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.bucket = f"{bucket_prefix}-{uuid.uuid4().hex[:12]}"  # moto's state is process-wide
         self._server: Any = None
