@@ -3,7 +3,9 @@
     python benchmarks/route_latency.py --bundle bundles/mmlu_pro [--prompts N]
 
 Prints median and p99 microseconds per call over prompts from the test splits of the
-public outcomes files (mixed), after a warm-up pass.
+public outcomes files (mixed), after a warm-up pass. `python_ref_us` times a fixed
+pure-Python loop (sum(range(1000))) in the same process, to compare machines: it takes
+about 8-10 us on a current desktop CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
+import timeit  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -56,15 +59,22 @@ def main() -> None:
             times.append(time.perf_counter_ns() - t)
     us = np.array(times) / 1e3
     chars = np.array([len(p) for p in prompts])
-    print(json.dumps({
-        "bundle": a.bundle,
-        "featurizer": router.featurizer.config.kind,
-        "calls": len(us),
-        "prompt_chars_median": int(np.median(chars)),
-        "p50_us": round(float(np.median(us)), 1),
-        "p90_us": round(float(np.percentile(us, 90)), 1),
-        "p99_us": round(float(np.percentile(us, 99)), 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "bundle": a.bundle,
+                "featurizer": router.featurizer.config.kind,
+                "calls": len(us),
+                "prompt_chars_median": int(np.median(chars)),
+                "p50_us": round(float(np.median(us)), 1),
+                "p90_us": round(float(np.percentile(us, 90)), 1),
+                "p99_us": round(float(np.percentile(us, 99)), 1),
+                "python_ref_us": round(
+                    min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6, 1
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,24 +1,29 @@
 """Text -> model inputs, the one featurization used by training and routing.
 
-`fast`: static WordPiece ids (mean-pooled inside the ONNX model against a table
-distilled from all-MiniLM-L6-v2) plus hand features. `accurate`: the same, plus the
-MiniLM transformer itself, run through ONNX Runtime on a bounded token window.
+`fast`: the L2-normalised sum of static token vectors (a table distilled from
+all-MiniLM-L6-v2) plus hand features. `accurate`: the same, plus the MiniLM
+transformer itself, run through ONNX Runtime on a bounded token window.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from router.text_features import FEATURE_NAMES, keyword_lookup, text_features
+from router.static_embedder import StaticEmbedder
+from router.text_features import FEATURE_NAMES, text_features
 from router.wordpiece import WordPieceTokenizer
 
 FEATURIZER_FILE = "featurizer.json"
 STATIC_TOKENIZER = "static_tokenizer.json"
+STATIC_TABLE = "static_table.npy"
+EPS = 1e-12
 ENCODER_MODEL = "encoder.onnx"
 ENCODER_TOKENIZER = "encoder_tokenizer.json"
 
@@ -29,7 +34,7 @@ class FeaturizerConfig:
     head_chars: int = 1536
     tail_chars: int = 512
     hand_features: tuple[str, ...] = FEATURE_NAMES
-    encoder_head_tokens: int = 12
+    encoder_head_tokens: int = 6
     encoder_tail_tokens: int = 4
 
     def __post_init__(self) -> None:
@@ -66,10 +71,14 @@ def window_text(text: str, head: int, tail: int) -> str:
 
 
 class Featurizer:
-    """Produces the ONNX model's feeds for a batch of prompts."""
+    """Produces the ONNX model's feeds: embedding and hand features (+ dense)."""
 
     def __init__(
-        self, config: FeaturizerConfig, static_tokenizer: Path, encoder_tokenizer: Path | None
+        self,
+        config: FeaturizerConfig,
+        static_tokenizer: Path,
+        static_table: np.ndarray,
+        encoder_tokenizer: Path | None,
     ):
         if config.hand_features != FEATURE_NAMES:
             raise ValueError(
@@ -79,12 +88,8 @@ class Featurizer:
             )
         self.config = config
         self.tokenizer = WordPieceTokenizer.from_tokenizer_json(static_tokenizer)
-        vocab = self.tokenizer.vocab
-        # An empty prompt reads as one [UNK]; batches pad with an id one past the vocab,
-        # which the model's embedding table maps to a zero row (so no mask is needed).
-        self.empty_ids = [vocab.get("[UNK]", 0)]
-        self.pad_id = max(vocab.values()) + 1
-        self.lookup = keyword_lookup(self.tokenizer.vocab)
+        self.embedder = StaticEmbedder(self.tokenizer, static_table)
+        self.dims = self.embedder.dims
         if config.kind == "accurate":
             if encoder_tokenizer is None:
                 raise ValueError("the accurate featurizer needs the encoder's tokenizer")
@@ -95,16 +100,32 @@ class Featurizer:
     @classmethod
     def from_bundle(cls, config: FeaturizerConfig, bundle_dir: Path) -> Featurizer:
         enc = bundle_dir / ENCODER_TOKENIZER if config.kind == "accurate" else None
-        return cls(config, bundle_dir / STATIC_TOKENIZER, enc)
+        table = np.load(bundle_dir / STATIC_TABLE, allow_pickle=False)
+        if table.dtype != np.float32:
+            raise ValueError(f"{STATIC_TABLE} must be float32, got {table.dtype}")
+        return cls(config, bundle_dir / STATIC_TOKENIZER, table, enc)
 
-    def token_ids(self, text: str) -> list[int]:
+    def embedding(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(static embedding, unnormalised; token statistics for `hand`) of one prompt."""
         c = self.config
-        return (
-            self.tokenizer.encode(window_text(text, c.head_chars, c.tail_chars)) or self.empty_ids
-        )
+        sums = self.embedder.sums(window_text(text, c.head_chars, c.tail_chars))
+        return sums[: self.dims], sums[self.dims :]
 
-    def hand(self, text: str, ids: list[int]) -> np.ndarray:
-        return text_features(text, ids, self.lookup)
+    def hand(self, text: str, token_stats: np.ndarray) -> list[float]:
+        return text_features(text, token_stats.tolist())
+
+    def static(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(unit-norm static embedding, hand features) of one prompt."""
+        emb, stats = self.embedding(text)
+        emb = emb / max(math.sqrt(float(emb @ emb)), EPS)
+        return emb, np.array(self.hand(text, stats), dtype=np.float32)
+
+    def static_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        emb = np.zeros((len(texts), self.dims), dtype=np.float32)
+        hand = np.zeros((len(texts), len(FEATURE_NAMES)), dtype=np.float32)
+        for i, t in enumerate(texts):
+            emb[i], hand[i] = self.static(t)
+        return emb, hand
 
     def encoder_ids(self, text: str) -> list[int]:
         c = self.config

@@ -9,20 +9,24 @@ from typing import Any
 import numpy as np
 
 from router.bundle import BundleError, Manifest, open_bundle
+from router.cluster_predictor import ClusterPredictor
 from router.decision import Decision
 from router.featurizer import (
     ENCODER_MODEL,
     ENCODER_TOKENIZER,
     FEATURIZER_FILE,
+    STATIC_TABLE,
     STATIC_TOKENIZER,
     Featurizer,
     FeaturizerConfig,
     pad_ids,
 )
+from router.joint_space import JOINT_SPACE_FILE, JointSpace
 from router.ladder import Ladder, LadderError, Tier
 from router.policy import POLICY_FILE, ThresholdPolicy
 
 MODEL_FILE = "model.onnx"
+FEATURES_INPUT = "features"
 LADDER_FILE = "ladder.toml"
 BATCH_CHUNK = 256
 
@@ -49,7 +53,8 @@ def _session(path: Path, threads: int) -> Any:
 
 
 class Router:
-    """Thread-safe: ONNX Runtime sessions allow concurrent runs; nothing else mutates."""
+    """Thread-safe: ONNX Runtime sessions allow concurrent runs, the static embedder's
+    chunk cache takes a lock to grow, and nothing else mutates."""
 
     def __init__(
         self,
@@ -58,9 +63,11 @@ class Router:
         ladder: Ladder,
         policy: ThresholdPolicy,
         featurizer: Featurizer,
+        space: JointSpace,
         model: Any,
         encoder: Any | None,
         source: Path,
+        fast: ClusterPredictor | None = None,
     ):
         if policy.n_tiers != len(ladder):
             raise BundleError(
@@ -70,13 +77,36 @@ class Router:
         self.ladder = ladder
         self.policy = policy
         self.featurizer = featurizer
+        self.space = space
         self._model = model
         self._encoder = encoder
         self.source = source
         self._needs_dense = encoder is not None
+        inputs = model.get_inputs()
+        if [i.name for i in inputs] != [FEATURES_INPUT]:
+            raise BundleError(
+                f"{source}: {MODEL_FILE} takes inputs {[i.name for i in inputs]}, "
+                f"expected [{FEATURES_INPUT!r}]; re-train the bundle with this tier-router"
+            )
         self._inference = [_inference_settings(t) for t in ladder.tiers]
+        self._tier_names = tuple(ladder.names)
         out = model.get_outputs()[0]
         self._out_name = out.name
+        self._fast = fast
+        if fast is not None:
+            self._check_fast_path(fast)
+
+    def _check_fast_path(self, fast: ClusterPredictor) -> None:
+        """Refuse a bundle whose numpy and ONNX Runtime evaluations disagree."""
+        probes = fast.probe_inputs()
+        expected = self._model.run([self._out_name], {FEATURES_INPUT: probes})[0]
+        got = np.array([fast.p_pass(x) for x in probes])
+        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf
+        if not diff <= 1e-5:
+            raise BundleError(
+                f"{self.source}: {MODEL_FILE} integrity check failed: its weights and its "
+                f"graph disagree (max P(pass) difference {diff:.3g}); re-export the bundle"
+            )
 
     @property
     def version(self) -> str:
@@ -94,7 +124,15 @@ class Router:
                 if tmp is None:
                     raise
                 raise BundleError(str(e).replace(str(bundle_dir), f"{path} (archive)")) from None
-            for name in (MODEL_FILE, LADDER_FILE, POLICY_FILE, FEATURIZER_FILE, STATIC_TOKENIZER):
+            for name in (
+                MODEL_FILE,
+                LADDER_FILE,
+                POLICY_FILE,
+                FEATURIZER_FILE,
+                STATIC_TOKENIZER,
+                STATIC_TABLE,
+                JOINT_SPACE_FILE,
+            ):
                 if name not in manifest.files:
                     raise BundleError(f"{path}: bundle manifest does not list {name}")
             try:
@@ -104,6 +142,7 @@ class Router:
                     (bundle_dir / FEATURIZER_FILE).read_text("utf-8")
                 )
                 featurizer = Featurizer.from_bundle(config, bundle_dir)
+                space = JointSpace.from_json((bundle_dir / JOINT_SPACE_FILE).read_text("utf-8"))
             except (LadderError, ValueError, KeyError, OSError) as e:
                 raise BundleError(f"{path}: invalid bundle: {e}") from None
             model = _session(bundle_dir / MODEL_FILE, threads)
@@ -114,10 +153,12 @@ class Router:
                         raise BundleError(f"{path}: accurate bundle lacks {name}")
                 encoder = _session(bundle_dir / ENCODER_MODEL, threads)
             return cls(
+                fast=ClusterPredictor.from_onnx(bundle_dir / MODEL_FILE),
                 manifest=manifest,
                 ladder=ladder,
                 policy=policy,
                 featurizer=featurizer,
+                space=space,
                 model=model,
                 encoder=encoder,
                 source=Path(path),
@@ -136,23 +177,17 @@ class Router:
         return np.asarray(out[0], dtype=np.float32)
 
     def feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
-        f = self.featurizer
-        rows = [f.token_ids(t) for t in texts]
-        ids, _ = pad_ids(rows, pad=f.pad_id)
-        feeds = {
-            "token_ids": ids,
-            "hand": np.stack([f.hand(t, r) for t, r in zip(texts, rows, strict=True)]),
-        }
-        if self._needs_dense:
-            feeds["dense"] = self._dense(texts)
-        return feeds
+        """The ONNX model's input for a batch of prompts."""
+        emb, hand = self.featurizer.static_batch(texts)
+        dense = self._dense(texts) if self._needs_dense else None
+        return {FEATURES_INPUT: self.space.apply(emb, hand, dense)}
 
     def p_pass_batch(self, texts: list[str]) -> np.ndarray:
         """(n, tiers) P(pass), cheapest tier first."""
         for i, t in enumerate(texts):
             _check_text(t, f"texts[{i}]")
         out = np.zeros((len(texts), len(self.ladder)), dtype=np.float32)
-        # Chunks bound the padded [batch, tokens, dims] gather inside the graph.
+        # Chunks bound the memory of one run (and of the encoder batch, when accurate).
         for start in range(0, len(texts), BATCH_CHUNK):
             chunk = texts[start : start + BATCH_CHUNK]
             scores = self._model.run([self._out_name], self.feeds(chunk))[0]
@@ -161,34 +196,36 @@ class Router:
 
     # -- decisions -------------------------------------------------------------------
 
-    def _decision(self, p: np.ndarray, idx: int) -> Decision:
+    def _decision(self, p: list[float], idx: int) -> Decision:
         tier = self.ladder.tiers[idx]
         return Decision(
             tier=tier.name,
             tier_index=idx,
             model_id=tier.model_id,
             max_tokens=tier.max_tokens,
-            p_pass={n: float(v) for n, v in zip(self.ladder.names, p.tolist(), strict=True)},
+            p_pass=dict(zip(self._tier_names, p, strict=True)),
             router_version=self.version,
             inference=dict(self._inference[idx]),
         )
 
-    def _feeds_one(self, text: str) -> dict[str, np.ndarray]:
-        """Single-prompt feeds without the padding loop: the latency-critical path."""
+    def _p_one(self, text: str) -> list[float]:
+        """P(pass) for one prompt: the latency-critical path (see cluster_predictor)."""
         f = self.featurizer
-        ids = f.token_ids(text)
-        feeds: dict[str, np.ndarray] = {
-            "token_ids": np.array([ids], dtype=np.int64),
-            "hand": f.hand(text, ids)[None, :],
-        }
-        if self._needs_dense:
-            feeds["dense"] = self._dense([text])
-        return feeds
+        emb, stats = f.embedding(text)
+        hand = f.hand(text, stats) if self.space.uses_hand else []
+        dense = self._dense([text])[0] if self._needs_dense else None
+        x = self.space.apply_one(emb, hand, dense)
+        if self._fast is not None:
+            return self._fast.p_pass(x)
+        p: list[float] = self._model.run([self._out_name], {FEATURES_INPUT: x[None, :]})[0][
+            0
+        ].tolist()
+        return p
 
     def route(self, text: str) -> Decision:
         _check_text(text, "text")
-        p = self._model.run([self._out_name], self._feeds_one(text))[0][0]
-        return self._decision(p, self.policy.choose_one(p.tolist()))
+        p = self._p_one(text)
+        return self._decision(p, self.policy.choose_one(p))
 
     def route_batch(self, texts: list[str]) -> list[Decision]:
         if isinstance(texts, str | bytes | bytearray | Mapping) or not hasattr(texts, "__iter__"):
@@ -199,7 +236,7 @@ class Router:
         texts = list(texts)
         p = self.p_pass_batch(texts)
         idx = self.policy.choose(p)
-        return [self._decision(p[i], int(idx[i])) for i in range(len(texts))]
+        return [self._decision(row, int(i)) for row, i in zip(p.tolist(), idx, strict=True)]
 
 
 def _check_text(text: object, name: str) -> None:

@@ -1,10 +1,12 @@
 """Hand-written prompt features: cheap signals of difficulty that embeddings blur.
 
 The single definition used both when training and at routing time, so the two can
-never disagree. Keyword markers are counted on the WordPiece ids the static path
-already computed (one table lookup and a bincount) and symbol markers with
-bytes.translate, because Python's regex engine or a loop of str.count calls would
-alone spend the whole routing budget. Scanning is capped at MAX_SCAN characters.
+never disagree. Keyword markers are per-token columns summed together with the static
+embedding (see `router.static_embedder`), so they cost nothing extra per request;
+symbol markers come from one bytes.translate and a count per class. The result is a
+list of Python floats: for one prompt, that is cheaper than any numpy call, and
+Python's regex engine would alone spend the routing budget. Scanning is capped at
+MAX_SCAN characters.
 """
 
 from __future__ import annotations
@@ -167,29 +169,18 @@ _SYMBOLS = {
 
 
 def _class_table() -> tuple[bytes, list[bytes]]:
-    """One bytes.translate maps every byte to its symbol class; then a count per class.
-
-    A byte in two groups ('=' is code and math) gets its own class, counted for both.
+    """A bytes.translate table mapping each byte to its symbol class, and each group's
+    classes. A byte in two groups ('=' is code and math) gets a class of its own,
+    counted for both.
     """
-    classes: dict[int, bytes] = {}
-    members: dict[str, set[bytes]] = {k: set() for k in _SYMBOLS}
-    next_code = ord("A")
-    for byte in range(256):
-        groups = tuple(k for k, chars in _SYMBOLS.items() if byte in chars)
-        if not groups:
-            continue
-        key = hash(groups)
-        if key not in classes:
-            classes[key] = bytes([next_code])
-            next_code += 1
-        for g in groups:
-            members[g].add(classes[key])
+    codes: dict[tuple[str, ...], int] = {}
     table = bytearray(b" " * 256)
     for byte in range(256):
         groups = tuple(k for k, chars in _SYMBOLS.items() if byte in chars)
         if groups:
-            table[byte] = classes[hash(groups)][0]
-    return bytes(table), [b"".join(sorted(members[k])) for k in _SYMBOLS]
+            table[byte] = codes.setdefault(groups, ord("A") + len(codes))
+    members = [bytes(c for g, c in codes.items() if k in g) for k in _SYMBOLS]
+    return bytes(table), members
 
 
 _CLASS_TABLE, _CLASS_MEMBERS = _class_table()
@@ -204,36 +195,42 @@ FEATURE_NAMES: tuple[str, ...] = (
     "choice_options",
 )
 
+# Per-token statistics columns: one per keyword group, then subword flag, then 1 (count).
+N_TOKEN_STATS = len(KEYWORDS) + 2
 
-_N_GROUPS = len(KEYWORDS) + 1
 
-
-def keyword_lookup(vocab: Mapping[str, int]) -> np.ndarray:
-    """Per-token code: keyword group (0 = none) + _N_GROUPS if a '##' continuation piece.
-
-    One table lets a single bincount give every keyword count and the subword share.
+def token_stat_columns(vocab: Mapping[str, int]) -> np.ndarray:
+    """(vocab, N_TOKEN_STATS) float32: summing rows over a prompt's tokens gives the
+    keyword count per group, the number of '##' continuation pieces and the token count.
     """
-    code = np.zeros(max(vocab.values()) + 1, dtype=np.intp)
+    cols = np.zeros((max(vocab.values()) + 1, N_TOKEN_STATS), dtype=np.float32)
+    cols[:, -1] = 1.0
     for tok, i in vocab.items():
         if tok.startswith("##"):
-            code[i] = _N_GROUPS
-    for g, words in enumerate(KEYWORDS.values(), start=1):
+            cols[i, -2] = 1.0
+    for g, words in enumerate(KEYWORDS.values()):
         for w in words:
             j = vocab.get(w)
-            if j is not None and code[j] == 0:
-                code[j] = g
-    return code
+            if j is not None and not cols[j, : len(KEYWORDS)].any():
+                cols[j, g] = 1.0
+    return cols
 
 
-def text_features(text: str, ids: Sequence[int] | np.ndarray, lookup: np.ndarray) -> np.ndarray:
-    """Feature vector (float32, len(FEATURE_NAMES)) for one prompt and its token ids."""
+def text_features(text: str, token_stats: Sequence[float]) -> list[float]:
+    """The len(FEATURE_NAMES) features of one prompt.
+
+    token_stats: the prompt's summed `token_stat_columns` rows.
+    """
     raw = text[:MAX_SCAN].encode("utf-8", "surrogatepass")
     n_bytes = max(1, len(raw))
-    n_tok = len(ids)
-    counts = np.bincount(lookup.take(ids), minlength=2 * _N_GROUPS).tolist()
-    out = [math.log1p(len(text)), math.log1p(n_tok), sum(counts[_N_GROUPS:]) / max(1, n_tok)]
-    out.extend(math.log1p(c) for c in counts[1:_N_GROUPS])
+    *keywords, subwords, n_tok = token_stats
     classes = raw.translate(_CLASS_TABLE)
-    out.extend(sum(map(classes.count, m)) / n_bytes for m in _CLASS_MEMBERS)
-    out.append(math.log1p(sum(map(raw.count, _CHOICES))))
-    return np.array(out, dtype=np.float32)
+    log1p = math.log1p
+    return [
+        log1p(len(text)),
+        log1p(n_tok),
+        subwords / max(1.0, n_tok),
+        *map(log1p, keywords),
+        *(sum(map(classes.count, m)) / n_bytes for m in _CLASS_MEMBERS),
+        log1p(sum(map(raw.count, _CHOICES))),
+    ]

@@ -55,7 +55,7 @@ class WordPieceTokenizer:
         self.vocab = vocab
         self.unk_id = vocab.get(unk_token, -1)
         self.max_word_chars = max_word_chars
-        self._cache = _ChunkCache(self._chunk_ids)
+        self._cache = _ChunkCache(self.chunk_ids)
 
     @classmethod
     def from_tokenizer_json(cls, path: str | Path) -> WordPieceTokenizer:
@@ -90,7 +90,7 @@ class WordPieceTokenizer:
             start = end
         return ids
 
-    def _chunk_ids(self, chunk: str) -> tuple[int, ...]:
+    def chunk_ids(self, chunk: str) -> tuple[int, ...]:
         if not chunk.isascii() or not chunk.isprintable():
             chunk = _clean(chunk)
         ids: list[int] = []

@@ -19,6 +19,7 @@ from router.outcomes import OutcomesError
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
+from tier_router.argtypes import nonneg_float as _non_negative_float
 from tier_router.argtypes import out_file as _out_file
 from tier_router.argtypes import positive_float as _positive_float
 from tier_router.argtypes import positive_int as _positive_int
@@ -40,7 +41,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         out=a.out,
         featurizer=a.featurizer,
         goal=a.goal,
-        model=ModelConfig(n_clusters=a.clusters, temperature=a.temperature),
+        model=ModelConfig(
+            n_clusters=a.clusters, temperature=a.temperature, hand_weight=a.hand_weight
+        ),
         folds=a.folds,
         max_train=a.max_train,
         seed=a.seed,
@@ -117,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="k-means granularities, comma-separated (default 32,64,128,256)",
     )
     t.add_argument("--temperature", type=_positive_float, default=0.05)
+    t.add_argument(
+        "--hand-weight",
+        type=_non_negative_float,
+        default=0.2,
+        help="weight of the standardized hand features in the clustering space (0 = off)",
+    )
     t.add_argument("--folds", type=_positive_int, default=5)
     t.add_argument(
         "--max-train",

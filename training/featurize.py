@@ -1,9 +1,7 @@
 """Feature matrices for training, computed by the runtime's own featurizer.
 
-Token ids, hand features and encoder inputs come from `router.featurizer.Featurizer`,
-so training sees exactly what routing will see; only the mean pooling of the static
-table is done here in numpy (in the bundle it is the first op of the ONNX graph,
-and the parity test holds the two together).
+Static embeddings, hand features and encoder inputs come from
+`router.featurizer.Featurizer`, so training sees exactly what routing will see.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import numpy as np
 from router.featurizer import Featurizer, pad_ids
 
 log = logging.getLogger(__name__)
-EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -37,28 +34,20 @@ class Features:
         )
 
 
-def pooled(table: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    v = table[np.asarray(ids, dtype=np.int64)].sum(axis=0)
-    return (v / max(float(np.sqrt((v * v).sum())), EPS)).astype(np.float32)
-
-
 def featurize(
     texts: Sequence[str],
     featurizer: Featurizer,
-    table: np.ndarray,
     encoder_model: Path | None = None,
     *,
     batch_size: int = 32,
     progress_every: float = 10.0,
 ) -> Features:
     n = len(texts)
-    emb = np.zeros((n, table.shape[1]), dtype=np.float32)
+    emb = np.zeros((n, featurizer.dims), dtype=np.float32)
     hand = np.zeros((n, len(featurizer.config.hand_features)), dtype=np.float32)
     t0 = last = time.monotonic()
     for i, text in enumerate(texts):
-        ids = featurizer.token_ids(text)
-        emb[i] = pooled(table, ids)
-        hand[i] = featurizer.hand(text, ids)
+        emb[i], hand[i] = featurizer.static(text)
         if time.monotonic() - last > progress_every:
             last = time.monotonic()
             log.info("featurized %d/%d prompts (static)", i + 1, n)

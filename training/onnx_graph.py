@@ -1,9 +1,10 @@
-"""Builds the bundle's ONNX model: static-embedding pooling, then the fitted predictor.
+"""Builds the bundle's ONNX model: the fitted predictor on the joint-space vector.
 
-Inputs: token_ids int64 [B, L] (padded with the id one past the vocab), hand float
-[B, F] and, for the accurate featurizer, dense float [B, 384].
-Output: p_pass float [B, tiers].
-The pooling lives in the graph so one ONNX Runtime call does all the numeric work.
+Input: features float [B, D], the unit-norm joint vector of router.joint_space (static
+embedding, MiniLM vector for accurate bundles, scaled hand features).
+Output: p_pass float [B, tiers]. Featurization stays outside the graph: pooling with a
+per-chunk cache and a few numpy vector operations cost less than ONNX Runtime nodes
+on the single-request path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from router.router import FEATURES_INPUT
 
 OPSET = 17
 IR_VERSION = 8  # what onnxruntime >= 1.14 reads
@@ -28,10 +31,11 @@ class GraphBuilder:
         self._n += 1
         return f"{stem}_{self._n}"
 
-    def const(self, value: np.ndarray, stem: str = "c") -> str:
+    def const(self, value: np.ndarray, stem: str = "c", *, exact: bool = False) -> str:
+        """An initializer; `exact` keeps the name as given, for readers that look it up."""
         from onnx import numpy_helper
 
-        n = self.name(stem)
+        n = stem if exact else self.name(stem)
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), n))
         return n
 
@@ -49,41 +53,23 @@ class GraphBuilder:
         return self.op("Div", [x, norm])
 
 
-def pooled_embedding(b: GraphBuilder, table: np.ndarray) -> str:
-    """L2-normalised sum of table rows for token_ids (the mean's scale cancels).
-
-    A zero row is appended at index len(table): batches pad with that id, so padding
-    adds nothing and the graph needs no mask input. Few nodes matter: each ONNX
-    Runtime kernel launch costs microseconds on the single-request path.
-    """
-    padded = np.vstack([table, np.zeros((1, table.shape[1]), table.dtype)]).astype(np.float32)
-    rows = b.op("Gather", [b.const(padded, "static_table"), "token_ids"], axis=0)  # [B, L, D]
-    summed = b.op("ReduceSum", [rows, b.const(np.array([1], dtype=np.int64))], keepdims=0)
-    return b.op("LpNormalization", [summed], axis=1, p=2)
-
-
 def build_model(
     b: GraphBuilder,
     output: str,
     *,
-    n_hand: int,
+    dims: int,
     n_tiers: int,
-    dense_dims: int | None,
     doc: str,
     path: Path,
 ) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    inputs = [
-        helper.make_tensor_value_info("token_ids", TensorProto.INT64, ["batch", "tokens"]),
-        helper.make_tensor_value_info("hand", TensorProto.FLOAT, ["batch", n_hand]),
-    ]
-    if dense_dims:
-        inputs.append(
-            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", dense_dims])
-        )
-    b.nodes.append(helper.make_node("Identity", [output], ["p_pass"]))
+    inputs = [helper.make_tensor_value_info(FEATURES_INPUT, TensorProto.FLOAT, ["batch", dims])]
+    # Rename the producer's output rather than add an Identity: every node costs a kernel
+    # launch on the single-request path.
+    producer = next(n for n in b.nodes if output in n.output)
+    producer.output[list(producer.output).index(output)] = "p_pass"
     outputs = [helper.make_tensor_value_info("p_pass", TensorProto.FLOAT, ["batch", n_tiers])]
     graph = helper.make_graph(b.nodes, "tier_router", inputs, outputs, initializer=b.inits)
     model = helper.make_model(

@@ -22,20 +22,22 @@ from router.featurizer import (
     ENCODER_MODEL,
     ENCODER_TOKENIZER,
     FEATURIZER_FILE,
+    STATIC_TABLE,
     STATIC_TOKENIZER,
     Featurizer,
     FeaturizerConfig,
 )
+from router.joint_space import JOINT_SPACE_FILE
 from router.ladder import Ladder
 from router.outcomes import OutcomeRecord, read_outcomes
 from router.policy import POLICY_FILE, ThresholdPolicy
-from router.router import LADDER_FILE, MODEL_FILE
+from router.router import FEATURES_INPUT, LADDER_FILE, MODEL_FILE
 from training import assets
 from training.evaluate import calibration_error, curve_metrics, prompt_costs
 from training.featurize import Features, featurize
 from training.labels import LabelSet, build_labels, missing_tier_report
 from training.model import ModelConfig, SoftClusterModel
-from training.onnx_graph import GraphBuilder, build_model, pooled_embedding
+from training.onnx_graph import GraphBuilder, build_model
 from training.policy_fit import fit_threshold, parse_goal
 
 log = logging.getLogger(__name__)
@@ -133,12 +135,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     encoder = assets.encoder_assets() if cfg.featurizer == "accurate" else None
     fcfg = FeaturizerConfig(kind=cfg.featurizer)
     featurizer = Featurizer(
-        fcfg, static.tokenizer_json, encoder.tokenizer_json if encoder else None
+        fcfg, static.tokenizer_json, static.table, encoder.tokenizer_json if encoder else None
     )
     timings["assets_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    feats = featurize(labels.prompts, featurizer, static.table, encoder.model if encoder else None)
+    feats = featurize(labels.prompts, featurizer, encoder.model if encoder else None)
     timings["featurize_s"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -166,24 +168,24 @@ def train(cfg: TrainConfig) -> TrainResult:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     b = GraphBuilder()
-    emb = pooled_embedding(b, static.table)
-    p_out = model.add_to_graph(b, emb, "dense" if encoder else None)
+    p_out = model.add_to_graph(b, FEATURES_INPUT)
     build_model(
         b,
         p_out,
-        n_hand=feats.hand.shape[1],
+        dims=model.centroids_[0].shape[1],
         n_tiers=len(ladder),
-        dense_dims=384 if encoder else None,
         doc=f"tier-router {cfg.featurizer} model for {ladder.names}",
         path=out / MODEL_FILE,
     )
     shutil.copy(static.tokenizer_json, out / STATIC_TOKENIZER)
+    np.save(out / STATIC_TABLE, static.table.astype(np.float32), allow_pickle=False)
     if encoder is not None:
         shutil.copy(encoder.model, out / ENCODER_MODEL)
         shutil.copy(encoder.tokenizer_json, out / ENCODER_TOKENIZER)
     (out / LADDER_FILE).write_text(ladder.to_toml(), encoding="utf-8")
     (out / POLICY_FILE).write_text(policy.to_json() + "\n", encoding="utf-8")
     (out / FEATURIZER_FILE).write_text(fcfg.to_json() + "\n", encoding="utf-8")
+    (out / JOINT_SPACE_FILE).write_text(model.space_.to_json() + "\n", encoding="utf-8")
     report = {
         "outcomes": str(cfg.outcomes),
         "outcomes_sha256": sha256_file(cfg.outcomes),

@@ -50,12 +50,12 @@ def test_encoder_matches_sentence_transformers(accurate) -> None:
 
 
 def test_accurate_bundle_parity_and_routing(accurate, small_outcomes: Path) -> None:
-    from training.assets import encoder_assets, static_assets
+    from training.assets import encoder_assets
 
     r = Router.load(accurate.bundle)
     assert "encoder.onnx" in r.manifest.files
     prompts = [x.prompt for x in read_outcomes(small_outcomes, "test")][:60]
-    feats = featurize(prompts, r.featurizer, static_assets().table, encoder_assets().model)
+    feats = featurize(prompts, r.featurizer, encoder_assets().model)
     expected = accurate.model.predict_proba(feats)
     assert np.abs(r.p_pass_batch(prompts) - expected).max() < 1e-5
     d = r.route(prompts[0])

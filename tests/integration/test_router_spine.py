@@ -25,19 +25,13 @@ def router(trained_bundle: Path) -> Router:
 def test_onnx_matches_sklearn_model_on_real_prompts(trained, small_outcomes: Path) -> None:
     r = Router.load(trained.bundle)
     prompts = [x.prompt for x in read_outcomes(small_outcomes, "test")]
-    feats = featurize(prompts, r.featurizer, _table(trained))
+    feats = featurize(prompts, r.featurizer)
     expected = trained.model.predict_proba(feats)
     got = r.p_pass_batch(prompts)
     assert got.shape == (len(prompts), 3)
     assert np.abs(got - expected).max() < 1e-5
     single = np.array([list(r.route(p).p_pass.values()) for p in prompts[:50]])
     assert np.abs(single - expected[:50]).max() < 1e-5
-
-
-def _table(trained) -> np.ndarray:
-    from training.assets import static_assets
-
-    return static_assets().table
 
 
 def test_bundle_layout_and_manifest(trained_bundle: Path) -> None:
@@ -49,6 +43,8 @@ def test_bundle_layout_and_manifest(trained_bundle: Path) -> None:
         "policy.json",
         "featurizer.json",
         "static_tokenizer.json",
+        "static_table.npy",
+        "joint_space.json",
         "train_report.json",
     } <= files
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in trained_bundle.iterdir())

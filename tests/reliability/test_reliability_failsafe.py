@@ -104,7 +104,7 @@ def test_router_raising_while_scoring_uses_default_tier(
     def broken_run(*a: Any, **k: Any) -> Any:
         raise RuntimeError("onnxruntime: simulated scoring failure")
 
-    monkeypatch.setattr(router._model, "run", broken_run, raising=False)
+    monkeypatch.setattr(router, "_p_one", broken_run)
     res = client.converse("What is 2 + 2?")
     assert res.ok and res.tier == "sonnet"
     rec = next(read_log(tmp_path / "log.jsonl"))

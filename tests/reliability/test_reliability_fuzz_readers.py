@@ -249,7 +249,7 @@ def test_manifest_arbitrary_bytes(data: bytes) -> None:
 
 def _manifest(**changes: Any) -> dict[str, Any]:
     return {
-        "format_version": 1,
+        "format_version": 2,
         "router_version": "v1",
         "files": {"model.onnx": "0" * 64},
         **changes,
@@ -285,7 +285,7 @@ def test_manifest_unsafe_names_are_refused_naming_the_file(name: str) -> None:
 
 
 def test_manifest_deeply_nested_is_a_clear_error() -> None:
-    d = _manifest_dir(b'{"format_version": 1, "x": ' + b"[" * 100_000 + b"}")
+    d = _manifest_dir(b'{"format_version": 2, "x": ' + b"[" * 100_000 + b"}")
     with pytest.raises(BundleError, match=re.escape(str(d))):
         Manifest.read(d)
 

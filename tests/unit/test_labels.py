@@ -47,7 +47,7 @@ def test_inverse_propensity_weights_reach_the_model() -> None:
     lab = build_labels(recs, LADDER)
     assert lab.weights is not None and lab.weights.tolist() == [[1, 1, 1], [3, 1, 1]]
     f = Features(np.ones((2, 4), np.float32) / 2, np.zeros((2, 1), np.float32), None)
-    cfg = ModelConfig(n_clusters=(1,), prior_strengths=(0.0,))
+    cfg = ModelConfig(n_clusters=(1,), prior_strengths=(0.0,), hand_weight=0.0)
     plain = SoftClusterModel(cfg).fit(f, lab.passed).predict_proba(f)[0, 0]
     weighted = SoftClusterModel(cfg).fit(f, lab.passed, lab.weights).predict_proba(f)[0, 0]
     assert plain == pytest.approx(0.5) and weighted == pytest.approx(0.25)

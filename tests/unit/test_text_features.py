@@ -1,6 +1,7 @@
 import numpy as np
 
-from router.text_features import FEATURE_NAMES, keyword_lookup, text_features
+from router.static_embedder import StaticEmbedder
+from router.text_features import FEATURE_NAMES, N_TOKEN_STATS, text_features
 from router.wordpiece import WordPieceTokenizer
 
 VOCAB = {
@@ -9,12 +10,16 @@ VOCAB = {
         ["[PAD]", "[UNK]", "why", "compare", "def", "return", "##s", "the", "a", "?", "(", ")", "x"]
     )
 }
-LOOKUP = keyword_lookup(VOCAB)
 TOK = WordPieceTokenizer(VOCAB)
+EMB = StaticEmbedder(TOK, np.zeros((len(VOCAB), 4), dtype=np.float32))
+
+
+def vector(text: str) -> np.ndarray:
+    return np.array(text_features(text, EMB.sums(text)[-N_TOKEN_STATS:].tolist()))
 
 
 def feats(text: str) -> dict[str, float]:
-    return dict(zip(FEATURE_NAMES, text_features(text, TOK.encode(text), LOOKUP), strict=True))
+    return dict(zip(FEATURE_NAMES, vector(text), strict=True))
 
 
 def test_markers_fire_on_what_they_name() -> None:
@@ -30,8 +35,8 @@ def test_markers_fire_on_what_they_name() -> None:
 
 def test_edge_inputs_give_finite_vectors() -> None:
     for text in ("", "\x00\x01", "\ud800 lone surrogate", "日本語のテキスト", "x" * 1_000_000):
-        v = text_features(text, TOK.encode(text), LOOKUP)
-        assert v.shape == (len(FEATURE_NAMES),) and v.dtype == np.float32
+        v = vector(text)
+        assert v.shape == (len(FEATURE_NAMES),)
         assert np.isfinite(v).all()
     assert feats("")["log_chars"] == 0.0
 

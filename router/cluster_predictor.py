@@ -1,0 +1,83 @@
+"""The bundle's soft-cluster predictor evaluated with numpy, for one request at a time.
+
+model.onnx stays the model: batches, MLflow and other languages run it with ONNX
+Runtime. For a single prompt, though, each ONNX Runtime node costs several
+microseconds, more than the whole computation, so `Router.route` evaluates the same
+graph here from the same weights, read out of model.onnx. Router.load checks that
+both give the same P(pass) before using this path.
+
+The graph (training/model.py) is: logits = x @ centroids + bias, a softmax within each
+centroid set (padding columns carry bias -1e9), then @ rates. Here the padding is
+dropped and the per-set softmax is exp(logits) summed per set: x and the centroids are
+unit vectors, so |logit| <= 1 / temperature and exp needs no max-subtraction as long
+as that bound stays small (checked at load).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from router.onnx_initializers import OnnxFormatError, read_initializers
+
+CENTROIDS, BIAS, RATES, SET_SHAPE = "centroids", "centroid_bias", "rates", "set_shape"
+MAX_LOGIT = 40.0  # exp(+-40) and sums of 256 of them stay well inside float32
+
+
+class ClusterPredictor:
+    def __init__(self, centroids: np.ndarray, bias: np.ndarray, rates: np.ndarray, sets: int):
+        keep = bias > -1e8
+        per_set = keep.reshape(sets, -1).sum(axis=1)
+        self._w = np.ascontiguousarray(centroids[:, keep], dtype=np.float32)
+        set_rates = rates[keep]  # already divided by `sets`: the average over sets
+        self.sets = sets
+        self.tiers = rates.shape[1]
+        # One product gives each set's weighted rates and its softmax denominator.
+        q = np.zeros((self._w.shape[1], sets * self.tiers + sets), dtype=np.float32)
+        start = 0
+        for s, n in enumerate(per_set):
+            q[start : start + n, s * self.tiers : (s + 1) * self.tiers] = set_rates[
+                start : start + n
+            ]
+            q[start : start + n, sets * self.tiers + s] = 1.0
+            start += n
+        self._q = q
+        self._den = sets * self.tiers
+
+    @classmethod
+    def from_onnx(cls, path: Path) -> ClusterPredictor | None:
+        """None when the model is not the graph this evaluates (ONNX Runtime is used)."""
+        try:
+            w = read_initializers(path, (CENTROIDS, BIAS, RATES, SET_SHAPE))
+        except (OnnxFormatError, OSError, UnicodeDecodeError):
+            return None
+        if set(w) != {CENTROIDS, BIAS, RATES, SET_SHAPE}:
+            return None
+        cen, bias, rates, shape = w[CENTROIDS], w[BIAS], w[RATES], w[SET_SHAPE]
+        if (
+            cen.ndim != 2
+            or shape.shape != (3,)
+            or bias.shape != (cen.shape[1],)
+            or rates.shape[:1] != (cen.shape[1],)
+            or int(shape[1]) * int(shape[2]) != cen.shape[1]
+            or float(np.linalg.norm(cen, axis=0).max()) > MAX_LOGIT
+        ):
+            return None
+        return cls(cen, bias, rates, int(shape[1]))
+
+    def probe_inputs(self) -> np.ndarray:
+        """Unit vectors at some centroids (peaked memberships) and at random (diffuse),
+        to compare this evaluation with ONNX Runtime's at load."""
+        at_centroids = self._w[:, :: max(1, self._w.shape[1] // 6)].T
+        rand = np.random.default_rng(0).normal(size=(2, self._w.shape[0]))
+        x = np.vstack([at_centroids, rand]).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def p_pass(self, x: np.ndarray) -> list[float]:
+        """P(pass) per tier for one unit-norm joint vector."""
+        nd = (np.exp(x @ self._w) @ self._q).tolist()
+        t, den = self.tiers, self._den
+        return [
+            sum(nd[s * t + i] / nd[den + s] for s in range(self.sets)) for i in range(t)
+        ]
