@@ -7,8 +7,13 @@ one dict lookup per chunk and one gather-and-sum in numpy, instead of a Python l
 over tokens. Each row also carries the token statistics the hand features need
 (keyword counts, subword pieces, token count), summed in the same operation.
 
-Memory is bounded: after `capacity` distinct chunks the cache stops growing and a
-prompt with an unseen chunk takes the uncached path (same numbers, slower).
+Long prompts often share long stretches (few-shot examples, system templates), so a
+second cache keeps the summed row of 512-character blocks, cut at whitespace, that
+have been seen at least twice: a shared few-shot prefix then costs one lookup.
+
+Memory is bounded: after `capacity` distinct chunks (or `block_capacity` blocks) a
+cache stops growing, and what it would have held takes the uncached path (same
+numbers, slower).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from router.text_features import N_TOKEN_STATS, token_stat_columns
 from router.wordpiece import WordPieceTokenizer
 
 DEFAULT_CAPACITY = 1 << 15  # 32k chunks x (dims + stats) float32: ~18 MB at 128 dims
+BLOCK_CHARS = 512
+BLOCK_CAPACITY = 4096  # ~2 MB
+_SEEN_LIMIT = 1 << 16
 
 
 class _CacheFull(Exception):
@@ -68,6 +76,8 @@ class StaticEmbedder:
         unk = tokenizer.unk_id if tokenizer.unk_id >= 0 else 0
         self._empty = self._tokens[unk].copy()  # an empty prompt reads as one [UNK]
         self._ones = np.ones(4096, dtype=np.float32)
+        self._blocks: dict[str, np.ndarray] = {}  # block text -> its summed row
+        self._seen: set[int] = set()  # hashes of blocks seen once (admission on the second)
 
     @property
     def width(self) -> int:
@@ -95,15 +105,65 @@ class StaticEmbedder:
 
     def sums(self, text: str) -> np.ndarray:
         """Summed token rows of the (already windowed) text, lowercased."""
-        chunks = text.lower().split()
-        if not chunks:
+        low = text.lower()
+        hits, chunks = self._split_blocks(low) if len(low) > 2 * BLOCK_CHARS else ([], low.split())
+        if chunks:
+            out = self._chunk_sums(chunks)
+            if hits:
+                out += np.add.reduce(hits)
+        elif hits:
+            out = np.add.reduce(hits)
+        else:
             return self._empty.copy()
+        return out if out[-1] > 0 else self._empty.copy()
+
+    def _chunk_sums(self, chunks: list[str]) -> np.ndarray:
         try:
             rows = list(map(self._rows.__getitem__, chunks))
-            out = self._sum(self._chunks.take(rows, axis=0))
+            return self._sum(self._chunks.take(rows, axis=0))
         except _CacheFull:
-            out = self._sum(np.stack([self._uncached(c) for c in chunks]))
-        return out if out[-1] > 0 else self._empty.copy()
+            return self._sum(np.stack([self._uncached(c) for c in chunks]))
+
+    def _split_blocks(self, low: str) -> tuple[list[np.ndarray], list[str]]:
+        """Cached rows of the text's whitespace-cut blocks, and the chunks of the rest.
+
+        Cutting exactly at a whitespace character keeps every chunk whole, so the sum
+        over blocks equals the sum over the text's chunks.
+        """
+        hits: list[np.ndarray] = []
+        chunks: list[str] = []
+        start, n = 0, len(low)
+        while n - start > BLOCK_CHARS:
+            end = start + BLOCK_CHARS
+            cut = max(low.rfind(" ", start + 1, end), low.rfind("\n", start + 1, end))
+            if cut < 0:
+                break
+            block = low[start:cut]
+            row = self._blocks.get(block)
+            if row is not None:
+                hits.append(row)
+            else:
+                words = block.split()
+                if not words:
+                    pass
+                elif len(self._blocks) < BLOCK_CAPACITY and self._second_sighting(block):
+                    row = self._chunk_sums(words)
+                    self._blocks[block] = row
+                    hits.append(row)
+                else:
+                    chunks.extend(words)
+            start = cut
+        chunks.extend(low[start:].split())
+        return hits, chunks
+
+    def _second_sighting(self, block: str) -> bool:
+        h = hash(block)
+        if h in self._seen:
+            return True
+        if len(self._seen) >= _SEEN_LIMIT:
+            self._seen.clear()
+        self._seen.add(h)
+        return False
 
     def _sum(self, rows: np.ndarray) -> np.ndarray:
         # A BLAS vector-matrix product sums the rows about twice as fast as .sum(axis=0).

@@ -61,3 +61,18 @@ def test_concurrent_callers_see_complete_rows() -> None:
 def test_table_too_small_for_the_vocab_is_refused() -> None:
     with pytest.raises(ValueError, match="rows"):
         StaticEmbedder(TOK, TABLE[:3])
+
+
+def test_shared_long_prefixes_are_summed_from_cached_blocks_with_the_same_result() -> None:
+    shared = "why compare the a? def return(the)\n" * 60  # a few-shot style prefix
+    texts = [shared + f"the {'a ' * i}why" for i in range(6)] + ["  \n" * 700 + "the a"]
+    cached = StaticEmbedder(TOK, TABLE)
+    for text in texts * 2:
+        np.testing.assert_allclose(cached.sums(text), token_level_row(text), rtol=1e-4, atol=1e-4)
+    assert cached._blocks  # the shared blocks were admitted on their second sighting
+
+
+def token_level_row(text: str) -> np.ndarray:
+    ids = TOK.encode(text) or [VOCAB["[UNK]"]]
+    emb = TABLE[ids].sum(axis=0)
+    return np.concatenate([emb, StaticEmbedder(TOK, TABLE, capacity=1).sums(text)[-N_TOKEN_STATS:]])
