@@ -69,7 +69,8 @@ def test_swap_under_load_has_no_failed_or_mixed_decisions(
         if j < 0:
             continue
         ref = by_version[d.router_version].route(prompts[j])
-        mixed += ref.p_pass != d.p_pass or ref.tier != d.tier
+        # Not bit-equal: a prompt summed from cached prefix blocks differs in the last bits.
+        mixed += ref.p_pass != pytest.approx(d.p_pass, abs=1e-6) or ref.tier != d.tier
     assert mixed == 0
     # after the swap each thread only ever sees the new version
     for r in results:
