@@ -4,8 +4,7 @@
 
 Prints median and p99 microseconds per call over prompts from the test splits of the
 public outcomes files (mixed), after a warm-up pass. `python_ref_us` times a fixed
-pure-Python loop (sum(range(1000))) in the same process, to compare machines: it takes
-about 8-10 us on a current desktop CPU.
+pure-Python loop (sum(range(1000))) in the same process, to compare machines by.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Long prompts often share long stretches (few-shot examples, system templates), s
 second cache keeps the summed row of 512-character blocks, cut at whitespace, that
 have been seen at least twice: a shared few-shot prefix then costs one lookup.
 
-Memory is bounded: after `capacity` distinct chunks (or `block_capacity` blocks) a
+Memory is bounded: after `capacity` distinct chunks (or BLOCK_CAPACITY blocks) a
 cache stops growing, and what it would have held takes the uncached path (same
 numbers, slower).
 """
@@ -144,9 +144,7 @@ class StaticEmbedder:
                 hits.append(row)
             else:
                 words = block.split()
-                if not words:
-                    pass
-                elif len(self._blocks) < BLOCK_CAPACITY and self._second_sighting(block):
+                if words and len(self._blocks) < BLOCK_CAPACITY and self._second_sighting(block):
                     row = self._chunk_sums(words)
                     self._blocks[block] = row
                     hits.append(row)
