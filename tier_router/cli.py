@@ -34,6 +34,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from training.model import ModelConfig
     from training.pipeline import TrainConfig
     from training.runs import train_evaluate_log
+    from training.tracking import TrackingError
 
     cfg = TrainConfig(
         outcomes=a.outcomes,
@@ -48,12 +49,16 @@ def cmd_train(a: argparse.Namespace) -> int:
         max_train=a.max_train,
         seed=a.seed,
     )
-    summary = train_evaluate_log(
-        cfg,
-        eval_split=a.eval_split,
-        mlflow=not a.no_mlflow,
-        registered_model=a.registered_model,
-    )
+    try:
+        summary = train_evaluate_log(
+            cfg,
+            eval_split=a.eval_split,
+            mlflow=not a.no_mlflow,
+            registered_model=a.registered_model,
+        )
+    except TrackingError as e:
+        print(f"tier-router train: error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -19,6 +19,10 @@ DEFAULT_REGISTERED_MODEL = "tier-router"
 EXPERIMENT = "tier-router"
 
 
+class TrackingError(RuntimeError):
+    """MLflow refused or failed the run; the bundle itself was written."""
+
+
 def _flat(prefix: str, d: dict[str, Any], out: dict[str, float]) -> None:
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -40,6 +44,27 @@ def log_training_run(
     """Returns (run_id, registered version or None)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
+
+    try:
+        return _log(mlflow, params, metrics, artifacts, bundle, tags, registered_model)
+    except Exception as e:  # any store, network or config failure: say where and what
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TrackingError(
+            f"MLflow logging to {mlflow.get_tracking_uri()} failed: {first} "
+            f"(the bundle is written at {bundle}; set MLFLOW_TRACKING_URI to a working "
+            "store, e.g. sqlite:///mlflow.db, or pass --no-mlflow)"
+        ) from e
+
+
+def _log(
+    mlflow: Any,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    artifacts: list[Path],
+    bundle: Path,
+    tags: dict[str, str],
+    registered_model: str | None,
+) -> tuple[str, str | None]:
     import mlflow.onnx
     import onnx
 

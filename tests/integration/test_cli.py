@@ -197,3 +197,23 @@ def test_bad_files_are_reported_not_crashed(
     )
     assert rc == 2
     assert "missing field" in capsys.readouterr().err
+
+
+def test_train_says_what_failed_when_mlflow_refuses_the_store(
+    tmp_path: Path,
+    small_outcomes: Path,
+    small_ladder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # MLflow 3 refuses the plain file store unless told otherwise: a real misconfiguration.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path / 'mlruns'}")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    out = tmp_path / "bundle"
+    args = ["train", "--outcomes", str(small_outcomes), "--tiers", str(small_ladder)]
+    rc = main([*args, "--out", str(out), "--clusters", "8", "--folds", "2", "--max-train", "200"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "MLflow logging to file://" in err and "--no-mlflow" in err and str(out) in err
+    assert "Traceback" not in err
+    assert (out / "manifest.json").is_file()  # the bundle itself is kept
