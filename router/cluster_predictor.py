@@ -50,7 +50,7 @@ class ClusterPredictor:
         """None when the model is not the graph this evaluates (ONNX Runtime is used)."""
         try:
             w = read_initializers(path, (CENTROIDS, BIAS, RATES, SET_SHAPE))
-        except (OnnxFormatError, OSError, UnicodeDecodeError):
+        except (OnnxFormatError, ValueError, OSError):  # malformed: leave it to ONNX Runtime
             return None
         if set(w) != {CENTROIDS, BIAS, RATES, SET_SHAPE}:
             return None

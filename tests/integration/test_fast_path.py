@@ -96,3 +96,21 @@ def test_weights_that_disagree_with_the_graph_are_refused(
 
     with pytest.raises(BundleError, match="integrity check failed"):
         Router.load(_rewrite(trained_bundle, tmp_path, sharpen))
+
+
+def test_corrupt_model_bytes_give_a_format_error_or_weights_never_a_crash(
+    trained_bundle: Path, tmp_path: Path
+) -> None:
+    data = (trained_bundle / "model.onnx").read_bytes()
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.onnx"
+    for _ in range(300):
+        buf = bytearray(data[: int(rng.integers(1, len(data) + 1))])
+        for i in rng.integers(0, len(buf), size=int(rng.integers(1, 8))):
+            buf[i] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(buf))
+        try:
+            got = read_initializers(path, (CENTROIDS, BIAS, RATES, SET_SHAPE))
+        except ValueError:  # OnnxFormatError or a bad tensor payload
+            continue
+        assert all(isinstance(v, np.ndarray) for v in got.values())
