@@ -57,6 +57,7 @@ class ClusterPredictor:
         cen, bias, rates, shape = w[CENTROIDS], w[BIAS], w[RATES], w[SET_SHAPE]
         if (
             cen.ndim != 2
+            or rates.ndim != 2
             or shape.shape != (3,)
             or bias.shape != (cen.shape[1],)
             or rates.shape[:1] != (cen.shape[1],)
