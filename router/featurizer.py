@@ -8,7 +8,6 @@ transformer itself, run through ONNX Runtime on a bounded token window.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from router.wordpiece import WordPieceTokenizer
 FEATURIZER_FILE = "featurizer.json"
 STATIC_TOKENIZER = "static_tokenizer.json"
 STATIC_TABLE = "static_table.npy"
-EPS = 1e-12
 ENCODER_MODEL = "encoder.onnx"
 ENCODER_TOKENIZER = "encoder_tokenizer.json"
 
@@ -115,9 +113,8 @@ class Featurizer:
         return text_features(text, token_stats.tolist())
 
     def static(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(unit-norm static embedding, hand features) of one prompt."""
+        """(static embedding, unnormalised; hand features) of one prompt."""
         emb, stats = self.embedding(text)
-        emb = emb / max(math.sqrt(float(emb @ emb)), EPS)
         return emb, np.array(self.hand(text, stats), dtype=np.float32)
 
     def static_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

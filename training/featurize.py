@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Features:
-    emb: np.ndarray  # (n, static dims), L2-normalised mean of static token vectors
+    emb: np.ndarray  # (n, static dims), summed static token vectors (JointSpace normalises)
     hand: np.ndarray  # (n, hand features)
     dense: np.ndarray | None  # (n, 384) MiniLM sentence vectors (accurate featurizer)
 
