@@ -46,7 +46,7 @@ def log_training_run(
     import mlflow
 
     try:
-        return _log(mlflow, params, metrics, artifacts, bundle, tags, registered_model)
+        return _log(params, metrics, artifacts, bundle, tags, registered_model)
     except Exception as e:  # any store, network or config failure: say where and what
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrackingError(
@@ -57,7 +57,6 @@ def log_training_run(
 
 
 def _log(
-    mlflow: Any,
     params: dict[str, Any],
     metrics: dict[str, float],
     artifacts: list[Path],
@@ -65,6 +64,7 @@ def _log(
     tags: dict[str, str],
     registered_model: str | None,
 ) -> tuple[str, str | None]:
+    import mlflow
     import mlflow.onnx
     import onnx
 
