@@ -1,7 +1,7 @@
 """Text -> model inputs, the one featurization used by training and routing.
 
-`fast`: the L2-normalised sum of static token vectors (a table distilled from
-all-MiniLM-L6-v2) plus hand features. `accurate`: the same, plus the MiniLM
+`fast`: the sum of static token vectors (a table distilled from all-MiniLM-L6-v2;
+router.joint_space normalises it) plus hand features. `accurate`: the same, plus the MiniLM
 transformer itself, run through ONNX Runtime on a bounded token window.
 """
 

@@ -55,7 +55,7 @@ class WordPieceTokenizer:
         self.vocab = vocab
         self.unk_id = vocab.get(unk_token, -1)
         self.max_word_chars = max_word_chars
-        self._cache = _ChunkCache(self.chunk_ids)
+        self._cache = _ChunkCache(self._tokenize_chunk)
 
     @classmethod
     def from_tokenizer_json(cls, path: str | Path) -> WordPieceTokenizer:
@@ -90,7 +90,7 @@ class WordPieceTokenizer:
             start = end
         return ids
 
-    def chunk_ids(self, chunk: str) -> tuple[int, ...]:
+    def _tokenize_chunk(self, chunk: str) -> tuple[int, ...]:
         if not chunk.isascii() or not chunk.isprintable():
             chunk = _clean(chunk)
         ids: list[int] = []
@@ -107,6 +107,10 @@ class WordPieceTokenizer:
             if word:
                 ids.extend(self._word_ids("".join(word)))
         return tuple(ids)
+
+    def chunk_ids(self, chunk: str) -> tuple[int, ...]:
+        """Ids of one lowercased, whitespace-free chunk (cached)."""
+        return self._cache[chunk]
 
     def encode(self, text: str) -> list[int]:
         return list(chain.from_iterable(map(self._cache.__getitem__, text.lower().split())))
