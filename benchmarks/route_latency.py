@@ -4,7 +4,8 @@
 
 Prints median and p99 microseconds per call over prompts from the test splits of the
 public outcomes files (mixed), after a warm-up pass. `python_ref_us` times a fixed
-pure-Python loop (sum(range(1000))) in the same process, to compare machines by.
+pure-Python loop (sum(range(1000))) in the same process, to compare machines by;
+`route_path` says how route() scored (TIER_ROUTER_PURE_PYTHON=1 turns off the compiled path).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
             {
                 "bundle": a.bundle,
                 "featurizer": router.featurizer.config.kind,
+                "route_path": router.route_path,
                 "calls": len(us),
                 "prompt_chars_median": int(np.median(chars)),
                 "p50_us": round(float(np.median(us)), 1),

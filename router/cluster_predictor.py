@@ -45,6 +45,17 @@ class ClusterPredictor:
         self._q = q
         self._den = sets * self.tiers
 
+    @property
+    def centroids(self) -> np.ndarray:
+        """(dims, K) float32: the graph's centroids without padding columns."""
+        return self._w
+
+    @property
+    def set_rates(self) -> np.ndarray:
+        """(K, sets * tiers + sets) float32: per set, the weighted rates, then a column
+        of ones that gives the softmax denominator."""
+        return self._q
+
     @classmethod
     def from_onnx(cls, path: Path) -> ClusterPredictor | None:
         """None when the model is not the graph this evaluates (ONNX Runtime is used)."""
@@ -79,6 +90,4 @@ class ClusterPredictor:
         """P(pass) per tier for one unit-norm joint vector."""
         nd = (np.exp(x @ self._w) @ self._q).tolist()
         t, den = self.tiers, self._den
-        return [
-            sum(nd[s * t + i] / nd[den + s] for s in range(self.sets)) for i in range(t)
-        ]
+        return [sum(nd[s * t + i] / nd[den + s] for s in range(self.sets)) for i in range(t)]

@@ -55,6 +55,11 @@ class JointSpace:
         )
 
     @property
+    def hand_indices(self) -> tuple[int, ...]:
+        """Position of each hand feature in FEATURE_NAMES."""
+        return tuple(self._idx)
+
+    @property
     def uses_hand(self) -> bool:
         return bool(self.hand_features)
 

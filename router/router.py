@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 
 from router.bundle import BundleError, Manifest, open_bundle
 from router.cluster_predictor import ClusterPredictor
+from router.compiled_route import PROBES, TOLERANCE, CompiledRoute
 from router.decision import Decision
 from router.featurizer import (
     ENCODER_MODEL,
@@ -95,6 +97,9 @@ class Router:
         self._fast = fast
         if fast is not None:
             self._check_fast_path(fast)
+        self._compiled = CompiledRoute.build(featurizer, space, fast)
+        if self._compiled is not None:
+            self._check_compiled_route(self._compiled)
 
     def _check_fast_path(self, fast: ClusterPredictor) -> None:
         """Refuse a bundle whose numpy and ONNX Runtime evaluations disagree."""
@@ -107,6 +112,27 @@ class Router:
                 f"{self.source}: {MODEL_FILE} integrity check failed: its weights and its "
                 f"graph disagree (max P(pass) difference {diff:.3g}); re-export the bundle"
             )
+
+    def _check_compiled_route(self, compiled: CompiledRoute) -> None:
+        """Use the compiled scoring only where it gives the Python path's numbers."""
+        for text in PROBES:
+            got, expected = compiled.p_pass(text), self._p_python(text)
+            if got is None or not np.allclose(got, expected, rtol=0, atol=TOLERANCE):
+                warnings.warn(
+                    f"{self.source}: compiled route() scoring differs from the Python path "
+                    f"({got} vs {expected}); using the Python path",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self._compiled = None
+                return
+
+    @property
+    def route_path(self) -> str:
+        """How route() scores: 'compiled' (router/_hotpath.c), 'numpy' or 'onnxruntime'."""
+        if self._compiled is not None:
+            return "compiled"
+        return "numpy" if self._fast is not None else "onnxruntime"
 
     @property
     def version(self) -> str:
@@ -209,7 +235,15 @@ class Router:
         )
 
     def _p_one(self, text: str) -> list[float]:
-        """P(pass) for one prompt: the latency-critical path (see cluster_predictor)."""
+        """P(pass) for one prompt: the latency-critical path (see compiled_route)."""
+        if self._compiled is not None:
+            p = self._compiled.p_pass(text)
+            if p is not None:
+                return p
+        return self._p_python(text)
+
+    def _p_python(self, text: str) -> list[float]:
+        """P(pass) for one prompt without the compiled scoring (see cluster_predictor)."""
         f = self.featurizer
         emb, stats = f.embedding(text)
         hand = f.hand(text, stats) if self.space.uses_hand else []

@@ -14,14 +14,20 @@ have been seen at least twice: a shared few-shot prefix then costs one lookup.
 Memory is bounded: after `capacity` distinct chunks (or BLOCK_CAPACITY blocks) a
 cache stops growing, and what it would have held takes the uncached path (same
 numbers, slower).
+
+With the compiled kernels (router.compiled), a ChunkIndex does the split, the lookup
+and the sum in one call, hashing each chunk in place; the block cache is then not
+needed. New chunks still get their rows from the Python code below.
 """
 
 from __future__ import annotations
 
 import threading
+from types import ModuleType
 
 import numpy as np
 
+from router.compiled import HOTPATH
 from router.text_features import N_TOKEN_STATS, token_stat_columns
 from router.wordpiece import WordPieceTokenizer
 
@@ -31,8 +37,8 @@ BLOCK_CAPACITY = 4096  # ~2 MB
 _SEEN_LIMIT = 1 << 16
 
 
-class _CacheFull(Exception):
-    pass
+class CacheFull(Exception):
+    """A new chunk arrived after the cache stopped growing."""
 
 
 class _ChunkRows(dict[str, int]):
@@ -54,7 +60,12 @@ class StaticEmbedder:
     """
 
     def __init__(
-        self, tokenizer: WordPieceTokenizer, table: np.ndarray, capacity: int = DEFAULT_CAPACITY
+        self,
+        tokenizer: WordPieceTokenizer,
+        table: np.ndarray,
+        capacity: int = DEFAULT_CAPACITY,
+        *,
+        kernels: ModuleType | None = HOTPATH,
     ):
         vocab_rows = max(tokenizer.vocab.values()) + 1
         if table.ndim != 2 or table.shape[0] < vocab_rows:
@@ -78,6 +89,26 @@ class StaticEmbedder:
         self._ones = np.ones(4096, dtype=np.float32)
         self._blocks: dict[str, np.ndarray] = {}  # block text -> its summed row
         self._seen: set[int] = set()  # hashes of blocks seen once (admission on the second)
+        self._index = kernels.ChunkIndex(capacity) if kernels is not None else None
+
+    @property
+    def index(self) -> object | None:
+        """The compiled ChunkIndex, None without the compiled kernels."""
+        return self._index
+
+    @property
+    def chunk_rows(self) -> np.ndarray:
+        """The (capacity, width) matrix of cached chunk rows (rows are only appended)."""
+        return self._chunks
+
+    @property
+    def empty_row(self) -> np.ndarray:
+        """What a prompt without any token sums to (one [UNK])."""
+        return self._empty
+
+    def row_of(self, chunk: str) -> int:
+        """Row of `chunk` in chunk_rows, computed on first sight; raises CacheFull."""
+        return self._rows[chunk]
 
     @property
     def width(self) -> int:
@@ -96,7 +127,7 @@ class StaticEmbedder:
             if row is not None:
                 return row
             if self._used >= len(self._chunks):
-                raise _CacheFull
+                raise CacheFull
             row = self._used
             self._chunks[row] = self._chunk_vector(chunk)
             self._used += 1
@@ -106,6 +137,14 @@ class StaticEmbedder:
     def sums(self, text: str) -> np.ndarray:
         """Summed token rows of the (already windowed) text, lowercased."""
         low = text.lower()
+        if self._index is not None:
+            out = np.empty(self._chunks.shape[1], dtype=np.float32)
+            try:
+                n = self._index.pool(low, self._chunks, out, self.row_of)
+            except CacheFull:
+                pass  # the Python path below handles chunks that no longer fit
+            else:
+                return out if n and out[-1] > 0 else self._empty.copy()
         hits, chunks = self._split_blocks(low) if len(low) > 2 * BLOCK_CHARS else ([], low.split())
         if chunks:
             out = self._chunk_sums(chunks)
@@ -121,7 +160,7 @@ class StaticEmbedder:
         try:
             rows = list(map(self._rows.__getitem__, chunks))
             return self._sum(self._chunks.take(rows, axis=0))
-        except _CacheFull:
+        except CacheFull:
             return self._sum(np.stack([self._uncached(c) for c in chunks]))
 
     def _split_blocks(self, low: str) -> tuple[list[np.ndarray], list[str]]:

@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 
 import numpy as np
+
+from router.compiled import HOTPATH
 
 MAX_SCAN = 8192
 
@@ -184,6 +187,11 @@ def _class_table() -> tuple[bytes, list[bytes]]:
 
 
 _CLASS_TABLE, _CLASS_MEMBERS = _class_table()
+# For the compiled counter: per byte, bit k set when the byte is in symbol group k.
+_GROUP_BITS = bytes(
+    sum(1 << k for k, chars in enumerate(_SYMBOLS.values()) if byte in chars) for byte in range(256)
+)
+_N_GROUPS = len(_SYMBOLS)
 _CHOICES = (b"\nA", b"\nB", b"\nC", b"\nD", b"(A)", b"(B)")
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -197,6 +205,12 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 # Per-token statistics columns: one per keyword group, then subword flag, then 1 (count).
 N_TOKEN_STATS = len(KEYWORDS) + 2
+
+
+def compiled_tables() -> tuple[int, int, bytes, tuple[bytes, ...]]:
+    """What the compiled kernels need to compute these features: the number of keyword
+    groups and of symbol groups, the per-byte symbol-group bits and the choice patterns."""
+    return len(KEYWORDS), _N_GROUPS, _GROUP_BITS, _CHOICES
 
 
 def token_stat_columns(vocab: Mapping[str, int]) -> np.ndarray:
@@ -216,7 +230,9 @@ def token_stat_columns(vocab: Mapping[str, int]) -> np.ndarray:
     return cols
 
 
-def text_features(text: str, token_stats: Sequence[float]) -> list[float]:
+def text_features(
+    text: str, token_stats: Sequence[float], *, kernels: ModuleType | None = HOTPATH
+) -> list[float]:
     """The len(FEATURE_NAMES) features of one prompt.
 
     token_stats: the prompt's summed `token_stat_columns` rows.
@@ -224,13 +240,19 @@ def text_features(text: str, token_stats: Sequence[float]) -> list[float]:
     raw = text[:MAX_SCAN].encode("utf-8", "surrogatepass")
     n_bytes = max(1, len(raw))
     *keywords, subwords, n_tok = token_stats
-    classes = raw.translate(_CLASS_TABLE)
+    if kernels is not None:
+        *groups, choices = kernels.scan_bytes(raw, _GROUP_BITS, _CHOICES)
+        counts = groups[:_N_GROUPS]
+    else:
+        classes = raw.translate(_CLASS_TABLE)
+        counts = [sum(map(classes.count, m)) for m in _CLASS_MEMBERS]
+        choices = sum(map(raw.count, _CHOICES))
     log1p = math.log1p
     return [
         log1p(len(text)),
         log1p(n_tok),
         subwords / max(1.0, n_tok),
         *map(log1p, keywords),
-        *(sum(map(classes.count, m)) / n_bytes for m in _CLASS_MEMBERS),
-        log1p(sum(map(raw.count, _CHOICES))),
+        *(c / n_bytes for c in counts),
+        log1p(choices),
     ]

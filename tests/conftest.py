@@ -11,8 +11,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+from compiled_kernels import require_compiled
 from loopback import MotoS3
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +37,12 @@ def require_shared(name: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return p
+
+
+@pytest.fixture(params=["compiled", "python"])
+def kernels(request: pytest.FixtureRequest) -> ModuleType | None:
+    """Run a test with the compiled kernels and with their Python versions."""
+    return require_compiled() if request.param == "compiled" else None
 
 
 @pytest.fixture(scope="session")

@@ -38,16 +38,22 @@ def test_swap_under_load_has_no_failed_or_mixed_decisions(
 
     def worker(k: int) -> None:
         rng = random.Random(k)
+        after_swap = 0  # decisions made once the new bundle answered
         try:
-            for i in range(PER_THREAD):
+            # Half the calls before the swap, then on until the new bundle has answered
+            # PER_THREAD // 2 of them: routing is faster than loading a bundle.
+            for i in range(PER_THREAD * 50):
                 if i == PER_THREAD // 2:
                     half.wait()
+                if after_swap >= PER_THREAD // 2:
+                    break
                 j = rng.randrange(len(prompts))
                 if i % 10 == 0:
                     for d in sr.route_batch([prompts[j], prompts[(j + 1) % len(prompts)]]):
                         results[k].append((-1, d))
                 else:
                     results[k].append((j, sr.route(prompts[j])))
+                after_swap += results[k][-1][1].router_version == b.version
         except BaseException as e:  # counted: the test requires none
             errors.append(e)
 

@@ -1,4 +1,5 @@
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -25,8 +26,8 @@ def token_level(text: str) -> np.ndarray:
     return TABLE[ids].sum(axis=0)
 
 
-def test_sums_equal_the_token_level_sum_of_table_rows() -> None:
-    emb = StaticEmbedder(TOK, TABLE)
+def test_sums_equal_the_token_level_sum_of_table_rows(kernels: ModuleType | None) -> None:
+    emb = StaticEmbedder(TOK, TABLE, kernels=kernels)
     for text in TEXTS:
         got = emb.sums(text)
         assert got.shape == (emb.width,)
@@ -34,22 +35,27 @@ def test_sums_equal_the_token_level_sum_of_table_rows() -> None:
         assert got[-1] == len(TOK.encode(text))  # the token count column
 
 
-def test_a_full_cache_gives_the_same_numbers_and_stops_growing() -> None:
-    roomy, tight = StaticEmbedder(TOK, TABLE), StaticEmbedder(TOK, TABLE, capacity=2)
-    for text in TEXTS * 2:
-        np.testing.assert_allclose(tight.sums(text), roomy.sums(text), rtol=1e-6, atol=1e-6)
+def test_a_full_cache_gives_the_same_numbers_and_stops_growing(
+    kernels: ModuleType | None,
+) -> None:
+    roomy = StaticEmbedder(TOK, TABLE, kernels=kernels)
+    tight = StaticEmbedder(TOK, TABLE, capacity=2, kernels=kernels)
+    for text in TEXTS * 2:  # float32 sums of up to 300 rows, added in another order
+        np.testing.assert_allclose(tight.sums(text), roomy.sums(text), rtol=1e-5, atol=1e-5)
     assert len(tight._rows) == 2
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t ", "\x00\x01\x02", "\ud800"])
-def test_text_without_tokens_reads_as_one_unknown_token(text: str) -> None:
-    got = StaticEmbedder(TOK, TABLE).sums(text)
+def test_text_without_tokens_reads_as_one_unknown_token(
+    text: str, kernels: ModuleType | None
+) -> None:
+    got = StaticEmbedder(TOK, TABLE, kernels=kernels).sums(text)
     np.testing.assert_allclose(got[: TABLE.shape[1]], TABLE[VOCAB["[UNK]"]])
     assert got[-N_TOKEN_STATS:][-1] == 1
 
 
-def test_concurrent_callers_see_complete_rows() -> None:
-    shared = StaticEmbedder(TOK, TABLE, capacity=4)
+def test_concurrent_callers_see_complete_rows(kernels: ModuleType | None) -> None:
+    shared = StaticEmbedder(TOK, TABLE, capacity=4, kernels=kernels)
     texts = [f"{w} the a {i % 7}" for i, w in enumerate(WORDS * 40)]
     expected = [StaticEmbedder(TOK, TABLE).sums(t) for t in texts]
     with ThreadPoolExecutor(8) as pool:
@@ -66,7 +72,7 @@ def test_table_too_small_for_the_vocab_is_refused() -> None:
 def test_shared_long_prefixes_are_summed_from_cached_blocks_with_the_same_result() -> None:
     shared = "why compare the a? def return(the)\n" * 60  # a few-shot style prefix
     texts = [shared + f"the {'a ' * i}why" for i in range(6)] + ["  \n" * 700 + "the a"]
-    cached = StaticEmbedder(TOK, TABLE)
+    cached = StaticEmbedder(TOK, TABLE, kernels=None)  # the compiled path needs no blocks
     for text in texts * 2:
         np.testing.assert_allclose(cached.sums(text), token_level_row(text), rtol=1e-4, atol=1e-4)
     assert cached._blocks  # the shared blocks were admitted on their second sighting

@@ -1,0 +1,111 @@
+"""route()'s compiled scoring: the Python path's numbers on real prompts, or not used."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from compiled_kernels import require_compiled
+
+from router import Router
+from router.compiled_route import PROBES, CompiledRoute
+from router.outcomes import read_outcomes
+from router.static_embedder import StaticEmbedder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def prompts(small_outcomes: Path) -> list[str]:
+    return [x.prompt for x in read_outcomes(small_outcomes, "test")] + list(PROBES)
+
+
+def test_route_uses_the_compiled_scoring_and_matches_the_python_path(
+    trained_bundle: Path, prompts: list[str]
+) -> None:
+    require_compiled()
+    r = Router.load(trained_bundle)
+    assert r.route_path == "compiled"
+    assert r._compiled is not None
+    f = r.featurizer
+    diffs = []
+    for text in prompts:
+        _, stats = f.embedding(text)
+        assert r._compiled.features(text) == f.hand(text, stats)  # same definitions, exactly
+        diffs.append(np.abs(np.array(r._compiled.p_pass(text)) - r._p_python(text)).max())
+    assert max(diffs) < 1e-5
+    batch = r.p_pass_batch(prompts)  # ONNX Runtime on model.onnx
+    single = np.array([list(r.route(t).p_pass.values()) for t in prompts])
+    assert np.abs(single - batch).max() < 1e-5
+
+
+def test_concurrent_routes_equal_sequential_ones(trained_bundle: Path, prompts: list[str]) -> None:
+    require_compiled()
+    shared = Router.load(trained_bundle)  # a cold cache filled by 8 threads at once
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: shared.route(t).p_pass, prompts * 2))
+    ref = Router.load(trained_bundle)
+    for g, text in zip(got, prompts * 2, strict=True):
+        assert g == pytest.approx(ref.route(text).p_pass, abs=1e-6)
+
+
+def test_a_full_chunk_cache_falls_back_to_the_python_path(
+    trained_bundle: Path, prompts: list[str]
+) -> None:
+    hot = require_compiled()
+    r = Router.load(trained_bundle)
+    f = r.featurizer
+    table = np.load(trained_bundle / "static_table.npy")
+    f.embedder = StaticEmbedder(f.tokenizer, table, capacity=8, kernels=hot)  # room for 8 chunks
+    compiled = CompiledRoute.build(f, r.space, r._fast, hot)
+    assert compiled is not None
+    r._compiled = compiled
+    ref = Router.load(trained_bundle)
+    misses = 0
+    for text in prompts[:50]:
+        misses += compiled.p_pass(text) is None
+        assert r.route(text).p_pass == pytest.approx(ref.route(text).p_pass, abs=1e-5)
+    assert misses > 0
+
+
+def test_a_compiled_path_that_disagrees_is_dropped_with_a_warning(
+    trained_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_compiled()
+    monkeypatch.setattr(CompiledRoute, "p_pass", lambda self, text: [0.0, 0.0, 0.0])
+    with pytest.warns(RuntimeWarning, match="differs from the Python path"):
+        r = Router.load(trained_bundle)
+    assert r.route_path == "numpy"
+    assert r.route("What is 2 + 2?").tier in r.ladder.names
+
+
+def test_without_the_kernels_routes_are_the_same(trained_bundle: Path, prompts: list[str]) -> None:
+    code = (
+        "import json, sys\n"
+        "from router import Router\n"
+        "r = Router.load(sys.argv[1])\n"
+        "assert r.route_path == 'numpy', r.route_path\n"
+        "texts = json.load(sys.stdin)\n"
+        "print(json.dumps([r.route(t).p_pass for t in texts]))\n"
+    )
+    texts = [t for t in prompts[:40] if "\ud800" not in t]  # JSON cannot carry a lone surrogate
+    env = {**os.environ, "TIER_ROUTER_PURE_PYTHON": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(trained_bundle)],
+        input=json.dumps(texts),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    r = Router.load(trained_bundle)
+    for g, text in zip(got, texts, strict=True):
+        assert g == pytest.approx(r.route(text).p_pass, abs=1e-5)
