@@ -26,6 +26,13 @@
 #define MAX_WIDTH 2048 /* floats in a pooled row, a joint vector or a logit vector */
 #define MAX_FEATURES 64
 #define MAX_PROBE 32 /* slots a lookup may visit in the chunk table */
+#define ROW_BATCH 16 /* chunk rows fetched ahead of their sum */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
 
 /* The loops that carry the arithmetic get an AVX2/FMA copy, picked at load time on CPUs
  * that have it (GCC function multi-versioning); other builds use the default copy. */
@@ -77,16 +84,25 @@ float_buffer(PyObject *obj, Py_buffer *view, int ndim, int writable, const char 
 /* -------------------------------------------------------------------------------- */
 /* ChunkIndex: whitespace chunk -> row of a matrix                                    */
 
+/* One cache line per slot. A chunk of at most INLINE_CHARS one-byte characters (most
+ * words) is compared against the copy kept in the slot: reaching into the key object
+ * instead costs a cache miss per chunk, about half of what pooling a prompt costs. */
+#define INLINE_CHARS 32
+
 typedef struct {
     uint64_t hash;
     PyObject *key; /* the chunk (str, owned); NULL = empty slot */
     Py_ssize_t row;
+    int32_t len;     /* in code points */
+    int32_t inlined; /* chars holds the key (one-byte kind, len <= INLINE_CHARS) */
+    unsigned char chars[INLINE_CHARS];
 } Slot;
 
 typedef struct {
     PyObject_HEAD
-    Slot *slots;
-    Py_ssize_t cap; /* a power of two, kept at least twice `used` */
+    Slot *slots;     /* cache-line aligned, inside slots_mem */
+    void *slots_mem;
+    Py_ssize_t cap;  /* a power of two, kept at least twice `used` */
     Py_ssize_t used;
     Py_ssize_t limit;
 } ChunkIndex;
@@ -94,12 +110,34 @@ typedef struct {
 static PyTypeObject ChunkIndexType;
 
 static int
-key_equals(PyObject *key, int kind, const void *data, Py_ssize_t start, Py_ssize_t len)
+alloc_slots(ChunkIndex *self, Py_ssize_t cap)
 {
-    if (PyUnicode_GET_LENGTH(key) != len)
+    void *mem = PyMem_Calloc((size_t)cap * sizeof(Slot) + 64, 1);
+    if (mem == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->slots_mem = mem;
+    self->slots = (Slot *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    self->cap = cap;
+    return 0;
+}
+
+static int
+key_equals(const Slot *s, int kind, const void *data, Py_ssize_t start, Py_ssize_t len)
+{
+    if (s->len != len)
         return 0;
-    int kk = PyUnicode_KIND(key);
-    const void *kd = PyUnicode_DATA(key);
+    if (s->inlined) {
+        if (kind == PyUnicode_1BYTE_KIND)
+            return memcmp(s->chars, (const char *)data + start, (size_t)len) == 0;
+        for (Py_ssize_t i = 0; i < len; i++)
+            if (s->chars[i] != PyUnicode_READ(kind, data, start + i))
+                return 0;
+        return 1;
+    }
+    int kk = PyUnicode_KIND(s->key);
+    const void *kd = PyUnicode_DATA(s->key);
     if (kk == kind)
         return memcmp(kd, (const char *)data + start * kind, (size_t)(len * kind)) == 0;
     for (Py_ssize_t i = 0; i < len; i++)
@@ -119,7 +157,7 @@ probe(ChunkIndex *self, uint64_t h, int kind, const void *data, Py_ssize_t start
     size_t i = (size_t)h & mask;
     for (int step = 0; step < MAX_PROBE; step++) {
         Slot *s = &self->slots[i];
-        if (s->key == NULL || (s->hash == h && key_equals(s->key, kind, data, start, len)))
+        if (s->key == NULL || (s->hash == h && key_equals(s, kind, data, start, len)))
             return s;
         i = (i + 1) & mask;
     }
@@ -129,26 +167,35 @@ probe(ChunkIndex *self, uint64_t h, int kind, const void *data, Py_ssize_t start
 static int
 grow(ChunkIndex *self)
 {
-    Py_ssize_t cap = self->cap * 2;
-    Slot *slots = PyMem_Calloc((size_t)cap, sizeof(Slot));
-    if (slots == NULL) {
-        PyErr_NoMemory();
+    Slot *old = self->slots;
+    void *old_mem = self->slots_mem;
+    Py_ssize_t old_cap = self->cap;
+    if (alloc_slots(self, old_cap * 2) < 0)
         return -1;
-    }
-    size_t mask = (size_t)cap - 1;
-    for (Py_ssize_t j = 0; j < self->cap; j++) {
-        Slot *s = &self->slots[j];
-        if (s->key == NULL)
+    size_t mask = (size_t)self->cap - 1;
+    for (Py_ssize_t j = 0; j < old_cap; j++) {
+        if (old[j].key == NULL)
             continue;
-        size_t i = (size_t)s->hash & mask;
-        while (slots[i].key != NULL)
+        size_t i = (size_t)old[j].hash & mask;
+        while (self->slots[i].key != NULL)
             i = (i + 1) & mask;
-        slots[i] = *s;
+        self->slots[i] = old[j];
     }
-    PyMem_Free(self->slots);
-    self->slots = slots;
-    self->cap = cap;
+    PyMem_Free(old_mem);
     return 0;
+}
+
+static void
+fill_slot(Slot *s, uint64_t h, PyObject *chunk, Py_ssize_t row)
+{
+    Py_ssize_t len = PyUnicode_GET_LENGTH(chunk);
+    s->hash = h;
+    s->key = chunk;
+    s->row = row;
+    s->len = (int32_t)len;
+    s->inlined = PyUnicode_KIND(chunk) == PyUnicode_1BYTE_KIND && len <= INLINE_CHARS;
+    if (s->inlined)
+        memcpy(s->chars, PyUnicode_DATA(chunk), (size_t)len);
 }
 
 /* Row of a chunk not in the table: ask Python (which tokenizes it and stores its row,
@@ -183,10 +230,8 @@ miss(ChunkIndex *self, PyObject *lookup, PyObject *text, uint64_t h, Py_ssize_t 
             return -1;
         }
         Slot *s = probe(self, h, PyUnicode_KIND(text), PyUnicode_DATA(text), start, end - start);
-        if (s != NULL && s->key == NULL) {
-            s->hash = h;
-            s->key = chunk; /* the reference moves to the table */
-            s->row = row;
+        if (s != NULL && s->key == NULL && end - start <= INT32_MAX) {
+            fill_slot(s, h, chunk, row); /* the reference moves to the table */
             self->used++;
             return row;
         }
@@ -206,6 +251,8 @@ pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
     int kind = PyUnicode_KIND(text);
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, chunks = 0;
+    const float *pending[ROW_BATCH];
+    int n_pending = 0;
     while (i < n) {
         while (i < n && Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
             i++;
@@ -225,9 +272,21 @@ pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
                              : miss(self, lookup, text, h, start, i, n_rows);
         if (row < 0)
             return -1;
-        add_row(acc, (const float *)rows->buf + row * width, width);
+        /* A prompt's rows lie scattered over the matrix: request each one's memory as
+         * soon as its row is known and add them in batches, so that the fetches overlap. */
+        const float *r = (const float *)rows->buf + row * width;
+        for (Py_ssize_t off = 0; off < width; off += 64 / (Py_ssize_t)sizeof(float))
+            PREFETCH(r + off);
+        pending[n_pending++] = r;
+        if (n_pending == ROW_BATCH) {
+            for (int j = 0; j < n_pending; j++)
+                add_row(acc, pending[j], width);
+            n_pending = 0;
+        }
         chunks++;
     }
+    for (int j = 0; j < n_pending; j++)
+        add_row(acc, pending[j], width);
     return chunks;
 }
 
@@ -271,11 +330,9 @@ ChunkIndex_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     ChunkIndex *self = (ChunkIndex *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->cap = 1024;
-    self->slots = PyMem_Calloc((size_t)self->cap, sizeof(Slot));
-    if (self->slots == NULL) {
+    if (alloc_slots(self, 1024) < 0) {
         Py_DECREF(self);
-        return PyErr_NoMemory();
+        return NULL;
     }
     self->limit = limit;
     return (PyObject *)self;
@@ -287,7 +344,7 @@ ChunkIndex_dealloc(ChunkIndex *self)
     if (self->slots != NULL) {
         for (Py_ssize_t j = 0; j < self->cap; j++)
             Py_XDECREF(self->slots[j].key);
-        PyMem_Free(self->slots);
+        PyMem_Free(self->slots_mem);
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -316,7 +373,8 @@ static PyTypeObject ChunkIndexType = {
     .tp_basicsize = sizeof(ChunkIndex),
     .tp_dealloc = (destructor)ChunkIndex_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "ChunkIndex(limit): remembers the rows of at most `limit` chunks.",
+    .tp_doc = "ChunkIndex(limit): remembers the rows of at most `limit` chunks\n"
+              "(64 bytes per slot, at most 4 slots per chunk).",
     .tp_methods = ChunkIndex_methods,
     .tp_as_sequence = &ChunkIndex_as_sequence,
     .tp_new = ChunkIndex_new,
