@@ -56,7 +56,8 @@ def _session(path: Path, threads: int) -> Any:
 
 class Router:
     """Thread-safe: ONNX Runtime sessions allow concurrent runs, the static embedder's
-    chunk cache takes a lock to grow, and nothing else mutates."""
+    chunk cache takes a lock to grow, the compiled scoring runs under the GIL (and looks
+    its table up again after any call back into Python), and nothing else mutates."""
 
     def __init__(
         self,
