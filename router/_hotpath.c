@@ -25,6 +25,7 @@
 #define N_GROUPS 8     /* symbol groups scan_bytes can count (bits of a table byte) */
 #define MAX_WIDTH 2048 /* floats in a pooled row, a joint vector or a logit vector */
 #define MAX_FEATURES 64
+#define MAX_TIERS 64
 #define MAX_PROBE 32 /* slots a lookup may visit in the chunk table */
 #define ROW_BATCH 16 /* chunk rows fetched ahead of their sum */
 
@@ -510,19 +511,40 @@ features_into(FastPath *self, PyObject *low, Py_buffer *raw, Py_ssize_t n_chars,
     return 0;
 }
 
-static PyObject *
-FastPath_p_pass(FastPath *self, PyObject *args)
+/* Parse (low, raw, n_chars, lookup), then features_into. */
+static int
+featurize_args(FastPath *self, PyObject *args, const char *format, float *sums, double *f)
 {
     PyObject *low, *lookup;
     Py_buffer raw;
     Py_ssize_t n_chars;
-    if (!PyArg_ParseTuple(args, "Uy*nO:p_pass", &low, &raw, &n_chars, &lookup))
-        return NULL;
-    float sums[MAX_WIDTH], x[MAX_WIDTH], e[MAX_WIDTH], nd[MAX_WIDTH];
-    double f[MAX_FEATURES];
+    if (!PyArg_ParseTuple(args, format, &low, &raw, &n_chars, &lookup))
+        return -1;
     int failed = features_into(self, low, &raw, n_chars, lookup, sums, f);
     PyBuffer_Release(&raw);
-    if (failed)
+    return failed;
+}
+
+static PyObject *
+list_of_doubles(const double *v, Py_ssize_t n)
+{
+    PyObject *result = PyList_New(n);
+    for (Py_ssize_t j = 0; result != NULL && j < n; j++) {
+        PyObject *x = PyFloat_FromDouble(v[j]);
+        if (x == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, j, x);
+    }
+    return result;
+}
+
+static PyObject *
+FastPath_p_pass(FastPath *self, PyObject *args)
+{
+    float sums[MAX_WIDTH], x[MAX_WIDTH], e[MAX_WIDTH], nd[MAX_WIDTH];
+    double f[MAX_FEATURES];
+    if (featurize_args(self, args, "Uy*nO:p_pass", sums, f) < 0)
         return NULL;
     /* JointSpace.apply_one without a dense part: [emb / |emb|, z] / sqrt(1 + |z|^2). */
     Py_ssize_t d = self->dims, nh = self->n_hand;
@@ -539,54 +561,31 @@ FastPath_p_pass(FastPath *self, PyObject *args)
         x[i] = (float)(sums[i] * s);
     for (Py_ssize_t i = 0; i < nh; i++)
         x[d + i] = (float)(z[i] * c);
-    /* ClusterPredictor.p_pass: exp(x @ centroids) @ rates, then each set's ratio. */
+    /* ClusterPredictor.p_pass: exp(x @ centroids) @ rates, then the mean of the sets'
+     * ratios (rates already carry the 1 / sets). */
     Py_ssize_t k = self->centroids.shape[1], m = self->rates.shape[1];
     vec_mat(x, self->centroids.buf, e, d + nh, k);
     for (Py_ssize_t j = 0; j < k; j++)
         e[j] = expf(e[j]);
     vec_mat(e, self->rates.buf, nd, k, m);
-    PyObject *result = PyList_New(self->tiers);
-    if (result == NULL)
-        return NULL;
+    double p[MAX_TIERS];
     Py_ssize_t den = self->sets * self->tiers;
     for (Py_ssize_t t = 0; t < self->tiers; t++) {
-        double p = 0.0;
+        p[t] = 0.0;
         for (Py_ssize_t g = 0; g < self->sets; g++)
-            p += (double)nd[g * self->tiers + t] / nd[den + g];
-        PyObject *v = PyFloat_FromDouble(p);
-        if (v == NULL) {
-            Py_DECREF(result);
-            return NULL;
-        }
-        PyList_SET_ITEM(result, t, v);
+            p[t] += (double)nd[g * self->tiers + t] / nd[den + g];
     }
-    return result;
+    return list_of_doubles(p, self->tiers);
 }
 
 static PyObject *
 FastPath_features(FastPath *self, PyObject *args)
 {
-    PyObject *low, *lookup;
-    Py_buffer raw;
-    Py_ssize_t n_chars;
-    if (!PyArg_ParseTuple(args, "Uy*nO:features", &low, &raw, &n_chars, &lookup))
-        return NULL;
     float sums[MAX_WIDTH];
     double f[MAX_FEATURES];
-    int failed = features_into(self, low, &raw, n_chars, lookup, sums, f);
-    PyBuffer_Release(&raw);
-    if (failed)
+    if (featurize_args(self, args, "Uy*nO:features", sums, f) < 0)
         return NULL;
-    Py_ssize_t n = n_features(self);
-    PyObject *result = PyList_New(n);
-    for (Py_ssize_t j = 0; result != NULL && j < n; j++) {
-        PyObject *v = PyFloat_FromDouble(f[j]);
-        if (v == NULL)
-            Py_CLEAR(result);
-        else
-            PyList_SET_ITEM(result, j, v);
-    }
-    return result;
+    return list_of_doubles(f, n_features(self));
 }
 
 static int
@@ -692,7 +691,7 @@ FastPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         width != dims + keywords + 2 || self->empty.shape[0] != width ||
         self->centroids.shape[0] != dims + self->n_hand || dims + self->n_hand > MAX_WIDTH ||
         k > MAX_WIDTH || self->rates.shape[0] != k || m > MAX_WIDTH || m % sets != 0 ||
-        m / sets < 2) {
+        m / sets < 2 || m / sets - 1 > MAX_TIERS) {
         PyErr_SetString(PyExc_ValueError,
                         "inconsistent shapes: rows (N, dims + keywords + 2), empty (width,), "
                         "centroids (dims + hands, K), rates (K, sets * (tiers + 1))");
