@@ -199,11 +199,14 @@ fill_slot(Slot *s, uint64_t h, PyObject *chunk, Py_ssize_t row)
         memcpy(s->chars, PyUnicode_DATA(chunk), (size_t)len);
 }
 
-/* Row of a chunk not in the table: ask Python (which tokenizes it and stores its row,
- * or raises when its own cache is full), then remember the answer if there is room. */
+#define ROW_IS_VECTOR (-2)
+
+/* Row of a chunk not in the table: ask Python, which tokenizes the chunk and stores its
+ * row, then remember the answer if there is room. When Python's own cache is full it
+ * answers with the row's values instead: *vector is set and ROW_IS_VECTOR returned. */
 static Py_ssize_t
 miss(ChunkIndex *self, PyObject *lookup, PyObject *text, uint64_t h, Py_ssize_t start,
-     Py_ssize_t end, Py_ssize_t n_rows)
+     Py_ssize_t end, Py_ssize_t n_rows, PyObject **vector)
 {
     PyObject *chunk = PyUnicode_Substring(text, start, end);
     if (chunk == NULL)
@@ -212,6 +215,11 @@ miss(ChunkIndex *self, PyObject *lookup, PyObject *text, uint64_t h, Py_ssize_t 
     if (res == NULL) {
         Py_DECREF(chunk);
         return -1;
+    }
+    if (!PyLong_Check(res)) {
+        Py_DECREF(chunk);
+        *vector = res;
+        return ROW_IS_VECTOR;
     }
     Py_ssize_t row = PyLong_AsSsize_t(res);
     Py_DECREF(res);
@@ -241,8 +249,38 @@ miss(ChunkIndex *self, PyObject *lookup, PyObject *text, uint64_t h, Py_ssize_t 
     return row;
 }
 
-/* acc[0:width] = sum of rows[row(chunk)] over text's whitespace chunks (str.split()
- * semantics). Returns the number of chunks, or -1 with an exception set. */
+static void
+flush(float *acc, const float **pending, int *n_pending, Py_ssize_t width)
+{
+    for (int j = 0; j < *n_pending; j++)
+        add_row(acc, pending[j], width);
+    *n_pending = 0;
+}
+
+static int
+add_vector(float *acc, PyObject *vector, Py_ssize_t width)
+{
+    Py_buffer v;
+    if (!PyObject_CheckBuffer(vector)) {
+        PyErr_Format(PyExc_TypeError, "lookup must return a row index or a float32 row, got %s",
+                     Py_TYPE(vector)->tp_name);
+        return -1;
+    }
+    if (float_buffer(vector, &v, 1, 0, "a row from lookup") < 0)
+        return -1;
+    int ok = v.shape[0] == width;
+    if (ok)
+        add_row(acc, v.buf, width);
+    else
+        PyErr_Format(PyExc_ValueError, "a row from lookup must hold %zd floats", width);
+    PyBuffer_Release(&v);
+    return ok ? 0 : -1;
+}
+
+/* acc[0:width] = sum of the rows of text's whitespace chunks (str.split() semantics),
+ * added in text order whether a row comes from the matrix or from lookup, so that the
+ * result does not depend on what is cached. Returns the number of chunks, or -1 with an
+ * exception set. */
 static Py_ssize_t
 pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
           PyObject *lookup)
@@ -268,9 +306,19 @@ pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
             h = (h ^ c) * 1099511628211ULL;
         }
         Slot *s = probe(self, h, kind, data, start, i - start);
+        PyObject *vector = NULL;
         Py_ssize_t row = s != NULL && s->key != NULL
                              ? s->row
-                             : miss(self, lookup, text, h, start, i, n_rows);
+                             : miss(self, lookup, text, h, start, i, n_rows, &vector);
+        if (row == ROW_IS_VECTOR) {
+            flush(acc, pending, &n_pending, width);
+            int failed = add_vector(acc, vector, width);
+            Py_DECREF(vector);
+            if (failed)
+                return -1;
+            chunks++;
+            continue;
+        }
         if (row < 0)
             return -1;
         /* A prompt's rows lie scattered over the matrix: request each one's memory as
@@ -279,15 +327,11 @@ pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
         for (Py_ssize_t off = 0; off < width; off += 64 / (Py_ssize_t)sizeof(float))
             PREFETCH(r + off);
         pending[n_pending++] = r;
-        if (n_pending == ROW_BATCH) {
-            for (int j = 0; j < n_pending; j++)
-                add_row(acc, pending[j], width);
-            n_pending = 0;
-        }
+        if (n_pending == ROW_BATCH)
+            flush(acc, pending, &n_pending, width);
         chunks++;
     }
-    for (int j = 0; j < n_pending; j++)
-        add_row(acc, pending[j], width);
+    flush(acc, pending, &n_pending, width);
     return chunks;
 }
 
@@ -360,7 +404,8 @@ static PyMethodDef ChunkIndex_methods[] = {
     {"pool", (PyCFunction)ChunkIndex_pool, METH_VARARGS,
      "pool(text, rows, out, lookup) -> chunks\n\n"
      "Set out to the sum of rows[lookup(chunk)] over text's whitespace chunks\n"
-     "(str.split() semantics); lookup is called only for chunks not seen before."},
+     "(str.split() semantics); lookup is called only for chunks not seen before and\n"
+     "returns a row index, or the row's values (float32) when it keeps no row."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,7 +6,11 @@ class ChunkIndex:
     def __init__(self, limit: int) -> None: ...
     def __len__(self) -> int: ...
     def pool(
-        self, text: str, rows: np.ndarray, out: np.ndarray, lookup: Callable[[str], int]
+        self,
+        text: str,
+        rows: np.ndarray,
+        out: np.ndarray,
+        lookup: Callable[[str], int | np.ndarray],
     ) -> int: ...
 
 class FastPath:
@@ -30,10 +34,10 @@ class FastPath:
         sets: int,
     ) -> None: ...
     def p_pass(
-        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int]
+        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | np.ndarray]
     ) -> list[float]: ...
     def features(
-        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int]
+        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | np.ndarray]
     ) -> list[float]: ...
 
 def scan_bytes(raw: bytes, table: bytes, patterns: tuple[bytes, ...]) -> tuple[int, ...]: ...

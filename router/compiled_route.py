@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
+import numpy as np
+
 from router.cluster_predictor import ClusterPredictor
 from router.compiled import HOTPATH
 from router.featurizer import Featurizer, window_text
 from router.joint_space import JointSpace
-from router.static_embedder import CacheFull
 from router.text_features import MAX_SCAN, compiled_tables
 
 # Prompts that exercise every feature: empty, whitespace only, code, math, choices,
@@ -48,7 +49,7 @@ class CompiledRoute:
             raise ValueError("the static embedder was built without the compiled kernels")
         keywords, symbols, group_bits, patterns = compiled_tables()
         self._config = featurizer.config
-        self._lookup = emb.row_of
+        self._lookup = emb.row_or_vector
         self._path = kernels.FastPath(
             index=emb.index,
             rows=emb.chunk_rows,
@@ -83,23 +84,17 @@ class CompiledRoute:
         except ValueError:  # shapes beyond the C limits, e.g. thousands of clusters
             return None
 
-    def _inputs(self, text: str) -> tuple[str, bytes, int, Callable[[str], int]]:
+    def _inputs(self, text: str) -> tuple[str, bytes, int, Callable[[str], int | np.ndarray]]:
         c = self._config
         low = window_text(text, c.head_chars, c.tail_chars).lower()
         return low, text[:MAX_SCAN].encode("utf-8", "surrogatepass"), len(text), self._lookup
 
-    def p_pass(self, text: str) -> list[float] | None:
-        """P(pass) per tier, or None when the chunk cache is full (use the Python path)."""
-        try:
-            p: list[float] = self._path.p_pass(*self._inputs(text))
-        except CacheFull:
-            return None
+    def p_pass(self, text: str) -> list[float]:
+        """P(pass) per tier."""
+        p: list[float] = self._path.p_pass(*self._inputs(text))
         return p
 
-    def features(self, text: str) -> list[float] | None:
+    def features(self, text: str) -> list[float]:
         """The hand features as the C code computes them (for parity tests)."""
-        try:
-            f: list[float] = self._path.features(*self._inputs(text))
-        except CacheFull:
-            return None
+        f: list[float] = self._path.features(*self._inputs(text))
         return f

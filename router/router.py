@@ -118,7 +118,7 @@ class Router:
         """Use the compiled scoring only where it gives the Python path's numbers."""
         for text in PROBES:
             got, expected = compiled.p_pass(text), self._p_python(text)
-            if got is None or not np.allclose(got, expected, rtol=0, atol=TOLERANCE):
+            if not np.allclose(got, expected, rtol=0, atol=TOLERANCE):
                 warnings.warn(
                     f"{self.source}: compiled route() scoring differs from the Python path "
                     f"({got} vs {expected}); using the Python path",
@@ -238,9 +238,7 @@ class Router:
     def _p_one(self, text: str) -> list[float]:
         """P(pass) for one prompt: the latency-critical path (see compiled_route)."""
         if self._compiled is not None:
-            p = self._compiled.p_pass(text)
-            if p is not None:
-                return p
+            return self._compiled.p_pass(text)
         return self._p_python(text)
 
     def _p_python(self, text: str) -> list[float]:

@@ -37,7 +37,7 @@ BLOCK_CAPACITY = 4096  # ~2 MB
 _SEEN_LIMIT = 1 << 16
 
 
-class CacheFull(Exception):
+class _CacheFull(Exception):
     """A new chunk arrived after the cache stopped growing."""
 
 
@@ -106,9 +106,13 @@ class StaticEmbedder:
         """What a prompt without any token sums to (one [UNK])."""
         return self._empty
 
-    def row_of(self, chunk: str) -> int:
-        """Row of `chunk` in chunk_rows, computed on first sight; raises CacheFull."""
-        return self._rows[chunk]
+    def row_or_vector(self, chunk: str) -> int | np.ndarray:
+        """Row of `chunk` in chunk_rows, computed on first sight; once the cache is full,
+        the row's values instead (the same numbers, not kept)."""
+        try:
+            return self._rows[chunk]
+        except _CacheFull:
+            return self._chunk_vector(chunk)
 
     @property
     def width(self) -> int:
@@ -127,7 +131,7 @@ class StaticEmbedder:
             if row is not None:
                 return row
             if self._used >= len(self._chunks):
-                raise CacheFull
+                raise _CacheFull
             row = self._used
             self._chunks[row] = self._chunk_vector(chunk)
             self._used += 1
@@ -139,12 +143,8 @@ class StaticEmbedder:
         low = text.lower()
         if self._index is not None:
             out = np.empty(self._chunks.shape[1], dtype=np.float32)
-            try:
-                n = self._index.pool(low, self._chunks, out, self.row_of)
-            except CacheFull:
-                pass  # the Python path below handles chunks that no longer fit
-            else:
-                return out if n and out[-1] > 0 else self._empty.copy()
+            n = self._index.pool(low, self._chunks, out, self.row_or_vector)
+            return out if n and out[-1] > 0 else self._empty.copy()
         hits, chunks = self._split_blocks(low) if len(low) > 2 * BLOCK_CHARS else ([], low.split())
         if chunks:
             out = self._chunk_sums(chunks)
@@ -160,7 +160,7 @@ class StaticEmbedder:
         try:
             rows = list(map(self._rows.__getitem__, chunks))
             return self._sum(self._chunks.take(rows, axis=0))
-        except CacheFull:
+        except _CacheFull:
             return self._sum(np.stack([self._uncached(c) for c in chunks]))
 
     def _split_blocks(self, low: str) -> tuple[list[np.ndarray], list[str]]:

@@ -55,9 +55,7 @@ def test_concurrent_routes_equal_sequential_ones(trained_bundle: Path, prompts: 
         assert g == pytest.approx(ref.route(text).p_pass, abs=1e-6)
 
 
-def test_a_full_chunk_cache_falls_back_to_the_python_path(
-    trained_bundle: Path, prompts: list[str]
-) -> None:
+def test_a_full_chunk_cache_changes_no_number(trained_bundle: Path, prompts: list[str]) -> None:
     hot = require_compiled()
     r = Router.load(trained_bundle)
     f = r.featurizer
@@ -65,13 +63,12 @@ def test_a_full_chunk_cache_falls_back_to_the_python_path(
     f.embedder = StaticEmbedder(f.tokenizer, table, capacity=8, kernels=hot)  # room for 8 chunks
     compiled = CompiledRoute.build(f, r.space, r._fast, hot)
     assert compiled is not None
-    r._compiled = compiled
     ref = Router.load(trained_bundle)
-    misses = 0
     for text in prompts[:50]:
-        misses += compiled.p_pass(text) is None
-        assert r.route(text).p_pass == pytest.approx(ref.route(text).p_pass, abs=1e-5)
-    assert misses > 0
+        # Rows come from the cache or, once it is full, straight from the tokenizer, and
+        # are added in text order either way: the same bits.
+        assert compiled.p_pass(text) == ref._compiled.p_pass(text)
+    assert len(f.embedder.index) == 8
 
 
 def test_a_compiled_path_that_disagrees_is_dropped_with_a_warning(

@@ -14,7 +14,7 @@ from compiled_kernels import require_compiled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.static_embedder import CacheFull, StaticEmbedder
+from router.static_embedder import StaticEmbedder
 from router.text_features import compiled_tables, text_features
 from router.wordpiece import WordPieceTokenizer
 
@@ -78,12 +78,20 @@ def test_pool_validates_its_arguments(hot: ModuleType) -> None:
         index.pool("a", rows, np.empty(5, dtype=np.float32), lambda c: 0)
     with pytest.raises(IndexError, match="outside"):
         index.pool("a", rows, out, lambda c: 9)
-    with pytest.raises(CacheFull):
-        index.pool("b", rows, out, lambda c: (_ for _ in ()).throw(CacheFull()))
+    with pytest.raises(KeyError):  # an error in lookup reaches the caller
+        index.pool("b", rows, out, {}.__getitem__)
+    with pytest.raises(ValueError, match="3 floats"):  # lookup's own row, of the wrong width
+        index.pool("c", rows, out, lambda c: np.ones(2, dtype=np.float32))
+    with pytest.raises(TypeError, match="row index or a float32 row, got str"):
+        index.pool("d", rows, out, lambda c: "not a row")
     with pytest.raises(ValueError):
         hot.ChunkIndex(0)
     assert index.pool("a b  a", rows, out, lambda c: {"a": 0, "b": 1}[c]) == 3
     np.testing.assert_array_equal(out, [3, 3, 3])
+    # A row lookup does not keep is added as given, and asked for again next time.
+    kept_none = np.array([10, 20, 30], dtype=np.float32)
+    assert index.pool("e e a", rows, out, lambda c: kept_none) == 3
+    np.testing.assert_array_equal(out, [21, 41, 61])
 
 
 def test_the_index_stops_growing_at_its_limit_and_stays_correct(hot: ModuleType) -> None:
