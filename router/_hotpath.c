@@ -83,19 +83,24 @@ float_buffer(PyObject *obj, Py_buffer *view, int ndim, int writable, const char 
 }
 
 /* -------------------------------------------------------------------------------- */
-/* ChunkIndex: whitespace chunk -> row of a matrix                                    */
+/* ChunkIndex: whitespace chunk -> row of a matrix, or its token ids                   */
 
 /* One cache line per slot. A chunk of at most INLINE_CHARS one-byte characters (most
  * words) is compared against the copy kept in the slot: reaching into the key object
  * instead costs a cache miss per chunk, about half of what pooling a prompt costs. */
 #define INLINE_CHARS 32
+#define INLINED 1 /* chars holds the key (one-byte kind, len <= INLINE_CHARS) */
+#define HAS_IDS 2 /* the chunk has no row (Python's cache is full): value.ids */
 
 typedef struct {
     uint64_t hash;
     PyObject *key; /* the chunk (str, owned); NULL = empty slot */
-    Py_ssize_t row;
-    int32_t len;     /* in code points */
-    int32_t inlined; /* chars holds the key (one-byte kind, len <= INLINE_CHARS) */
+    union {
+        Py_ssize_t row;
+        PyObject *ids; /* tuple of token ids (owned) */
+    } value;
+    int32_t len; /* in code points */
+    int32_t flags;
     unsigned char chars[INLINE_CHARS];
 } Slot;
 
@@ -129,7 +134,7 @@ key_equals(const Slot *s, int kind, const void *data, Py_ssize_t start, Py_ssize
 {
     if (s->len != len)
         return 0;
-    if (s->inlined) {
+    if (s->flags & INLINED) {
         if (kind == PyUnicode_1BYTE_KIND)
             return memcmp(s->chars, (const char *)data + start, (size_t)len) == 0;
         for (Py_ssize_t i = 0; i < len; i++)
@@ -186,27 +191,51 @@ grow(ChunkIndex *self)
     return 0;
 }
 
-static void
-fill_slot(Slot *s, uint64_t h, PyObject *chunk, Py_ssize_t row)
+#define ROW_IS_IDS (-2)
+
+/* Keep the chunk's row (ids == NULL) or token ids in the table, if there is room.
+ * Steals the reference to chunk. */
+static int
+remember(ChunkIndex *self, PyObject *text, uint64_t h, Py_ssize_t start, PyObject *chunk,
+         Py_ssize_t row, PyObject *ids)
 {
     Py_ssize_t len = PyUnicode_GET_LENGTH(chunk);
+    if (self->used >= self->limit || len > INT32_MAX) {
+        Py_DECREF(chunk);
+        return 0;
+    }
+    if ((self->used + 1) * 2 > self->cap && grow(self) < 0) {
+        Py_DECREF(chunk);
+        return -1;
+    }
+    Slot *s = probe(self, h, PyUnicode_KIND(text), PyUnicode_DATA(text), start, len);
+    if (s == NULL || s->key != NULL) { /* a run too long, or another thread was first */
+        Py_DECREF(chunk);
+        return 0;
+    }
     s->hash = h;
     s->key = chunk;
-    s->row = row;
     s->len = (int32_t)len;
-    s->inlined = PyUnicode_KIND(chunk) == PyUnicode_1BYTE_KIND && len <= INLINE_CHARS;
-    if (s->inlined)
+    s->flags = PyUnicode_KIND(chunk) == PyUnicode_1BYTE_KIND && len <= INLINE_CHARS ? INLINED : 0;
+    if (s->flags & INLINED)
         memcpy(s->chars, PyUnicode_DATA(chunk), (size_t)len);
+    if (ids != NULL) {
+        Py_INCREF(ids);
+        s->value.ids = ids;
+        s->flags |= HAS_IDS;
+    } else {
+        s->value.row = row;
+    }
+    self->used++;
+    return 0;
 }
 
-#define ROW_IS_VECTOR (-2)
-
-/* Row of a chunk not in the table: ask Python, which tokenizes the chunk and stores its
- * row, then remember the answer if there is room. When Python's own cache is full it
- * answers with the row's values instead: *vector is set and ROW_IS_VECTOR returned. */
+/* A chunk not in the table: ask Python, which tokenizes it and returns its row in the
+ * matrix or, when its own cache is full, its token ids (*ids, a new reference, and
+ * ROW_IS_IDS returned); then remember the answer if there is room. */
 static Py_ssize_t
 miss(ChunkIndex *self, PyObject *lookup, PyObject *text, uint64_t h, Py_ssize_t start,
-     Py_ssize_t end, Py_ssize_t n_rows, PyObject **vector)
+     Py_ssize_t end, Py_ssize_t n_rows, PyObject **ids)
 {
     PyObject *chunk = PyUnicode_Substring(text, start, end);
     if (chunk == NULL)
@@ -216,36 +245,28 @@ miss(ChunkIndex *self, PyObject *lookup, PyObject *text, uint64_t h, Py_ssize_t 
         Py_DECREF(chunk);
         return -1;
     }
-    if (!PyLong_Check(res)) {
-        Py_DECREF(chunk);
-        *vector = res;
-        return ROW_IS_VECTOR;
-    }
-    Py_ssize_t row = PyLong_AsSsize_t(res);
-    Py_DECREF(res);
-    if (row == -1 && PyErr_Occurred()) {
-        Py_DECREF(chunk);
-        return -1;
-    }
-    if (row < 0 || row >= n_rows) {
-        Py_DECREF(chunk);
-        PyErr_Format(PyExc_IndexError, "chunk row %zd outside the %zd-row matrix", row, n_rows);
-        return -1;
-    }
-    /* The call ran Python code, which may have used this index: probe again. */
-    if (self->used < self->limit) {
-        if ((self->used + 1) * 2 > self->cap && grow(self) < 0) {
+    Py_ssize_t row = ROW_IS_IDS;
+    if (PyTuple_Check(res)) {
+        *ids = res;
+    } else {
+        row = PyLong_AsSsize_t(res);
+        Py_DECREF(res);
+        if (row == -1 && PyErr_Occurred()) {
             Py_DECREF(chunk);
             return -1;
         }
-        Slot *s = probe(self, h, PyUnicode_KIND(text), PyUnicode_DATA(text), start, end - start);
-        if (s != NULL && s->key == NULL && end - start <= INT32_MAX) {
-            fill_slot(s, h, chunk, row); /* the reference moves to the table */
-            self->used++;
-            return row;
+        if (row < 0 || row >= n_rows) {
+            Py_DECREF(chunk);
+            PyErr_Format(PyExc_IndexError, "chunk row %zd outside the %zd-row matrix", row,
+                         n_rows);
+            return -1;
         }
     }
-    Py_DECREF(chunk);
+    /* The call ran Python code, which may have used this index: remember probes again. */
+    if (remember(self, text, h, start, chunk, row, *ids) < 0) {
+        Py_CLEAR(*ids);
+        return -1;
+    }
     return row;
 }
 
@@ -257,34 +278,41 @@ flush(float *acc, const float **pending, int *n_pending, Py_ssize_t width)
     *n_pending = 0;
 }
 
+/* acc += the chunk's row computed from its token ids: the token rows summed in order
+ * into `row` first, as numpy computes the rows it caches, so the bits are the same. */
 static int
-add_vector(float *acc, PyObject *vector, Py_ssize_t width)
+add_token_rows(float *acc, PyObject *ids, const Py_buffer *tokens, float *row)
 {
-    Py_buffer v;
-    if (!PyObject_CheckBuffer(vector)) {
-        PyErr_Format(PyExc_TypeError, "lookup must return a row index or a float32 row, got %s",
-                     Py_TYPE(vector)->tp_name);
-        return -1;
+    Py_ssize_t width = tokens->shape[1], n = PyTuple_GET_SIZE(ids);
+    memset(row, 0, (size_t)width * sizeof(float));
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t id = PyLong_AsSsize_t(PyTuple_GET_ITEM(ids, k));
+        if (id == -1 && PyErr_Occurred())
+            return -1;
+        if (id < 0 || id >= tokens->shape[0]) {
+            PyErr_Format(PyExc_IndexError, "token id %zd outside the %zd-row token table", id,
+                         tokens->shape[0]);
+            return -1;
+        }
+        const float *t = (const float *)tokens->buf + id * width;
+        if (k == 0)
+            memcpy(row, t, (size_t)width * sizeof(float));
+        else
+            add_row(row, t, width);
     }
-    if (float_buffer(vector, &v, 1, 0, "a row from lookup") < 0)
-        return -1;
-    int ok = v.shape[0] == width;
-    if (ok)
-        add_row(acc, v.buf, width);
-    else
-        PyErr_Format(PyExc_ValueError, "a row from lookup must hold %zd floats", width);
-    PyBuffer_Release(&v);
-    return ok ? 0 : -1;
+    add_row(acc, row, width);
+    return 0;
 }
 
 /* acc[0:width] = sum of the rows of text's whitespace chunks (str.split() semantics),
- * added in text order whether a row comes from the matrix or from lookup, so that the
- * result does not depend on what is cached. Returns the number of chunks, or -1 with an
- * exception set. */
+ * added in text order whether a row comes from the matrix or from token ids, so that
+ * the result does not depend on what is cached. Returns the number of chunks, or -1
+ * with an exception set. */
 static Py_ssize_t
-pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
-          PyObject *lookup)
+pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, const Py_buffer *tokens,
+          float *acc, PyObject *lookup)
 {
+    float scratch[MAX_WIDTH];
     Py_ssize_t width = rows->shape[1], n_rows = rows->shape[0];
     memset(acc, 0, (size_t)width * sizeof(float));
     int kind = PyUnicode_KIND(text);
@@ -306,14 +334,20 @@ pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
             h = (h ^ c) * 1099511628211ULL;
         }
         Slot *s = probe(self, h, kind, data, start, i - start);
-        PyObject *vector = NULL;
-        Py_ssize_t row = s != NULL && s->key != NULL
-                             ? s->row
-                             : miss(self, lookup, text, h, start, i, n_rows, &vector);
-        if (row == ROW_IS_VECTOR) {
+        PyObject *ids = NULL; /* owned when set */
+        Py_ssize_t row;
+        if (s == NULL || s->key == NULL) {
+            row = miss(self, lookup, text, h, start, i, n_rows, &ids);
+        } else if (s->flags & HAS_IDS) {
+            ids = Py_NewRef(s->value.ids);
+            row = ROW_IS_IDS;
+        } else {
+            row = s->value.row;
+        }
+        if (row == ROW_IS_IDS) {
             flush(acc, pending, &n_pending, width);
-            int failed = add_vector(acc, vector, width);
-            Py_DECREF(vector);
+            int failed = add_token_rows(acc, ids, tokens, scratch);
+            Py_DECREF(ids);
             if (failed)
                 return -1;
             chunks++;
@@ -338,25 +372,33 @@ pool_into(ChunkIndex *self, PyObject *text, const Py_buffer *rows, float *acc,
 static PyObject *
 ChunkIndex_pool(ChunkIndex *self, PyObject *args)
 {
-    PyObject *text, *rows_obj, *out_obj, *lookup;
-    if (!PyArg_ParseTuple(args, "UOOO:pool", &text, &rows_obj, &out_obj, &lookup))
+    PyObject *text, *rows_obj, *tokens_obj, *out_obj, *lookup;
+    if (!PyArg_ParseTuple(args, "UOOOO:pool", &text, &rows_obj, &tokens_obj, &out_obj, &lookup))
         return NULL;
-    Py_buffer rows, out;
+    Py_buffer rows, tokens, out;
     if (float_buffer(rows_obj, &rows, 2, 0, "rows") < 0)
         return NULL;
-    if (float_buffer(out_obj, &out, 1, 1, "out") < 0) {
+    if (float_buffer(tokens_obj, &tokens, 2, 0, "tokens") < 0) {
         PyBuffer_Release(&rows);
         return NULL;
     }
+    if (float_buffer(out_obj, &out, 1, 1, "out") < 0) {
+        PyBuffer_Release(&rows);
+        PyBuffer_Release(&tokens);
+        return NULL;
+    }
     PyObject *result = NULL;
-    if (out.shape[0] != rows.shape[1]) {
-        PyErr_Format(PyExc_ValueError, "out must hold %zd floats (a row)", rows.shape[1]);
+    Py_ssize_t width = rows.shape[1];
+    if (out.shape[0] != width || tokens.shape[1] != width || width > MAX_WIDTH) {
+        PyErr_Format(PyExc_ValueError,
+                     "out must hold %zd floats (a row), tokens have rows of that width", width);
     } else {
-        Py_ssize_t chunks = pool_into(self, text, &rows, (float *)out.buf, lookup);
+        Py_ssize_t chunks = pool_into(self, text, &rows, &tokens, (float *)out.buf, lookup);
         if (chunks >= 0)
             result = PyLong_FromSsize_t(chunks);
     }
     PyBuffer_Release(&rows);
+    PyBuffer_Release(&tokens);
     PyBuffer_Release(&out);
     return result;
 }
@@ -387,8 +429,11 @@ static void
 ChunkIndex_dealloc(ChunkIndex *self)
 {
     if (self->slots != NULL) {
-        for (Py_ssize_t j = 0; j < self->cap; j++)
+        for (Py_ssize_t j = 0; j < self->cap; j++) {
             Py_XDECREF(self->slots[j].key);
+            if (self->slots[j].flags & HAS_IDS)
+                Py_DECREF(self->slots[j].value.ids);
+        }
         PyMem_Free(self->slots_mem);
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -402,10 +447,11 @@ ChunkIndex_len(ChunkIndex *self)
 
 static PyMethodDef ChunkIndex_methods[] = {
     {"pool", (PyCFunction)ChunkIndex_pool, METH_VARARGS,
-     "pool(text, rows, out, lookup) -> chunks\n\n"
+     "pool(text, rows, tokens, out, lookup) -> chunks\n\n"
      "Set out to the sum of rows[lookup(chunk)] over text's whitespace chunks\n"
      "(str.split() semantics); lookup is called only for chunks not seen before and\n"
-     "returns a row index, or the row's values (float32) when it keeps no row."},
+     "returns a row index, or, when it keeps no row, the chunk's token ids (a tuple),\n"
+     "whose rows of tokens are then summed."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -419,8 +465,8 @@ static PyTypeObject ChunkIndexType = {
     .tp_basicsize = sizeof(ChunkIndex),
     .tp_dealloc = (destructor)ChunkIndex_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "ChunkIndex(limit): remembers the rows of at most `limit` chunks\n"
-              "(64 bytes per slot, at most 4 slots per chunk).",
+    .tp_doc = "ChunkIndex(limit): remembers the rows (or token ids) of at most `limit`\n"
+              "chunks (64 bytes per slot, at most 4 slots per chunk).",
     .tp_methods = ChunkIndex_methods,
     .tp_as_sequence = &ChunkIndex_as_sequence,
     .tp_new = ChunkIndex_new,
@@ -507,11 +553,16 @@ scan_bytes(PyObject *mod, PyObject *args)
 /* -------------------------------------------------------------------------------- */
 /* FastPath: a static-embedding bundle's P(pass) for one prompt                       */
 
+/* The arrays a FastPath reads, held (as buffers) for its lifetime. */
+enum { ROWS, TOKENS, EMPTY, CENTROIDS, RATES, N_ARRAYS };
+static const char *array_names[N_ARRAYS] = {"rows", "tokens", "empty", "centroids", "rates"};
+static const int array_ndims[N_ARRAYS] = {2, 2, 1, 2, 2};
+
 typedef struct {
     PyObject_HEAD
     ChunkIndex *index;
-    Py_buffer rows, empty, centroids, rates; /* held for the object's lifetime */
-    int have_buffers;
+    Py_buffer arrays[N_ARRAYS];
+    int n_held; /* arrays[0:n_held] are held */
     Py_ssize_t dims, keywords, symbols; /* static dims; keyword and symbol groups */
     Py_ssize_t sets, tiers;
     Py_ssize_t n_hand, hand_idx[MAX_FEATURES];
@@ -532,12 +583,12 @@ static int
 features_into(FastPath *self, PyObject *low, Py_buffer *raw, Py_ssize_t n_chars,
               PyObject *lookup, float *sums, double *f)
 {
-    Py_ssize_t width = self->rows.shape[1];
-    Py_ssize_t chunks = pool_into(self->index, low, &self->rows, sums, lookup);
+    Py_ssize_t width = self->arrays[ROWS].shape[1];
+    Py_ssize_t chunks = pool_into(self->index, low, &self->arrays[ROWS], &self->arrays[TOKENS], sums, lookup);
     if (chunks < 0)
         return -1;
     if (chunks == 0 || !(sums[width - 1] > 0)) /* no token: read as the empty prompt */
-        memcpy(sums, self->empty.buf, (size_t)width * sizeof(float));
+        memcpy(sums, self->arrays[EMPTY].buf, (size_t)width * sizeof(float));
     Py_ssize_t counts[N_GROUPS];
     Py_ssize_t choices = scan_into(raw->buf, raw->len, self->group_bits, self->patterns, counts);
     /* Token statistics follow the static vector: keyword groups, subword pieces, tokens. */
@@ -608,11 +659,11 @@ FastPath_p_pass(FastPath *self, PyObject *args)
         x[d + i] = (float)(z[i] * c);
     /* ClusterPredictor.p_pass: exp(x @ centroids) @ rates, then the mean of the sets'
      * ratios (rates already carry the 1 / sets). */
-    Py_ssize_t k = self->centroids.shape[1], m = self->rates.shape[1];
-    vec_mat(x, self->centroids.buf, e, d + nh, k);
+    Py_ssize_t k = self->arrays[CENTROIDS].shape[1], m = self->arrays[RATES].shape[1];
+    vec_mat(x, self->arrays[CENTROIDS].buf, e, d + nh, k);
     for (Py_ssize_t j = 0; j < k; j++)
         e[j] = expf(e[j]);
-    vec_mat(e, self->rates.buf, nd, k, m);
+    vec_mat(e, self->arrays[RATES].buf, nd, k, m);
     double p[MAX_TIERS];
     Py_ssize_t den = self->sets * self->tiers;
     for (Py_ssize_t t = 0; t < self->tiers; t++) {
@@ -653,18 +704,19 @@ read_doubles(PyObject *seq, double *out, Py_ssize_t n, const char *name)
 static PyObject *
 FastPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"index",      "rows",       "empty",      "dims",    "keywords",
-                             "symbols",    "hand_idx",   "hand_scale", "hand_shift",
-                             "hand_limit", "group_bits", "patterns",   "centroids",
-                             "rates",      "sets",       NULL};
-    PyObject *index, *rows, *empty, *idx, *scale, *shift, *patterns, *centroids, *rates;
+    static char *kwlist[] = {"index",      "rows",       "tokens",     "empty",      "dims",
+                             "keywords",   "symbols",    "hand_idx",   "hand_scale", "hand_shift",
+                             "hand_limit", "group_bits", "patterns",   "centroids",  "rates",
+                             "sets",       NULL};
+    PyObject *index, *arrays[N_ARRAYS], *idx, *scale, *shift, *patterns;
     Py_buffer bits;
     Py_ssize_t dims, keywords, symbols, sets;
     double limit;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOnnnOOOdy*O!OOn:FastPath", kwlist,
-                                     &ChunkIndexType, &index, &rows, &empty, &dims, &keywords,
-                                     &symbols, &idx, &scale, &shift, &limit, &bits,
-                                     &PyTuple_Type, &patterns, &centroids, &rates, &sets))
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "O!OOOnnnOOOdy*O!OOn:FastPath", kwlist, &ChunkIndexType, &index,
+            &arrays[ROWS], &arrays[TOKENS], &arrays[EMPTY], &dims, &keywords, &symbols, &idx,
+            &scale, &shift, &limit, &bits, &PyTuple_Type, &patterns, &arrays[CENTROIDS],
+            &arrays[RATES], &sets))
         return NULL;
     FastPath *self = (FastPath *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -685,30 +737,16 @@ FastPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->index = (ChunkIndex *)index;
     Py_INCREF(patterns);
     self->patterns = patterns;
-    if (float_buffer(rows, &self->rows, 2, 0, "rows") < 0)
-        goto fail;
-    if (float_buffer(empty, &self->empty, 1, 0, "empty") < 0) {
-        PyBuffer_Release(&self->rows);
-        goto fail;
+    for (; self->n_held < N_ARRAYS; self->n_held++) {
+        int a = self->n_held;
+        if (float_buffer(arrays[a], &self->arrays[a], array_ndims[a], 0, array_names[a]) < 0)
+            goto fail;
     }
-    if (float_buffer(centroids, &self->centroids, 2, 0, "centroids") < 0) {
-        PyBuffer_Release(&self->rows);
-        PyBuffer_Release(&self->empty);
-        goto fail;
-    }
-    if (float_buffer(rates, &self->rates, 2, 0, "rates") < 0) {
-        PyBuffer_Release(&self->rows);
-        PyBuffer_Release(&self->empty);
-        PyBuffer_Release(&self->centroids);
-        goto fail;
-    }
-    self->have_buffers = 1;
     self->dims = dims;
     self->keywords = keywords;
     self->symbols = symbols;
     self->sets = sets;
     self->hand_limit = limit;
-    Py_ssize_t width = self->rows.shape[1];
     self->n_hand = PySequence_Check(idx) ? PySequence_Size(idx) : -1;
     if (self->n_hand < 0 || self->n_hand > MAX_FEATURES) {
         PyErr_Clear();
@@ -730,16 +768,18 @@ FastPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             goto fail;
         }
     }
-    Py_ssize_t k = self->centroids.shape[1], m = self->rates.shape[1];
+    const Py_buffer *b = self->arrays;
+    Py_ssize_t width = b[ROWS].shape[1], k = b[CENTROIDS].shape[1], m = b[RATES].shape[1];
     if (dims < 1 || keywords < 0 || symbols < 0 || symbols > N_GROUPS || sets < 1 ||
         n_features(self) > MAX_FEATURES || width > MAX_WIDTH ||
-        width != dims + keywords + 2 || self->empty.shape[0] != width ||
-        self->centroids.shape[0] != dims + self->n_hand || dims + self->n_hand > MAX_WIDTH ||
-        k > MAX_WIDTH || self->rates.shape[0] != k || m > MAX_WIDTH || m % sets != 0 ||
-        m / sets < 2 || m / sets - 1 > MAX_TIERS) {
+        width != dims + keywords + 2 || b[TOKENS].shape[1] != width ||
+        b[EMPTY].shape[0] != width || b[CENTROIDS].shape[0] != dims + self->n_hand ||
+        dims + self->n_hand > MAX_WIDTH || k > MAX_WIDTH || b[RATES].shape[0] != k ||
+        m > MAX_WIDTH || m % sets != 0 || m / sets < 2 || m / sets - 1 > MAX_TIERS) {
         PyErr_SetString(PyExc_ValueError,
-                        "inconsistent shapes: rows (N, dims + keywords + 2), empty (width,), "
-                        "centroids (dims + hands, K), rates (K, sets * (tiers + 1))");
+                        "inconsistent shapes: rows and tokens (N, dims + keywords + 2), "
+                        "empty (width,), centroids (dims + hands, K), "
+                        "rates (K, sets * (tiers + 1))");
         goto fail;
     }
     self->tiers = m / sets - 1;
@@ -752,12 +792,8 @@ fail:
 static void
 FastPath_dealloc(FastPath *self)
 {
-    if (self->have_buffers) {
-        PyBuffer_Release(&self->rows);
-        PyBuffer_Release(&self->empty);
-        PyBuffer_Release(&self->centroids);
-        PyBuffer_Release(&self->rates);
-    }
+    for (int a = 0; a < self->n_held; a++)
+        PyBuffer_Release(&self->arrays[a]);
     Py_XDECREF(self->index);
     Py_XDECREF(self->patterns);
     Py_TYPE(self)->tp_free((PyObject *)self);

@@ -9,8 +9,9 @@ class ChunkIndex:
         self,
         text: str,
         rows: np.ndarray,
+        tokens: np.ndarray,
         out: np.ndarray,
-        lookup: Callable[[str], int | np.ndarray],
+        lookup: Callable[[str], int | tuple[int, ...]],
     ) -> int: ...
 
 class FastPath:
@@ -19,6 +20,7 @@ class FastPath:
         *,
         index: ChunkIndex,
         rows: np.ndarray,
+        tokens: np.ndarray,
         empty: np.ndarray,
         dims: int,
         keywords: int,
@@ -34,10 +36,10 @@ class FastPath:
         sets: int,
     ) -> None: ...
     def p_pass(
-        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | np.ndarray]
+        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | tuple[int, ...]]
     ) -> list[float]: ...
     def features(
-        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | np.ndarray]
+        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | tuple[int, ...]]
     ) -> list[float]: ...
 
 def scan_bytes(raw: bytes, table: bytes, patterns: tuple[bytes, ...]) -> tuple[int, ...]: ...

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
-import numpy as np
-
 from router.cluster_predictor import ClusterPredictor
 from router.compiled import HOTPATH
 from router.featurizer import Featurizer, window_text
@@ -34,6 +32,7 @@ PROBES = (
     "Q: 2+2? A: 4.\n" * 300 + "Q: what is the derivative of x^3?",
 )
 TOLERANCE = 1e-5
+Lookup = Callable[[str], int | tuple[int, ...]]
 
 
 class CompiledRoute:
@@ -49,10 +48,11 @@ class CompiledRoute:
             raise ValueError("the static embedder was built without the compiled kernels")
         keywords, symbols, group_bits, patterns = compiled_tables()
         self._config = featurizer.config
-        self._lookup = emb.row_or_vector
+        self._lookup = emb.row_or_ids
         self._path = kernels.FastPath(
             index=emb.index,
             rows=emb.chunk_rows,
+            tokens=emb.token_rows,
             empty=emb.empty_row,
             dims=emb.dims,
             keywords=keywords,
@@ -84,7 +84,7 @@ class CompiledRoute:
         except ValueError:  # shapes beyond the C limits, e.g. thousands of clusters
             return None
 
-    def _inputs(self, text: str) -> tuple[str, bytes, int, Callable[[str], int | np.ndarray]]:
+    def _inputs(self, text: str) -> tuple[str, bytes, int, Lookup]:
         c = self._config
         low = window_text(text, c.head_chars, c.tail_chars).lower()
         return low, text[:MAX_SCAN].encode("utf-8", "surrogatepass"), len(text), self._lookup

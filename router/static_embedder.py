@@ -32,6 +32,7 @@ from router.text_features import N_TOKEN_STATS, token_stat_columns
 from router.wordpiece import WordPieceTokenizer
 
 DEFAULT_CAPACITY = 1 << 15  # 32k chunks x (dims + stats) float32: ~18 MB at 128 dims
+INDEX_FACTOR = 2  # compiled index entries per cached row (64 bytes a slot, 2-4 slots each)
 BLOCK_CHARS = 512
 BLOCK_CAPACITY = 4096  # ~2 MB
 _SEEN_LIMIT = 1 << 16
@@ -89,7 +90,9 @@ class StaticEmbedder:
         self._ones = np.ones(4096, dtype=np.float32)
         self._blocks: dict[str, np.ndarray] = {}  # block text -> its summed row
         self._seen: set[int] = set()  # hashes of blocks seen once (admission on the second)
-        self._index = kernels.ChunkIndex(capacity) if kernels is not None else None
+        # The compiled index also remembers the token ids of chunks that came after the
+        # row cache filled up (the tokenizer's own cache holds those tuples anyway).
+        self._index = kernels.ChunkIndex(INDEX_FACTOR * capacity) if kernels else None
 
     @property
     def index(self) -> object | None:
@@ -106,13 +109,19 @@ class StaticEmbedder:
         """What a prompt without any token sums to (one [UNK])."""
         return self._empty
 
-    def row_or_vector(self, chunk: str) -> int | np.ndarray:
+    @property
+    def token_rows(self) -> np.ndarray:
+        """(vocab, width): each token's [static vector | statistics]; a chunk's row is
+        the sum of its tokens' rows."""
+        return self._tokens
+
+    def row_or_ids(self, chunk: str) -> int | tuple[int, ...]:
         """Row of `chunk` in chunk_rows, computed on first sight; once the cache is full,
-        the row's values instead (the same numbers, not kept)."""
+        the chunk's token ids instead (its row is then summed from token_rows)."""
         try:
             return self._rows[chunk]
         except _CacheFull:
-            return self._chunk_vector(chunk)
+            return self.tokenizer.chunk_ids(chunk)
 
     @property
     def width(self) -> int:
@@ -143,7 +152,7 @@ class StaticEmbedder:
         low = text.lower()
         if self._index is not None:
             out = np.empty(self._chunks.shape[1], dtype=np.float32)
-            n = self._index.pool(low, self._chunks, out, self.row_or_vector)
+            n = self._index.pool(low, self._chunks, self._tokens, out, self.row_or_ids)
             return out if n and out[-1] > 0 else self._empty.copy()
         hits, chunks = self._split_blocks(low) if len(low) > 2 * BLOCK_CHARS else ([], low.split())
         if chunks:

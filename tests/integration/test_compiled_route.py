@@ -68,7 +68,8 @@ def test_a_full_chunk_cache_changes_no_number(trained_bundle: Path, prompts: lis
         # Rows come from the cache or, once it is full, straight from the tokenizer, and
         # are added in text order either way: the same bits.
         assert compiled.p_pass(text) == ref._compiled.p_pass(text)
-    assert len(f.embedder.index) == 8
+    assert len(f.embedder._rows) == 8  # rows kept
+    assert len(f.embedder.index) == 16  # rows and, beyond them, token ids
 
 
 def test_a_compiled_path_that_disagrees_is_dropped_with_a_warning(

@@ -71,27 +71,35 @@ def test_scan_counts_equal_the_python_counts(text: str, n: int) -> None:
 def test_pool_validates_its_arguments(hot: ModuleType) -> None:
     index = hot.ChunkIndex(8)
     rows = np.ones((4, 3), dtype=np.float32)
+    tokens = np.array([[10, 20, 30], [1, 2, 3]], dtype=np.float32)
     out = np.empty(3, dtype=np.float32)
     with pytest.raises(TypeError, match="float32"):
-        index.pool("a", rows.astype(np.float64), out, lambda c: 0)
+        index.pool("a", rows.astype(np.float64), tokens, out, lambda c: 0)
     with pytest.raises(ValueError, match="3 floats"):
-        index.pool("a", rows, np.empty(5, dtype=np.float32), lambda c: 0)
+        index.pool("a", rows, tokens, np.empty(5, dtype=np.float32), lambda c: 0)
+    with pytest.raises(ValueError, match="3 floats"):
+        index.pool("a", rows, tokens[:, :2].copy(), out, lambda c: 0)
     with pytest.raises(IndexError, match="outside"):
-        index.pool("a", rows, out, lambda c: 9)
+        index.pool("a", rows, tokens, out, lambda c: 9)
     with pytest.raises(KeyError):  # an error in lookup reaches the caller
-        index.pool("b", rows, out, {}.__getitem__)
-    with pytest.raises(ValueError, match="3 floats"):  # lookup's own row, of the wrong width
-        index.pool("c", rows, out, lambda c: np.ones(2, dtype=np.float32))
-    with pytest.raises(TypeError, match="row index or a float32 row, got str"):
-        index.pool("d", rows, out, lambda c: "not a row")
+        index.pool("b", rows, tokens, out, {}.__getitem__)
+    with pytest.raises(IndexError, match="token id 5"):
+        index.pool("c", rows, tokens, out, lambda c: (1, 5))
+    with pytest.raises(TypeError):
+        index.pool("d", rows, tokens, out, lambda c: "not a row")
     with pytest.raises(ValueError):
         hot.ChunkIndex(0)
-    assert index.pool("a b  a", rows, out, lambda c: {"a": 0, "b": 1}[c]) == 3
+    assert index.pool("a b  a", rows, tokens, out, lambda c: {"a": 0, "b": 1}[c]) == 3
     np.testing.assert_array_equal(out, [3, 3, 3])
-    # A row lookup does not keep is added as given, and asked for again next time.
-    kept_none = np.array([10, 20, 30], dtype=np.float32)
-    assert index.pool("e e a", rows, out, lambda c: kept_none) == 3
-    np.testing.assert_array_equal(out, [21, 41, 61])
+    # Token ids instead of a row: their rows are summed, and the ids remembered.
+    asked: list[str] = []
+    assert index.pool("e e a", rows, tokens, out, lambda c: asked.append(c) or (0, 1, 1)) == 3
+    np.testing.assert_array_equal(out, [25, 49, 73])
+    assert index.pool("e", rows, tokens, out, lambda c: 0) == 1
+    np.testing.assert_array_equal(out, [12, 24, 36])
+    assert asked == ["e"]
+    assert index.pool("f", rows, tokens, out, lambda c: ()) == 1  # no token: zeros
+    np.testing.assert_array_equal(out, [0, 0, 0])
 
 
 def test_the_index_stops_growing_at_its_limit_and_stays_correct(hot: ModuleType) -> None:
@@ -106,7 +114,7 @@ def test_the_index_stops_growing_at_its_limit_and_stays_correct(hot: ModuleType)
 
     words = [str(i) for i in range(20)]
     for _ in range(2):
-        assert index.pool(" ".join(words), rows, out, lookup) == 20
+        assert index.pool(" ".join(words), rows, rows, out, lookup) == 20
         np.testing.assert_array_equal(out, rows.sum(axis=0))
     assert len(index) == 3
     assert len(calls) == 20 + 17  # chunks beyond the limit are asked for every time
@@ -128,6 +136,7 @@ def test_fast_path_refuses_inconsistent_shapes(hot: ModuleType) -> None:
     good = {
         "index": emb.index,
         "rows": emb.chunk_rows,
+        "tokens": emb.token_rows,
         "empty": emb.empty_row,
         "dims": emb.dims,
         "keywords": keywords,
@@ -149,6 +158,7 @@ def test_fast_path_refuses_inconsistent_shapes(hot: ModuleType) -> None:
         {"rates": np.ones((8, 7), dtype=np.float32)},
         {"dims": emb.dims + 1},
         {"empty": np.ones(width + 1, dtype=np.float32)},
+        {"tokens": np.ones((5, width + 1), dtype=np.float32)},
         {"hand_idx": (99,)},
         {"hand_scale": (1.0, 2.0)},
         {"group_bits": b"x"},
@@ -195,7 +205,7 @@ def test_chunks_built_to_collide_are_still_found_through_python(hot: ModuleType)
         return row_of[chunk]
 
     for _ in range(2):
-        assert index.pool(" ".join(colliding), rows, out, lookup) == 80
+        assert index.pool(" ".join(colliding), rows, rows, out, lookup) == 80
         np.testing.assert_array_equal(out, rows.sum(axis=0))
     assert len(index) <= 32
     assert len(calls) == 80 + (80 - len(index))
