@@ -92,6 +92,17 @@ class Router:
                 f"expected [{FEATURES_INPUT!r}]; re-train the bundle with this tier-router"
             )
         self._inference = [_inference_settings(t) for t in ladder.tiers]
+        self._decision_fields = [  # what a decision for each tier always carries
+            {
+                "tier": t.name,
+                "tier_index": i,
+                "model_id": t.model_id,
+                "max_tokens": t.max_tokens,
+                "router_version": manifest.router_version,
+                "reason": "policy",
+            }
+            for i, t in enumerate(ladder.tiers)
+        ]
         self._tier_names = tuple(ladder.names)
         out = model.get_outputs()[0]
         self._out_name = out.name
@@ -224,15 +235,12 @@ class Router:
     # -- decisions -------------------------------------------------------------------
 
     def _decision(self, p: list[float], idx: int) -> Decision:
-        tier = self.ladder.tiers[idx]
-        return Decision(
-            tier=tier.name,
-            tier_index=idx,
-            model_id=tier.model_id,
-            max_tokens=tier.max_tokens,
-            p_pass=dict(zip(self._tier_names, p, strict=True)),
-            router_version=self.version,
-            inference=dict(self._inference[idx]),
+        return Decision.from_fields(
+            {
+                **self._decision_fields[idx],
+                "p_pass": dict(zip(self._tier_names, p, strict=True)),
+                "inference": dict(self._inference[idx]),
+            }
         )
 
     def _p_one(self, text: str) -> list[float]:
