@@ -43,7 +43,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         featurizer=a.featurizer,
         goal=a.goal,
         model=ModelConfig(
-            n_clusters=a.clusters, temperature=a.temperature, hand_weight=a.hand_weight
+            n_clusters=a.clusters,
+            temperature=a.temperature,
+            hand_weight=a.hand_weight,
+            seed=a.seed,
         ),
         folds=a.folds,
         max_train=a.max_train,
@@ -138,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use at most N training prompts (sampled)",
     )
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--seed", type=int, default=0, help="seeds sampling, folds and k-means (default 0)"
+    )
     t.add_argument(
         "--eval-split",
         default="test",

@@ -41,6 +41,8 @@ def cli_bundle(
                     "3",
                     "--goal",
                     "mid",
+                    "--seed",
+                    "3",
                 ]
             )
         assert rc == 0
@@ -55,6 +57,8 @@ def cli_bundle(
 def test_train_writes_bundle_evaluates_and_logs_mlflow(cli_bundle: tuple[Path, dict]) -> None:
     out, summary = cli_bundle
     assert (out / "manifest.json").is_file()
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["seed"] == 3 and report["model"]["seed"] == 3  # k-means gets --seed too
     assert summary["test"]["pgr_auc"] > 0.3
     assert set(summary["test"]) >= {"cost_at_top", "cost_at_mid", "best_q", "policy"}
     assert summary["route_latency"]["p50_us"] > 0
