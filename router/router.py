@@ -119,7 +119,7 @@ class Router:
         expected = self._model.run([self._out_name], {FEATURES_INPUT: probes})[0]
         got = np.array([fast.p_pass(x) for x in probes])
         diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf
-        if not diff <= 1e-5:
+        if not diff <= TOLERANCE:
             raise BundleError(
                 f"{self.source}: {MODEL_FILE} integrity check failed: its weights and its "
                 f"graph disagree (max P(pass) difference {diff:.3g}); re-export the bundle"
