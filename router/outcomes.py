@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import math
 import zlib
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,12 @@ from pathlib import Path
 from typing import IO, Any
 
 PASS_THRESHOLD = 0.5
+# Judge metrics sometimes land just outside [0, 1] (a length-penalised overlap score of
+# -0.03 in routerarena). Such scores are clipped, which keeps pass/fail as it was; a
+# score beyond this margin means another scale (0-100, a log-probability) and is refused.
+SCORE_CLIP_MARGIN = 0.5
+
+log = logging.getLogger(__name__)
 
 
 class OutcomesError(ValueError):
@@ -85,7 +92,22 @@ def _number(v: Any, where: str, lo: float | None = None, hi: float | None = None
     return float(v)
 
 
-def parse_record(obj: Any, where: str) -> OutcomeRecord:
+def _score(v: Any, where: str, clipped: list[str] | None) -> float:
+    x = _number(v, where)
+    if 0.0 <= x <= 1.0:
+        return x
+    if not -SCORE_CLIP_MARGIN <= x <= 1.0 + SCORE_CLIP_MARGIN:
+        raise OutcomesError(
+            f"{where}: expected a score in [0, 1], got {x!r} (another scale? divide by its "
+            f"maximum; scores within {SCORE_CLIP_MARGIN} of the range are clipped)"
+        )
+    if clipped is not None:
+        clipped.append(f"{where}={x!r}")
+    return min(1.0, max(0.0, x))
+
+
+def parse_record(obj: Any, where: str, clipped: list[str] | None = None) -> OutcomeRecord:
+    """`clipped` collects `where=value` for scores clipped into [0, 1]."""
     if not isinstance(obj, dict):
         raise OutcomesError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for k in ("id", "prompt"):
@@ -104,7 +126,7 @@ def parse_record(obj: Any, where: str) -> OutcomeRecord:
         }
         extra = {k: v for k, v in r.items() if k != "score" and k not in _NUMERIC_OPTIONAL}
         parsed[model] = ModelResult(
-            score=_number(r["score"], f"{rw}.score", 0.0, 1.0), extra=extra, **opt
+            score=_score(r["score"], f"{rw}.score", clipped), extra=extra, **opt
         )
     for k in ("split", "task"):
         if obj.get(k) is not None and not isinstance(obj[k], str):
@@ -149,15 +171,26 @@ def iter_json_lines(
 
 
 def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[OutcomeRecord]:
-    """Stream records; `split` keeps only that split. Errors say file:line: field."""
+    """Stream records; `split` keeps only that split. Errors say file:line: field.
+
+    Scores slightly outside [0, 1] are clipped into it and reported in one warning.
+    """
     seen: set[str] = set()
+    clipped: list[str] = []
     for where, obj in iter_json_lines(path, OutcomesError, "outcomes file"):
-        rec = parse_record(obj, where)
+        rec = parse_record(obj, where, clipped)
         if rec.id in seen:
             raise OutcomesError(f"{where}: duplicate id {rec.id!r}")
         seen.add(rec.id)
         if split is None or rec.split == split:
             yield rec
+    if clipped:
+        log.warning(
+            "%s: %d score(s) outside [0, 1] clipped into it (pass/fail unchanged): %s",
+            path,
+            len(clipped),
+            ", ".join(clipped[:3]) + (", ..." if len(clipped) > 3 else ""),
+        )
 
 
 def read_outcomes(path: str | Path, split: str | None = None) -> list[OutcomeRecord]:

@@ -93,3 +93,22 @@ def test_duplicate_ids_and_truncated_gzip(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OutcomesError, match="cannot open"):
         read_outcomes(tmp_path / "nope.jsonl")
+
+
+def test_scores_just_outside_the_range_are_clipped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # routerarena carries a judge score of -0.033; refusing the file would lose the run.
+    lines = [
+        '{"id": "a", "prompt": "x", "results": {"m": {"score": -0.033}, "n": {"score": 1.2}}}',
+        '{"id": "b", "prompt": "y", "results": {"m": {"score": 0.7}}}',
+    ]
+    p = _write(tmp_path / "o.jsonl", lines)
+    with caplog.at_level("WARNING", logger="router.outcomes"):
+        recs = read_outcomes(p)
+    assert [r.results["m"].score for r in recs] == [0.0, 0.7]
+    assert recs[0].results["n"].score == 1.0 and recs[0].results["n"].passed
+    assert not recs[0].results["m"].passed
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "2 score(s) outside [0, 1] clipped" in warned[0]
+    assert f"{p}:1: results['m'].score=-0.033" in warned[0]
