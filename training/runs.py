@@ -16,6 +16,9 @@ from training.pipeline import TrainConfig, TrainResult, train
 from training.scoring import Evaluation, evaluate_bundle, format_report, write_plot
 
 log = logging.getLogger(__name__)
+# Held-out intervals are logged with every run, so two versions' metrics in the MLflow UI
+# come with the spread that one test split allows (about 5 s on 2,400 prompts).
+BOOTSTRAP_ROUNDS = 200
 
 
 def route_latency_us(router: Router, prompts: list[str], n: int = 300) -> dict[str, float]:
@@ -113,7 +116,7 @@ def train_evaluate_log(
     prompts_for_latency = res.labels.prompts
     eval_rows = 0
     if eval_split and _has_split(cfg.outcomes, eval_split):
-        ev = evaluate_bundle(router, cfg.outcomes, eval_split)
+        ev = evaluate_bundle(router, cfg.outcomes, eval_split, bootstrap=BOOTSTRAP_ROUNDS)
         log.info("held-out evaluation (%s split):\n%s", eval_split, format_report(ev.report))
         # Fixed file names, so the MLflow UI can line the plots of two runs up.
         plot_dir = cfg.out.parent / f"{cfg.out.name}-plots"
@@ -131,6 +134,7 @@ def train_evaluate_log(
         ece = calibration_error(ev.p, (ev.q >= 0.5).astype(float))
         summary["test"] = {
             **ev.report["router"],
+            "interval": ev.report["router_interval"],
             "policy": ev.report.get("policy"),
             "always": ev.report["always"],
             "random": ev.report["random"],
@@ -148,6 +152,7 @@ def train_evaluate_log(
             "tier_share": dict(zip(names, mix.tolist(), strict=True)),
         }
         metrics["baseline"] = {"random": ev.report["random"], "oracle": ev.report["oracle"]}
+        metrics["test_interval"] = ev.report["router_interval"]
         prompts_for_latency = ev.prompts
         eval_rows = len(ev.choice)
     lat = route_latency_us(router, prompts_for_latency)

@@ -14,6 +14,7 @@ import numpy as np
 from router import Router
 from router.outcomes import iter_outcomes
 from training.evaluate import (
+    bootstrap_intervals,
     full_report,
     plot_curves,
     prompt_costs,
@@ -69,8 +70,14 @@ class Evaluation:
     prompts: list[str]
 
 
-def evaluate_bundle(router: Router, outcomes: Path, split: str | None) -> Evaluation:
-    """Metrics on prompts that have a result for every tier (as the judge's check does)."""
+def evaluate_bundle(
+    router: Router, outcomes: Path, split: str | None, bootstrap: int = 0
+) -> Evaluation:
+    """Metrics on prompts that have a result for every tier (as the judge's check does).
+
+    `bootstrap` > 0 adds 95% percentile intervals of the router's metrics from that many
+    resamples of the prompts.
+    """
     recs = list(iter_outcomes(outcomes, split))
     labels = build_labels(recs, router.ladder, min_tiers=len(router.ladder))
     if len(labels) == 0:
@@ -89,6 +96,9 @@ def evaluate_bundle(router: Router, outcomes: Path, split: str | None) -> Evalua
     rep["router_version"] = router.version
     rep["split"] = split
     rep["skipped_incomplete"] = labels.dropped
+    if bootstrap > 0:
+        rep["router_interval"] = bootstrap_intervals(p, q, c, rounds=bootstrap)
+        rep["bootstrap_rounds"] = bootstrap
     return Evaluation(rep, p, q, c, choice, labels.prompts)
 
 
@@ -119,6 +129,12 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(
             f"{key:14s} {m['pgr_auc']:8.3f} {m['cost_at_top']:12.3f} {m['cost_at_mid']:12.3f} "
             f"{m['best_q']:7.3f}"
+        )
+    iv = rep.get("router_interval")
+    if iv:
+        lines.append(
+            f"router, 95% intervals over {rep['bootstrap_rounds']} resamples of the prompts:\n  "
+            + "  ".join(f"{k} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in iv.items())
         )
     lines.append(f"{'':14s} {'quality':>8s} {'cost $/req':>12s}")
     for i, n in enumerate(names):

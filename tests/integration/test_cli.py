@@ -72,6 +72,9 @@ def test_train_writes_bundle_evaluates_and_logs_mlflow(cli_bundle: tuple[Path, d
     run = client.get_run(run_id)
     assert run.data.params["featurizer"] == "fast"
     assert "test.pgr_auc" in run.data.metrics and "validation.pgr_auc" in run.data.metrics
+    iv = summary["test"]["interval"]["pgr_auc"]
+    assert iv["lo"] < iv["hi"]
+    assert run.data.metrics["test_interval.pgr_auc.lo"] == pytest.approx(iv["lo"])
     arts = {a.path for a in client.list_artifacts(run_id)}
     assert {"bundle", "plots"} <= arts
 
@@ -137,9 +140,18 @@ def test_route_and_evaluate_print_results(
         "always haiku",
         "always opus",
         "bundle policy",
+        "95% intervals over 200 resamples",
     ):
         assert word in text
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    argv = ["evaluate", "--bundle", str(out), "--outcomes", str(small_outcomes), "--plot"]
+    assert main([*argv, str(plot), "--json", "--bootstrap", "40"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["bootstrap_rounds"] == 40
+    iv = rep["router_interval"]["pgr_auc"]
+    assert iv["lo"] <= rep["router"]["pgr_auc"] <= iv["hi"]
+    assert main([*argv, str(plot), "--json", "--bootstrap", "0"]) == 0
+    assert "router_interval" not in json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize(
@@ -154,6 +166,10 @@ def test_route_and_evaluate_print_results(
         (
             ["train", "--outcomes", __file__, "--tiers", __file__, "--out", "o", "--folds", "0"],
             "positive integer",
+        ),
+        (
+            ["evaluate", "--bundle", "/", "--outcomes", __file__, "--bootstrap", "-3"],
+            "--bootstrap",
         ),
     ],
 )
