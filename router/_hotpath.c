@@ -554,9 +554,10 @@ scan_bytes(PyObject *mod, PyObject *args)
 /* FastPath: a static-embedding bundle's P(pass) for one prompt                       */
 
 /* The arrays a FastPath reads, held (as buffers) for its lifetime. */
-enum { ROWS, TOKENS, EMPTY, CENTROIDS, RATES, N_ARRAYS };
-static const char *array_names[N_ARRAYS] = {"rows", "tokens", "empty", "centroids", "rates"};
-static const int array_ndims[N_ARRAYS] = {2, 2, 1, 2, 2};
+enum { ROWS, TOKENS, EMPTY, CENTROIDS, RATES, CENTER, N_ARRAYS };
+static const char *array_names[N_ARRAYS] = {"rows",      "tokens", "empty",
+                                            "centroids", "rates",  "center"};
+static const int array_ndims[N_ARRAYS] = {2, 2, 1, 2, 2, 1};
 
 typedef struct {
     PyObject_HEAD
@@ -642,17 +643,29 @@ FastPath_p_pass(FastPath *self, PyObject *args)
     double f[MAX_FEATURES];
     if (featurize_args(self, args, "Uy*nO:p_pass", sums, f) < 0)
         return NULL;
-    /* JointSpace.apply_one without a dense part: [emb / |emb|, z] / sqrt(1 + |z|^2). */
+    /* JointSpace.apply_one without a dense part: [u, z] / sqrt(1 + |z|^2), where u is
+     * emb / |emb|, or with a center (emb / |emb| - center) normalised again. */
     Py_ssize_t d = self->dims, nh = self->n_hand;
     double ee = 0.0, zz = 0.0, z[MAX_FEATURES];
     for (Py_ssize_t i = 0; i < d; i++)
         ee += (double)sums[i] * sums[i];
+    double inv = 1.0 / fmax(sqrt(ee), 1e-12);
+    if (self->arrays[CENTER].shape[0] > 0) {
+        const float *mu = self->arrays[CENTER].buf;
+        float scale = (float)inv;
+        double uu = 0.0;
+        for (Py_ssize_t i = 0; i < d; i++) {
+            sums[i] = sums[i] * scale - mu[i];
+            uu += (double)sums[i] * sums[i];
+        }
+        inv = 1.0 / fmax(sqrt(uu), 1e-12);
+    }
     for (Py_ssize_t i = 0; i < nh; i++) {
         double v = f[self->hand_idx[i]] * self->hand_scale[i] + self->hand_shift[i];
         z[i] = fmin(self->hand_limit, fmax(-self->hand_limit, v));
         zz += z[i] * z[i];
     }
-    double c = 1.0 / sqrt(1.0 + zz), s = c / fmax(sqrt(ee), 1e-12);
+    double c = 1.0 / sqrt(1.0 + zz), s = c * inv;
     for (Py_ssize_t i = 0; i < d; i++)
         x[i] = (float)(sums[i] * s);
     for (Py_ssize_t i = 0; i < nh; i++)
@@ -707,16 +720,16 @@ FastPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"index",      "rows",       "tokens",     "empty",      "dims",
                              "keywords",   "symbols",    "hand_idx",   "hand_scale", "hand_shift",
                              "hand_limit", "group_bits", "patterns",   "centroids",  "rates",
-                             "sets",       NULL};
+                             "sets",       "center",     NULL};
     PyObject *index, *arrays[N_ARRAYS], *idx, *scale, *shift, *patterns;
     Py_buffer bits;
     Py_ssize_t dims, keywords, symbols, sets;
     double limit;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O!OOOnnnOOOdy*O!OOn:FastPath", kwlist, &ChunkIndexType, &index,
+            args, kwds, "O!OOOnnnOOOdy*O!OOnO:FastPath", kwlist, &ChunkIndexType, &index,
             &arrays[ROWS], &arrays[TOKENS], &arrays[EMPTY], &dims, &keywords, &symbols, &idx,
             &scale, &shift, &limit, &bits, &PyTuple_Type, &patterns, &arrays[CENTROIDS],
-            &arrays[RATES], &sets))
+            &arrays[RATES], &sets, &arrays[CENTER]))
         return NULL;
     FastPath *self = (FastPath *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -775,11 +788,12 @@ FastPath_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         width != dims + keywords + 2 || b[TOKENS].shape[1] != width ||
         b[EMPTY].shape[0] != width || b[CENTROIDS].shape[0] != dims + self->n_hand ||
         dims + self->n_hand > MAX_WIDTH || k > MAX_WIDTH || b[RATES].shape[0] != k ||
-        m > MAX_WIDTH || m % sets != 0 || m / sets < 2 || m / sets - 1 > MAX_TIERS) {
+        m > MAX_WIDTH || m % sets != 0 || m / sets < 2 || m / sets - 1 > MAX_TIERS ||
+        (b[CENTER].shape[0] != 0 && b[CENTER].shape[0] != dims)) {
         PyErr_SetString(PyExc_ValueError,
                         "inconsistent shapes: rows and tokens (N, dims + keywords + 2), "
                         "empty (width,), centroids (dims + hands, K), "
-                        "rates (K, sets * (tiers + 1))");
+                        "rates (K, sets * (tiers + 1)), center (0,) or (dims,)");
         goto fail;
     }
     self->tiers = m / sets - 1;

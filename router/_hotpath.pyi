@@ -34,6 +34,7 @@ class FastPath:
         centroids: np.ndarray,
         rates: np.ndarray,
         sets: int,
+        center: np.ndarray,
     ) -> None: ...
     def p_pass(
         self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | tuple[int, ...]]

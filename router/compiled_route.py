@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import ModuleType
 
+import numpy as np
+
 from router.cluster_predictor import ClusterPredictor
 from router.compiled import HOTPATH
 from router.featurizer import Featurizer, window_text
@@ -66,6 +68,7 @@ class CompiledRoute:
             centroids=predictor.centroids,
             rates=predictor.set_rates,
             sets=predictor.sets,
+            center=np.asarray(space.center, dtype=np.float32),
         )
 
     @classmethod

@@ -1,8 +1,13 @@
 """The predictor's input space: static embedding, MiniLM vector and scaled hand features.
 
 x = L2-normalise([embedding, dense_weight * dense, clip(hand * scale + shift, +-limit)])
-over the hand features the model was trained with. The scaling is fitted at training
-time and stored in the bundle (joint_space.json). It runs outside the ONNX graph: on
+over the hand features the model was trained with, where embedding is the unit static
+vector minus `center` (the training prompts' mean unit vector), normalised again.
+Summed static vectors share a large common direction (mean cosine 0.57-0.87 to their
+mean on the public files), which crowds every prompt's cosine to every centroid into a
+narrow band; removing it lets the soft clusters separate prompt families. The
+parameters are fitted at training time and stored in the bundle (joint_space.json;
+bundles without `center` are read as uncentred). It runs outside the ONNX graph: on
 the single-request path an ONNX Runtime node costs more than these few operations.
 """
 
@@ -29,9 +34,11 @@ class JointSpace:
     hand_scale: tuple[float, ...] = ()
     hand_shift: tuple[float, ...] = ()
     hand_limit: float = 0.0
+    center: tuple[float, ...] = ()  # () = uncentred; else one value per static dimension
     # Derived: (feature index, scale, shift) per hand feature, for apply / apply_one.
     _idx: list[int] = field(init=False, repr=False, compare=False)
     _terms: tuple[tuple[int, float, float], ...] = field(init=False, repr=False, compare=False)
+    _center: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.hand_features if n not in FEATURE_NAMES]
@@ -43,7 +50,13 @@ class JointSpace:
         n = len(self.hand_features)
         if len(self.hand_scale) != n or len(self.hand_shift) != n:
             raise ValueError(f"hand_scale and hand_shift need {n} values each")
-        values = (self.dense_weight, self.hand_limit, *self.hand_scale, *self.hand_shift)
+        values = (
+            self.dense_weight,
+            self.hand_limit,
+            *self.hand_scale,
+            *self.hand_shift,
+            *self.center,
+        )
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
             raise ValueError("joint space parameters must be finite numbers")
         if self.dense_weight < 0 or self.hand_limit < 0:
@@ -53,6 +66,7 @@ class JointSpace:
         object.__setattr__(
             self, "_terms", tuple(zip(idx, self.hand_scale, self.hand_shift, strict=True))
         )
+        object.__setattr__(self, "_center", np.array(self.center, dtype=np.float32))
 
     @property
     def hand_indices(self) -> tuple[int, ...]:
@@ -65,11 +79,22 @@ class JointSpace:
 
     @classmethod
     def fit(
-        cls, hand: np.ndarray, names: Sequence[str], weight: float, dense_weight: float = 1.0
+        cls,
+        hand: np.ndarray,
+        names: Sequence[str],
+        weight: float,
+        dense_weight: float = 1.0,
+        emb: np.ndarray | None = None,
     ) -> JointSpace:
-        """Standardise the named hand features on the training rows, times `weight`."""
+        """Standardise the named hand features on the training rows, times `weight`;
+        with `emb` (the training rows' static embeddings), centre on their mean direction."""
+        center: tuple[float, ...] = ()
+        if emb is not None and len(emb):
+            e = np.asarray(emb, dtype=np.float64)
+            mean = (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), EPS)).mean(axis=0)
+            center = tuple(float(v) for v in mean.astype(np.float32))
         if not names or weight <= 0:
-            return cls(dense_weight=float(dense_weight))
+            return cls(dense_weight=float(dense_weight), center=center)
         if hand.ndim != 2 or hand.shape[1] != len(FEATURE_NAMES):
             raise ValueError(f"expected (n, {len(FEATURE_NAMES)}) hand features, got {hand.shape}")
         cols = hand[:, [FEATURE_NAMES.index(n) for n in names]].astype(np.float64)
@@ -81,13 +106,18 @@ class JointSpace:
             hand_scale=tuple(float(v) for v in weight / sd),
             hand_shift=tuple(float(v) for v in -weight * mu / sd),
             hand_limit=CLIP_SD * weight,
+            center=center,
         )
 
     def apply(self, emb: np.ndarray, hand: np.ndarray, dense: np.ndarray | None) -> np.ndarray:
         """(n, dims) float32 unit-norm rows from (n, D) static embeddings (any scale),
         (n, F) hand features and, for accurate bundles, (n, 384) MiniLM vectors."""
         e = np.asarray(emb, dtype=np.float64)
-        parts = [e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), EPS)]
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), EPS)
+        if self.center:
+            e = e - np.asarray(self.center, dtype=np.float64)
+            e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), EPS)
+        parts = [e]
         if dense is not None:
             parts.append(self.dense_weight * np.asarray(dense, dtype=np.float64))
         if self.uses_hand:
@@ -105,6 +135,9 @@ class JointSpace:
         lim = self.hand_limit
         z = [min(lim, max(-lim, hand[i] * a + b)) for i, a, b in self._terms]
         inv_emb = 1.0 / max(math.sqrt(float(emb @ emb)), EPS)
+        if self.center:
+            emb = emb * np.float32(inv_emb) - self._center
+            inv_emb = 1.0 / max(math.sqrt(float(emb @ emb)), EPS)
         if dense is None:
             # |[emb / |emb|, z]|^2 = 1 + |z|^2: scale once, no second norm.
             c = 1.0 / math.sqrt(1.0 + sum(v * v for v in z))
@@ -125,6 +158,7 @@ class JointSpace:
                 "hand_scale": list(self.hand_scale),
                 "hand_shift": list(self.hand_shift),
                 "hand_limit": self.hand_limit,
+                "center": list(self.center),
             },
             indent=2,
         )
@@ -141,6 +175,7 @@ class JointSpace:
                 hand_scale=tuple(float(v) for v in d["hand_scale"]),
                 hand_shift=tuple(float(v) for v in d["hand_shift"]),
                 hand_limit=float(d["hand_limit"]),
+                center=tuple(float(v) for v in d.get("center", ())),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"{JOINT_SPACE_FILE}: missing or invalid field: {e}") from None

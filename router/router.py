@@ -181,6 +181,11 @@ class Router:
                 )
                 featurizer = Featurizer.from_bundle(config, bundle_dir)
                 space = JointSpace.from_json((bundle_dir / JOINT_SPACE_FILE).read_text("utf-8"))
+                if space.center and len(space.center) != featurizer.dims:
+                    raise ValueError(
+                        f"{JOINT_SPACE_FILE}: center has {len(space.center)} values, the "
+                        f"static table {featurizer.dims} dimensions"
+                    )
             except (LadderError, ValueError, KeyError, OSError) as e:
                 raise BundleError(f"{path}: invalid bundle: {e}") from None
             model = _session(bundle_dir / MODEL_FILE, threads)

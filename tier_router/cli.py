@@ -18,6 +18,7 @@ from router.ladder import LadderError
 from router.outcomes import OutcomesError
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
+from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import int_list as _int_list
 from tier_router.argtypes import nonneg_float as _non_negative_float
 from tier_router.argtypes import out_file as _out_file
@@ -46,6 +47,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             n_clusters=a.clusters,
             temperature=a.temperature,
             hand_weight=a.hand_weight,
+            center=a.center,
             seed=a.seed,
         ),
         folds=a.folds,
@@ -89,7 +91,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from training.scoring import evaluate_bundle, format_report, write_plot
 
     r = Router.load(a.bundle)
-    ev = evaluate_bundle(r, a.outcomes, a.split)
+    ev = evaluate_bundle(r, a.outcomes, a.split, bootstrap=a.bootstrap)
     plot = a.plot or Path(f"curve-{a.outcomes.name.split('.')[0]}-{a.split}.png")
     write_plot(ev, r.ladder.names, plot, f"{a.outcomes.name} ({a.split}): cost vs quality")
     if a.json:
@@ -134,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="weight of the standardized hand features in the clustering space (0 = off)",
     )
+    t.add_argument(
+        "--no-center",
+        dest="center",
+        action="store_false",
+        help="leave static embeddings uncentred (see router/joint_space.py)",
+    )
     t.add_argument("--folds", type=_positive_int, default=5)
     t.add_argument(
         "--max-train",
@@ -175,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--plot", type=_out_file, default=None, help="PNG path for the curve")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
+    e.add_argument(
+        "--bootstrap",
+        type=_int_in(0, 100_000),
+        default=200,
+        metavar="N",
+        help="resamples for the router's 95%% intervals (0: none; ~5 s per 200 x 2k prompts)",
+    )
     e.set_defaults(func=cmd_evaluate)
 
     _register_optional(sub, "serving.cli", "serve", ("local-bedrock", "demo", "feedback"))

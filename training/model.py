@@ -46,6 +46,7 @@ class ModelConfig:
     dense_weight: float = 1.0
     hand_features: tuple[str, ...] = HAND_FEATURES
     hand_weight: float = 0.2
+    center: bool = True  # centre static embeddings on the training mean (router.joint_space)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,7 +89,9 @@ class SoftClusterModel:
         from sklearn.cluster import MiniBatchKMeans
 
         c = self.config
-        self.space_ = JointSpace.fit(f.hand, c.hand_features, c.hand_weight, c.dense_weight)
+        self.space_ = JointSpace.fit(
+            f.hand, c.hand_features, c.hand_weight, c.dense_weight, f.emb if c.center else None
+        )
         x = self.space_.apply(f.emb, f.hand, f.dense)
         known = ~np.isnan(y)
         wt = np.ones_like(y) if w is None else np.where(known, w, 0.0)

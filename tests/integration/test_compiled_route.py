@@ -33,6 +33,7 @@ def test_route_uses_the_compiled_scoring_and_matches_the_python_path(
     r = Router.load(trained_bundle)
     assert r.route_path == "compiled"
     assert r._compiled is not None
+    assert len(r.space.center) == r.featurizer.dims  # trained centred (the default)
     f = r.featurizer
     diffs = []
     for text in prompts:
@@ -43,6 +44,28 @@ def test_route_uses_the_compiled_scoring_and_matches_the_python_path(
     batch = r.p_pass_batch(prompts)  # ONNX Runtime on model.onnx
     single = np.array([list(r.route(t).p_pass.values()) for t in prompts])
     assert np.abs(single - batch).max() < 1e-5
+
+
+def test_an_uncentred_bundle_agrees_on_both_paths_too(
+    small_outcomes: Path, small_ladder: Path, tmp_path: Path, prompts: list[str]
+) -> None:
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig, train
+
+    require_compiled()
+    cfg = TrainConfig(
+        outcomes=small_outcomes,
+        tiers=small_ladder,
+        out=tmp_path / "uncentred",
+        model=ModelConfig(n_clusters=(8,), center=False),
+        folds=2,
+        goal="mid",
+    )
+    r = Router.load(train(cfg).bundle)
+    assert r.route_path == "compiled" and r.space.center == ()
+    assert r._compiled is not None
+    diffs = [np.abs(np.array(r._compiled.p_pass(t)) - r._p_python(t)).max() for t in prompts]
+    assert max(diffs) < 1e-5
 
 
 def test_concurrent_routes_equal_sequential_ones(trained_bundle: Path, prompts: list[str]) -> None:

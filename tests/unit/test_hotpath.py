@@ -150,8 +150,10 @@ def test_fast_path_refuses_inconsistent_shapes(hot: ModuleType) -> None:
         "centroids": np.ones((emb.dims + 1, 8), dtype=np.float32),
         "rates": np.ones((8, 2 * (3 + 1)), dtype=np.float32),
         "sets": 2,
+        "center": np.zeros(emb.dims, dtype=np.float32),
     }
     hot.FastPath(**good)
+    hot.FastPath(**{**good, "center": np.zeros(0, dtype=np.float32)})  # uncentred bundle
     bad = [
         {"centroids": np.ones((emb.dims, 8), dtype=np.float32)},
         {"rates": np.ones((7, 8), dtype=np.float32)},
@@ -163,6 +165,8 @@ def test_fast_path_refuses_inconsistent_shapes(hot: ModuleType) -> None:
         {"hand_scale": (1.0, 2.0)},
         {"group_bits": b"x"},
         {"centroids": np.ones((emb.dims + 1, 8))},  # float64
+        {"center": np.zeros(emb.dims + 1, dtype=np.float32)},
+        {"center": np.zeros((1, emb.dims), dtype=np.float32)},
     ]
     for change in bad:
         with pytest.raises((ValueError, TypeError)):

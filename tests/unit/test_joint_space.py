@@ -16,8 +16,10 @@ DENSE = RNG.normal(size=(50, 8)).astype(np.float32)
     "names", [(), ("log_chars",), ("log_chars", "digits_share", "upper_share")]
 )
 @pytest.mark.parametrize("with_dense", [False, True])
-def test_single_rows_equal_batch_rows_and_are_unit_norm(names, with_dense) -> None:
-    space = JointSpace.fit(HAND, names, weight=0.2, dense_weight=0.7)
+@pytest.mark.parametrize("centred", [False, True])
+def test_single_rows_equal_batch_rows_and_are_unit_norm(names, with_dense, centred) -> None:
+    space = JointSpace.fit(HAND, names, weight=0.2, dense_weight=0.7, emb=EMB if centred else None)
+    assert len(space.center) == (16 if centred else 0)
     dense = DENSE if with_dense else None
     batch = space.apply(EMB, HAND, dense)
     assert batch.shape == (50, 16 + (8 if with_dense else 0) + len(names))
@@ -40,11 +42,27 @@ def test_hand_part_is_standardised_weighted_and_clipped() -> None:
     np.testing.assert_allclose(z, np.array([0.0, 0.5, 1.5]) * scale, atol=1e-5)
 
 
+def test_centring_removes_the_direction_all_prompts_share() -> None:
+    # Summed static vectors share a common direction; it crowds all cosines near 1.
+    shared = EMB + 4.0 * np.ones(16, dtype=np.float32)
+    plain = JointSpace.fit(HAND, (), weight=0.0).apply(shared, HAND, None)
+    space = JointSpace.fit(HAND, (), weight=0.0, emb=shared)
+    centred = space.apply(shared, HAND, None)
+    off_diagonal = ~np.eye(50, dtype=bool)
+    assert (plain @ plain.T)[off_diagonal].mean() > 0.9
+    assert abs((centred @ centred.T)[off_diagonal].mean()) < 0.1
+    unit = shared / np.linalg.norm(shared, axis=1, keepdims=True)
+    np.testing.assert_allclose(space.center, unit.mean(axis=0), atol=1e-6)
+
+
 def test_json_round_trip_and_validation() -> None:
-    space = JointSpace.fit(HAND, ("log_chars", "choice_options"), weight=0.2)
+    space = JointSpace.fit(HAND, ("log_chars", "choice_options"), weight=0.2, emb=EMB)
     assert JointSpace.from_json(space.to_json()) == space
     doc = json.loads(space.to_json())
+    older = {k: v for k, v in doc.items() if k != "center"}  # bundles from before centring
+    assert JointSpace.from_json(json.dumps(older)).center == ()
     for bad, msg in [
+        ({**doc, "center": [1.0, float("nan")]}, "finite"),
         ({**doc, "hand_features": ["no_such_feature", "log_chars"]}, "unknown hand features"),
         ({**doc, "hand_scale": [1.0]}, "need 2 values"),
         ({**doc, "hand_limit": float("nan")}, "finite"),
