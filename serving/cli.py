@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -127,7 +128,17 @@ def cmd_local_bedrock(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from serving.demo import DemoConfig, load_router, main_json, run_demo
 
-    log = args.log or Path(tempfile.mkdtemp(prefix="tier-router-demo-")) / "outcomes.jsonl"
+    try:
+        router = load_router(str(args.bundle))
+    except Exception as e:
+        return _fail("demo", f"--bundle {args.bundle}: cannot load router: {e}")
+    # A made-up log directory is kept after a run on purpose: the log is the demo's output
+    # (retrain reads it). It is removed when the run fails before logging anything.
+    scratch = None
+    log = args.log
+    if log is None:
+        scratch = Path(tempfile.mkdtemp(prefix="tier-router-demo-"))
+        log = scratch / "outcomes.jsonl"
     cfg = DemoConfig(
         bundle=str(args.bundle),
         outcomes=str(args.outcomes),
@@ -142,15 +153,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         retry_delay_scale=args.retry_delay_scale,
     )
     try:
-        router = load_router(cfg.bundle)
-    except Exception as e:
-        return _fail("demo", f"--bundle {cfg.bundle}: cannot load router: {e}")
-    try:
         summary = run_demo(cfg, router)
-    except OutcomesError as e:
-        return _fail("demo", f"--outcomes: {e}")
-    except ValueError as e:
-        return _fail("demo", f"--outcomes/--split: {e}")
+    except (OutcomesError, ValueError) as e:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        flags = "--outcomes" if isinstance(e, OutcomesError) else "--outcomes/--split"
+        return _fail("demo", f"{flags}: {e}")
     print(main_json(summary), flush=True)
     return 0
 

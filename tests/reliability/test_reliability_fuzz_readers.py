@@ -6,9 +6,10 @@ the file (and the line or field); none crashes with a stray exception or hangs.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,27 @@ VALID_RECORD: dict[str, Any] = {
 }
 
 
+# Hypothesis runs hundreds of examples per test and cannot use tmp_path, so every input
+# goes into one module directory that pytest's own temp retention cleans up.
+_SCRATCH: list[Path] = []
+_SEQ = itertools.count()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _scratch_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    _SCRATCH.append(tmp_path_factory.mktemp("fuzz-readers"))
+    yield
+    _SCRATCH.pop()
+
+
+def _fresh_dir() -> Path:
+    d = _SCRATCH[-1] / f"case{next(_SEQ)}"
+    d.mkdir()
+    return d
+
+
 def _write(data: bytes) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="fuzz-"))
-    p = d / "input.jsonl"
+    p = _fresh_dir() / "input.jsonl"
     p.write_bytes(data)
     return p
 
@@ -128,6 +147,7 @@ def test_outcomes_huge_line_is_bounded_and_clear() -> None:
     p = _write(b'{"id": "x", "prompt": "' + b"a" * 20_000_000 + b'"}\n')
     with pytest.raises(OutcomesError, match=rf"{re.escape(str(p))}:1: field 'results'"):
         list(iter_outcomes(p))
+    p.unlink()  # 20 MB
 
 
 def test_outcomes_deeply_nested_json_is_a_clear_error() -> None:
@@ -173,8 +193,16 @@ def test_ladder_truncated_anywhere(cut: int) -> None:
     _ladder_ok_or_error(_write(LADDER_TEXT[:cut].encode()))
 
 
-LADDER_FIELDS = ("name", "model_id", "outcomes_key", "price_in_per_mtok", "price_out_per_mtok")
-LADDER_FIELDS += ("max_tokens", "temperature", "top_p")
+LADDER_FIELDS = (
+    "name",
+    "model_id",
+    "outcomes_key",
+    "price_in_per_mtok",
+    "price_out_per_mtok",
+    "max_tokens",
+    "temperature",
+    "top_p",
+)
 
 
 def _toml(v: Any) -> str:
@@ -227,7 +255,7 @@ def test_ladder_pathological_toml_fails_fast(depth: int) -> None:
 
 
 def _manifest_dir(doc: bytes) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="fuzz-bundle-"))
+    d = _fresh_dir()
     (d / "manifest.json").write_bytes(doc)
     return d
 

@@ -178,11 +178,11 @@ def test_core_parsers_treat_unusable_paths_as_usage_errors(command: str, flag: s
 def test_cli_route_with_garbage_bundle_exits_2_naming_it(data: bytes, suffix: str) -> None:
     import tempfile
 
-    d = Path(tempfile.mkdtemp(prefix="fuzz-cli-"))
-    bundle = d / f"bundle{suffix}"
-    bundle.write_bytes(data)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["route", "--bundle", str(bundle), "hello"])
+    with tempfile.TemporaryDirectory(prefix="fuzz-cli-") as d:
+        bundle = Path(d) / f"bundle{suffix}"
+        bundle.write_bytes(data)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(["route", "--bundle", str(bundle), "hello"])
     assert rc == 2
     assert "tier-router route: error:" in err.getvalue() and str(bundle) in err.getvalue()
