@@ -10,6 +10,9 @@ cost-quality envelope there:
 Envelopes, not policy points, are compared because the envelope measures how well a
 router ranks prompts by difficulty (what training changed); the policy's threshold is
 one point on it and can be re-fit. The policy points are reported alongside.
+
+Every number here comes from one split, so `paired` resamples its prompts and reports how
+much of a difference between two versions could be that split's luck.
 """
 
 from __future__ import annotations
@@ -21,9 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from router import Router
 from router.outcomes import iter_outcomes
-from training.evaluate import Point, cost_for_quality, quality_at, router_curve, upper_envelope
+from training.evaluate import (
+    Point,
+    cost_for_quality,
+    paired_difference,
+    quality_at,
+    router_curve,
+    upper_envelope,
+)
 from training.registry import download_bundle
 from training.scoring import Evaluation, evaluate_bundle
 
@@ -65,6 +77,8 @@ class VersionEval:
     logged: dict[str, float] = field(default_factory=dict)  # metrics logged by its run
     version: str | None = None
     run_id: str | None = None
+    # Per-prompt P(pass), quality and cost on the eval rows, for paired resampling.
+    scores: Evaluation | None = field(default=None, repr=False, compare=False)
 
     def metric(self, key: str) -> float:
         if key.startswith("policy."):
@@ -121,6 +135,7 @@ def evaluate_router(router: Router, data: EvalData, label: str) -> VersionEval:
         # The policy's own point is achievable, so it belongs under the envelope too.
         envelope=upper_envelope([*router_curve(ev.p, ev.q, ev.c), point]),
         policy_point=point,
+        scores=ev,
     )
 
 
@@ -198,6 +213,54 @@ def _gt(a: float, b: float) -> bool:
     return not math.isnan(b) and (math.isnan(a) or a > b)
 
 
+# Which way is better for each metric, for the words next to a paired interval.
+HIGHER_IS_BETTER = {"pgr_auc": True, "best_q": True, "cost_at_top": False, "cost_at_mid": False}
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One version minus a reference version, on the same resampled prompts."""
+
+    label: str
+    reference: str
+    rounds: int
+    diffs: dict[str, dict[str, float]]  # metric -> {"diff", "lo", "hi"}
+
+    def reading(self, metric: str) -> str:
+        d = self.diffs[metric]
+        if not (np.isfinite(d["lo"]) and np.isfinite(d["hi"])):
+            return "undefined (a target is out of reach)"
+        if d["lo"] <= 0.0 <= d["hi"]:
+            return "within noise"
+        up = d["lo"] > 0.0
+        return "better" if up == HIGHER_IS_BETTER[metric] else "worse"
+
+    def explain(self, n: int) -> str:
+        lines = [
+            f"{self.label} minus {self.reference}, paired over {self.rounds} resamples of the "
+            f"same {n} prompts (95%):"
+        ]
+        for k, d in self.diffs.items():
+            lines.append(
+                f"  {k:12s} {d['diff']:+.4f}  [{d['lo']:+.4f}, {d['hi']:+.4f}]  {self.reading(k)}"
+            )
+        return "\n".join(lines)
+
+
+def paired(version: VersionEval, reference: VersionEval, rounds: int) -> Paired:
+    """Bootstrap the metric differences; both versions must have scored the same rows."""
+    a, b = version.scores, reference.scores
+    if a is None or b is None:
+        raise ValueError("paired differences need both versions' per-prompt scores")
+    if a.q.shape != b.q.shape or not np.array_equal(a.q, b.q) or not np.array_equal(a.c, b.c):
+        raise ValueError(
+            f"{version.label} and {reference.label} were scored on different prompts; "
+            "paired differences need the same rows"
+        )
+    diffs = paired_difference(a.p, b.p, a.q, a.c, rounds=rounds)
+    return Paired(version.label, reference.label, rounds, diffs)
+
+
 def format_table(evals: list[VersionEval], data: EvalData) -> str:
     """Side by side: re-scored metrics on `data`, plus route latency from each run."""
     n = evals[0].report["n"]
@@ -250,9 +313,14 @@ def plot_overlay(evals: list[VersionEval], path: Path, title: str) -> Path:
 
 
 def log_comparison(
-    evals: list[VersionEval], data: EvalData, plot: Path, model: str
+    evals: list[VersionEval],
+    data: EvalData,
+    plot: Path,
+    model: str,
+    pairs: list[Paired] | None = None,
 ) -> str:
-    """A run in its own experiment: the overlay PNG plus `v<N>.<metric>` per version."""
+    """A run in its own experiment: the overlay PNG plus `v<N>.<metric>` per version, and
+    `v<N>-v<M>.<metric>[.lo|.hi]` for each paired difference."""
     import mlflow
 
     from router.bundle import sha256_file
@@ -270,5 +338,14 @@ def log_comparison(
         })
         mlflow.log_metrics({f"{e.label}.{k}": e.metric(k) for e in evals for k in TABLE_METRICS
                             if math.isfinite(e.metric(k))})
+        paired_metrics = {
+            f"{pr.label}-{pr.reference}.{k}{'' if part == 'diff' else '.' + part}": v
+            for pr in pairs or []
+            for k, d in pr.diffs.items()
+            for part, v in d.items()
+            if math.isfinite(v)
+        }
+        if paired_metrics:
+            mlflow.log_metrics(paired_metrics)
         mlflow.log_artifact(str(plot), artifact_path="plots")
         return str(run.info.run_id)

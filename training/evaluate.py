@@ -108,6 +108,34 @@ def curve_metrics(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> dict[str, floa
 METRICS = ("pgr_auc", "cost_at_top", "cost_at_mid", "best_q")
 
 
+def _resampled_metrics(
+    routers: list[np.ndarray], q: np.ndarray, c: np.ndarray, rounds: int, seed: int
+) -> list[dict[str, list[float]]]:
+    """Curve metrics of each router over the same `rounds` resamples of the prompts."""
+    rng = np.random.default_rng(seed)
+    n = len(q)
+    draws: list[dict[str, list[float]]] = [{k: [] for k in METRICS} for _ in routers]
+    for _ in range(rounds):
+        idx = rng.integers(0, n, n)
+        for p, d in zip(routers, draws, strict=True):
+            m = curve_metrics(p[idx], q[idx], c[idx])
+            for k in METRICS:
+                d[k].append(m[k])
+    return draws
+
+
+def _check_settings(rounds: int, level: float) -> None:
+    if rounds < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"need rounds >= 1 and 0 < level < 1, got {rounds}, {level}")
+
+
+def _percentiles(values: list[float], level: float) -> tuple[float, float]:
+    tail = (1.0 - level) / 2.0 * 100.0
+    with np.errstate(invalid="ignore"):  # inf - inf when neither router reaches a target
+        lo, hi = np.percentile(np.array(values), [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
 def bootstrap_intervals(
     p: np.ndarray,
     q: np.ndarray,
@@ -122,21 +150,42 @@ def bootstrap_intervals(
     pgr_auc moves by 0.016-0.075 (one standard deviation) between resamples, so a
     difference smaller than the interval says little about which router is better.
     """
-    if rounds < 1 or not 0.0 < level < 1.0:
-        raise ValueError(f"need rounds >= 1 and 0 < level < 1, got {rounds}, {level}")
-    rng = np.random.default_rng(seed)
-    n = len(q)
-    draws: dict[str, list[float]] = {k: [] for k in METRICS}
-    for _ in range(rounds):
-        idx = rng.integers(0, n, n)
-        m = curve_metrics(p[idx], q[idx], c[idx])
-        for k in METRICS:
-            draws[k].append(m[k])
-    tail = (1.0 - level) / 2.0 * 100.0
+    _check_settings(rounds, level)
+    (draws,) = _resampled_metrics([p], q, c, rounds, seed)
     out: dict[str, dict[str, float]] = {}
     for k, v in draws.items():
-        lo, hi = np.percentile(np.array(v), [tail, 100.0 - tail])
-        out[k] = {"lo": float(lo), "hi": float(hi)}
+        lo, hi = _percentiles(v, level)
+        out[k] = {"lo": lo, "hi": hi}
+    return out
+
+
+def paired_difference(
+    p: np.ndarray,
+    base: np.ndarray,
+    q: np.ndarray,
+    c: np.ndarray,
+    rounds: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Each metric of router `p` minus router `base`, both scored on the same resamples.
+
+    Two routers on one split share its luck: the spread of their difference is several
+    times narrower than either router's own interval, so this is the interval that says
+    whether a new version really is better or worse. Returns {"diff", "lo", "hi"} per
+    metric; "diff" is the difference on the prompts as they are.
+    """
+    if p.shape != base.shape or len(p) != len(q):
+        raise ValueError(f"routers must score the same prompts: {p.shape} vs {base.shape}")
+    _check_settings(rounds, level)
+    own, ref = _resampled_metrics([p, base], q, c, rounds, seed)
+    point, point_ref = curve_metrics(p, q, c), curve_metrics(base, q, c)
+    out: dict[str, dict[str, float]] = {}
+    for k in METRICS:
+        with np.errstate(invalid="ignore"):
+            diffs = (np.array(own[k]) - np.array(ref[k])).tolist()
+        lo, hi = _percentiles(diffs, level)
+        out[k] = {"diff": point[k] - point_ref[k], "lo": lo, "hi": hi}
     return out
 
 

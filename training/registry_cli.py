@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tier_router.argtypes import existing_file as _file
+from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import int_list as _int_list
 from tier_router.argtypes import out_dir as _out_dir
 from tier_router.argtypes import positive_int as _positive_int
@@ -80,7 +81,7 @@ def _eval_data(a: argparse.Namespace, c: Any, run_id: str | None) -> Any:
 
 
 def cmd_promote(a: argparse.Namespace) -> int:
-    from training.compare import evaluate_version, format_table, judge
+    from training.compare import evaluate_version, format_table, judge, paired
     from training.registry import ModelRef, champion, client, resolve, set_champion
 
     c = client()
@@ -99,10 +100,20 @@ def cmd_promote(a: argparse.Namespace) -> int:
     print(format_table([ch, ca], data))
     verdict = judge(ca, ch, a.tolerance)
     print(verdict.explain())
+    noise = ""
+    if a.bootstrap:
+        pr = paired(ca, ch, a.bootstrap)
+        print(pr.explain(ch.report["n"]))
+        if pr.reading("pgr_auc") == "within noise":
+            d = pr.diffs["pgr_auc"]
+            noise = (
+                f" (its pgr_auc difference, {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], "
+                "is within this split's noise; --tolerance sets how much loss to accept)"
+            )
     if not verdict.ok and not a.force:
         print(
             f"tier-router promote: refused: version {cand.version} is worse than champion "
-            f"version {champ.version} on {data.outcomes.name} ({data.split}); "
+            f"version {champ.version} on {data.outcomes.name} ({data.split}){noise}; "
             "pass --force to promote anyway",
             file=sys.stderr,
         )
@@ -142,6 +153,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         evaluate_version,
         format_table,
         log_comparison,
+        paired,
         plot_overlay,
     )
     from training.registry import champion, client, list_versions
@@ -161,17 +173,23 @@ def cmd_compare(a: argparse.Namespace) -> int:
     evals = [evaluate_version(c, v, data) for v in versions]
     check_comparable(evals)
     print(format_table(evals, data))
+    pairs = []
+    if a.bootstrap and len(evals) > 1:
+        base = next((e for e in evals if e.version == str(ref.version)), evals[0])
+        pairs = [paired(e, base, a.bootstrap) for e in evals if e is not base]
+        for pr in pairs:
+            print(pr.explain(base.report["n"]))
     png = a.png or Path(f"compare-{a.model}.png")
     plot_overlay(evals, png, f"{a.model} on {data.outcomes.name} ({data.split})")
     print(f"overlay of cost-quality curves: {png}")
     if not a.no_log:
-        run_id = log_comparison(evals, data, png, a.model)
+        run_id = log_comparison(evals, data, png, a.model, pairs)
         print(f"logged comparison run {run_id}")
     return 0
 
 
 def cmd_retrain(a: argparse.Namespace) -> int:
-    from training.compare import format_table
+    from training.compare import format_table, paired
     from training.model import ModelConfig
     from training.pipeline import TrainConfig
     from training.registry import client, set_champion
@@ -217,6 +235,8 @@ def cmd_retrain(a: argparse.Namespace) -> int:
         print("no champion to compare with")
         return 0
     print(res.verdict.explain())
+    if a.bootstrap and res.champion is not None:
+        print(paired(res.challenger, res.champion, a.bootstrap).explain(res.champion.report["n"]))
     version = res.challenger.version
     if a.promote and res.verdict.ok and version:
         set_champion(client(), a.model, version)
@@ -237,6 +257,17 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         help="outcomes file to score every version on (default: the reference run's training file)",
     )
     p.add_argument("--split", default="test", help="split of --outcomes to score (default test)")
+    _bootstrap_arg(p)
+
+
+def _bootstrap_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bootstrap",
+        type=_int_in(0, 100_000),
+        default=200,
+        metavar="N",
+        help="resamples for paired 95%% intervals of the differences (default 200, 0: none)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -322,6 +353,7 @@ def register(subparsers: Any) -> None:
     r.add_argument(
         "--promote", action="store_true", help="make the challenger champion if it is not worse"
     )
+    _bootstrap_arg(r)
     r.set_defaults(func=_guarded("retrain", cmd_retrain))
 
 

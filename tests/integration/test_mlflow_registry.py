@@ -224,6 +224,12 @@ def test_promote_moves_alias_and_refuses_worse(
     out = capsys.readouterr()
     assert "refused" in out.err and "--force" in out.err
     assert "quality at that cost: champion" in out.out and "worse:" in out.out
+    # The paired bootstrap says whether the loss is more than this split's luck.
+    assert "v2 minus v1, paired over 200 resamples of the same 300 prompts" in out.out
+    paired_part = out.out.split("paired over")[1]
+    pgr_line = next(ln for ln in paired_part.splitlines() if ln.strip().startswith("pgr_auc "))
+    assert pgr_line.split("]")[1].strip() in ("worse", "within noise")
+    assert ("within this split's noise" in out.err) == pgr_line.endswith("within noise")
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
 
     assert cli(["promote", "--model", MODEL, "--version", "2", "--force"]) == 0
@@ -272,13 +278,18 @@ def test_compare_prints_versions_and_logs_overlay(
     registry: dict[str, Any], tracking: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = tmp_path / "overlay.png"
-    assert cli(["compare", "--model", MODEL, "--versions", "1,2", "--png", str(png)]) == 0
+    args = ["compare", "--model", MODEL, "--versions", "1,2", "--png", str(png)]
+    assert cli([*args, "--bootstrap", "60"]) == 0
     out = capsys.readouterr().out
     assert "v1" in out and "v2" in out and "pgr_auc" in out and "route.p99_us" in out
+    assert "v2 minus v1, paired over 60 resamples" in out  # v1 is the champion here
     assert png.stat().st_size > 10_000
     exp = tracking.get_experiment_by_name("tier-router-comparisons")
     run = tracking.search_runs([exp.experiment_id], order_by=["start_time DESC"])[0]
-    assert run.data.metrics["v1.pgr_auc"] > run.data.metrics["v2.pgr_auc"]
+    m = run.data.metrics
+    assert m["v1.pgr_auc"] > m["v2.pgr_auc"]
+    assert m["v2-v1.pgr_auc"] == pytest.approx(m["v2.pgr_auc"] - m["v1.pgr_auc"], abs=1e-9)
+    assert m["v2-v1.pgr_auc.lo"] <= m["v2-v1.pgr_auc"] <= m["v2-v1.pgr_auc.hi"]
     assert [a.path for a in tracking.list_artifacts(run.info.run_id, "plots")] == [
         "plots/overlay.png"
     ]
@@ -328,6 +339,7 @@ def test_retrain_from_demo_log_registers_challenger(
     assert rc == 0
     out = capsys.readouterr().out
     assert "champion v1" in out and "challenger v3" in out
+    assert "challenger v3 minus champion v1, paired over 200 resamples" in out
     assert "quality at that cost" in out
     mv = tracking.get_model_version(MODEL, "3")
     params = tracking.get_run(mv.run_id).data.params

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate import bootstrap_intervals, calibration_error, curve_metrics
+from training.evaluate import (
+    bootstrap_intervals,
+    calibration_error,
+    curve_metrics,
+    paired_difference,
+)
 
 
 def _routeval(shared_data: Path):
@@ -74,3 +79,31 @@ def test_bootstrap_intervals_refuse_bad_settings(rounds: int, level: float) -> N
     q = np.array([[0.0, 1.0, 1.0]] * 8)
     with pytest.raises(ValueError, match="rounds"):
         bootstrap_intervals(np.ones_like(q), q, np.ones_like(q), rounds=rounds, level=level)
+
+
+def test_paired_difference_is_tighter_than_either_interval_and_signed(shared_data: Path) -> None:
+    rv = _routeval(shared_data)
+    models, prices = rv.LADDERS["routerbench_subset"]
+    t = rv.load(str(shared_data / "routerbench_subset.jsonl.gz"), models, prices)
+    q, c = t.q[t.split], t.c[t.split]
+    rng = np.random.default_rng(3)
+    weak = np.clip(q + rng.normal(0, 0.5, q.shape), 0, 1)
+    weaker = np.clip(weak + rng.normal(0, 0.05, q.shape), 0, 1)  # nearly the same router
+    strong = np.clip(q + rng.normal(0, 0.2, q.shape), 0, 1)
+
+    same = paired_difference(weak, weak, q, c, rounds=40)
+    assert all(
+        v == {"diff": 0.0, "lo": 0.0, "hi": 0.0} for k, v in same.items() if k != "cost_at_top"
+    )
+
+    close = paired_difference(weaker, weak, q, c, rounds=40, seed=1)
+    own = bootstrap_intervals(weak, q, c, rounds=40, seed=1)["pgr_auc"]
+    d = close["pgr_auc"]
+    assert d["lo"] <= d["diff"] <= d["hi"]
+    assert d["hi"] - d["lo"] < (own["hi"] - own["lo"]) / 2
+
+    better = paired_difference(strong, weak, q, c, rounds=40)
+    assert better["pgr_auc"]["lo"] > 0 and better["cost_at_mid"]["hi"] < 0
+    assert paired_difference(weak, strong, q, c, rounds=40)["pgr_auc"]["hi"] < 0
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_difference(weak[:-1], weak, q[:-1], c[:-1])
