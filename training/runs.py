@@ -11,14 +11,21 @@ import numpy as np
 
 from router import Router
 from router.outcomes import iter_outcomes
-from training.evaluate import calibration_error
+from training.evaluate import bootstrap_intervals, calibration_error
 from training.pipeline import TrainConfig, TrainResult, train
 from training.scoring import Evaluation, evaluate_bundle, format_report, write_plot
 
 log = logging.getLogger(__name__)
 # Held-out intervals are logged with every run, so two versions' metrics in the MLflow UI
-# come with the spread that one test split allows (about 5 s on 2,400 prompts).
+# come with the spread that one test split allows. A resample costs about 25 ms per
+# 1,000 prompts, so large splits get fewer rounds (at least 50): about 5 s at 2,400
+# prompts, about 30 s at 50,000.
 BOOTSTRAP_ROUNDS = 200
+BOOTSTRAP_PROMPT_ROUNDS = 3_000_000
+
+
+def bootstrap_rounds(n_prompts: int) -> int:
+    return max(50, min(BOOTSTRAP_ROUNDS, BOOTSTRAP_PROMPT_ROUNDS // max(1, n_prompts)))
 
 
 def route_latency_us(router: Router, prompts: list[str], n: int = 300) -> dict[str, float]:
@@ -114,9 +121,12 @@ def train_evaluate_log(
         "validation": {k: v for k, v in res.report["validation"].items() if not isinstance(v, list)}
     }
     prompts_for_latency = res.labels.prompts
-    eval_rows = 0
+    eval_rows = rounds = 0
     if eval_split and _has_split(cfg.outcomes, eval_split):
-        ev = evaluate_bundle(router, cfg.outcomes, eval_split, bootstrap=BOOTSTRAP_ROUNDS)
+        ev = evaluate_bundle(router, cfg.outcomes, eval_split)
+        rounds = bootstrap_rounds(len(ev.q))
+        ev.report["router_interval"] = bootstrap_intervals(ev.p, ev.q, ev.c, rounds=rounds)
+        ev.report["bootstrap_rounds"] = rounds
         log.info("held-out evaluation (%s split):\n%s", eval_split, format_report(ev.report))
         # Fixed file names, so the MLflow UI can line the plots of two runs up.
         plot_dir = cfg.out.parent / f"{cfg.out.name}-plots"
@@ -179,6 +189,7 @@ def train_evaluate_log(
             "policy.thresholds": ",".join(f"{t:.3f}" for t in res.policy.thresholds),
             "eval_split": eval_split if eval_rows else "",
             "eval_rows": eval_rows,
+            "test_interval.rounds": rounds,
             **(extra_params or {}),
         }
         run_id, version = log_training_run(

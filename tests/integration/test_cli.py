@@ -75,6 +75,7 @@ def test_train_writes_bundle_evaluates_and_logs_mlflow(cli_bundle: tuple[Path, d
     iv = summary["test"]["interval"]["pgr_auc"]
     assert iv["lo"] < iv["hi"]
     assert run.data.metrics["test_interval.pgr_auc.lo"] == pytest.approx(iv["lo"])
+    assert run.data.params["test_interval.rounds"] == "200"  # small split: the full count
     arts = {a.path for a in client.list_artifacts(run_id)}
     assert {"bundle", "plots"} <= arts
 

@@ -107,3 +107,11 @@ def test_paired_difference_is_tighter_than_either_interval_and_signed(shared_dat
     assert paired_difference(weak, strong, q, c, rounds=40)["pgr_auc"]["hi"] < 0
     with pytest.raises(ValueError, match="same prompts"):
         paired_difference(weak[:-1], weak, q[:-1], c[:-1])
+
+
+def test_train_bootstrap_rounds_shrink_only_for_large_splits() -> None:
+    from training.runs import bootstrap_rounds
+
+    assert bootstrap_rounds(0) == bootstrap_rounds(2_400) == bootstrap_rounds(15_000) == 200
+    assert bootstrap_rounds(50_000) == 60
+    assert bootstrap_rounds(10_000_000) == 50
