@@ -8,9 +8,10 @@ both give the same P(pass) before using this path.
 
 The graph (training/model.py) is: logits = x @ centroids + bias, a softmax within each
 centroid set (padding columns carry bias -1e9), then @ rates. Here the padding is
-dropped and the per-set softmax is exp(logits) summed per set: x and the centroids are
-unit vectors, so |logit| <= 1 / temperature and exp needs no max-subtraction as long
-as that bound stays small (checked at load).
+dropped and the per-set softmax is exp(logits) summed per set: x is a unit vector, so
+|logit| is at most the norm of a weight column (1 / temperature for centroids, at most 30
+for the category head) and exp needs no max-subtraction as long as that bound stays
+small (checked at load).
 """
 
 from __future__ import annotations

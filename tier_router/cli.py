@@ -24,6 +24,7 @@ from tier_router.argtypes import nonneg_float as _non_negative_float
 from tier_router.argtypes import out_file as _out_file
 from tier_router.argtypes import positive_float as _positive_float
 from tier_router.argtypes import positive_int as _positive_int
+from tier_router.argtypes import rate as _rate
 
 log = logging.getLogger("tier_router")
 
@@ -48,6 +49,7 @@ def cmd_train(a: argparse.Namespace) -> int:
             temperature=a.temperature,
             hand_weight=a.hand_weight,
             center=a.center,
+            task_weight=a.task_weight,
             seed=a.seed,
         ),
         folds=a.folds,
@@ -141,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="center",
         action="store_false",
         help="leave static embeddings uncentred (see router/joint_space.py)",
+    )
+    t.add_argument(
+        "--task-weight",
+        type=_rate,
+        default=0.5,
+        help="share of P(pass) from the category head, learned from the outcomes' task "
+        "field as a training label (0 = off; default 0.5; off when the file has no tasks)",
     )
     t.add_argument("--folds", type=_positive_int, default=5)
     t.add_argument(

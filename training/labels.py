@@ -26,6 +26,9 @@ class LabelSet:
     output_tokens: np.ndarray  # (n, tiers) recorded or estimated output tokens
     dropped: int  # records with no result for any tier
     weights: np.ndarray | None = None  # (n, tiers) inverse-propensity weights, 1 = plain
+    # Benchmark category per prompt ("" when unknown): a training label for the model's
+    # category head, never an input (a request carries no category).
+    tasks: tuple[str, ...] = ()
 
     @property
     def passed(self) -> np.ndarray:
@@ -60,7 +63,7 @@ def build_labels(
     keys = [t.outcomes_key for t in ladder.tiers]
     keyset = set(keys)
     aux = sorted({m for r in records for m in r.results} - keyset)
-    ids, prompts, scores, aux_rows, out_tok, weights = [], [], [], [], [], []
+    ids, prompts, scores, aux_rows, out_tok, weights, tasks = [], [], [], [], [], [], []
     dropped = 0
     for r in records:
         row = [r.results[k].score if k in r.results else np.nan for k in keys]
@@ -73,6 +76,7 @@ def build_labels(
         aux_rows.append([r.results[m].score if m in r.results else np.nan for m in aux])
         out_tok.append([output_tokens_of(r, k) for k in keys])
         weights.append([_ipw(r, k) for k in keys])
+        tasks.append(r.task or "")
     n = len(ids)
     return LabelSet(
         ids=ids,
@@ -83,6 +87,7 @@ def build_labels(
         output_tokens=np.array(out_tok, dtype=np.float64).reshape(n, len(keys)),
         dropped=dropped,
         weights=np.array(weights, dtype=np.float64).reshape(n, len(keys)),
+        tasks=tuple(tasks),
     )
 
 

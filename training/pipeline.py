@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ def out_of_fold(
     folds: int,
     seed: int,
     w: np.ndarray | None = None,
+    tasks: Sequence[str] | None = None,
 ) -> np.ndarray:
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(y)) % folds
@@ -102,7 +104,9 @@ def out_of_fold(
     for k in range(folds):
         tr, va = np.where(fold != k)[0], np.where(fold == k)[0]
         wt = None if w is None else w[tr]
-        p[va] = SoftClusterModel(model_cfg).fit(f.take(tr), y[tr], wt).predict_proba(f.take(va))
+        tt = None if tasks is None else [tasks[i] for i in tr]
+        model = SoftClusterModel(model_cfg).fit(f.take(tr), y[tr], wt, tt)
+        p[va] = model.predict_proba(f.take(va))
     return p
 
 
@@ -145,7 +149,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     t = time.monotonic()
     log.info("fitting %d-fold out-of-fold predictions to set the policy", cfg.folds)
-    oof = out_of_fold(cfg.model, feats, y, cfg.folds, cfg.seed, labels.weights)
+    oof = out_of_fold(cfg.model, feats, y, cfg.folds, cfg.seed, labels.weights, labels.tasks)
     q = np.nan_to_num(labels.scores, nan=0.0)
     c = prompt_costs(labels.prompts, labels.output_tokens, ladder)
     complete = ~np.isnan(labels.scores).any(axis=1)
@@ -157,7 +161,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     timings["validate_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    model = SoftClusterModel(cfg.model).fit(feats, y, labels.weights)
+    model = SoftClusterModel(cfg.model).fit(feats, y, labels.weights, labels.tasks)
+    log.info(
+        "category head: %s",
+        f"{len(model.task_classes_)} categories, share {model.shares_[-1]:.2f}"
+        if model.task_classes_
+        else "off (fewer than 2 categories with enough prompts, or --task-weight 0)",
+    )
     timings["fit_s"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -198,6 +208,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         ).tolist(),
         "featurizer": cfg.featurizer,
         "model": cfg.model.params(),
+        "task_head_classes": model.task_classes_,
         "goal": goal.text,
         "validation": {**val_metrics, "calibration_error": calibration_error(oof, y)},
         "policy_expected": policy.expected,
