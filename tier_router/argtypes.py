@@ -130,3 +130,14 @@ def int_list(value: str) -> tuple[int, ...]:
     if not out or any(k < 1 for k in out):
         raise argparse.ArgumentTypeError(f"cluster counts must be >= 1, got {value!r}")
     return out
+
+
+def add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
+    """`--bootstrap N`: resamples of the evaluation prompts for 95% intervals of `what`."""
+    p.add_argument(
+        "--bootstrap",
+        type=int_in(0, 100_000),
+        default=200,
+        metavar="N",
+        help=f"resamples for 95%% intervals of {what} (default 200, 0: none)",
+    )

@@ -16,9 +16,9 @@ from typing import Any
 from router.bundle import BundleError
 from router.ladder import LadderError
 from router.outcomes import OutcomesError
+from tier_router.argtypes import add_bootstrap
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
-from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import int_list as _int_list
 from tier_router.argtypes import nonneg_float as _non_negative_float
 from tier_router.argtypes import out_file as _out_file
@@ -192,13 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test")
     e.add_argument("--plot", type=_out_file, default=None, help="PNG path for the curve")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
-    e.add_argument(
-        "--bootstrap",
-        type=_int_in(0, 100_000),
-        default=200,
-        metavar="N",
-        help="resamples for the router's 95%% intervals (0: none; ~5 s per 200 x 2k prompts)",
-    )
+    add_bootstrap(e, "the router's metrics (~5 s per 200 x 2k prompts)")
     e.set_defaults(func=cmd_evaluate)
 
     _register_optional(sub, "serving.cli", "serve", ("local-bedrock", "demo", "feedback"))

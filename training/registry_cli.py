@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tier_router.argtypes import add_bootstrap
 from tier_router.argtypes import existing_file as _file
-from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import int_list as _int_list
 from tier_router.argtypes import out_dir as _out_dir
 from tier_router.argtypes import positive_int as _positive_int
@@ -257,17 +257,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         help="outcomes file to score every version on (default: the reference run's training file)",
     )
     p.add_argument("--split", default="test", help="split of --outcomes to score (default test)")
-    _bootstrap_arg(p)
-
-
-def _bootstrap_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--bootstrap",
-        type=_int_in(0, 100_000),
-        default=200,
-        metavar="N",
-        help="resamples for paired 95%% intervals of the differences (default 200, 0: none)",
-    )
+    add_bootstrap(p, "each version's paired difference to the champion")
 
 
 def register(subparsers: Any) -> None:
@@ -353,7 +343,7 @@ def register(subparsers: Any) -> None:
     r.add_argument(
         "--promote", action="store_true", help="make the challenger champion if it is not worse"
     )
-    _bootstrap_arg(r)
+    add_bootstrap(r, "the challenger's paired difference to the champion")
     r.set_defaults(func=_guarded("retrain", cmd_retrain))
 
 

@@ -25,11 +25,16 @@ def _routeval(shared_data: Path):
     return mod
 
 
-def test_metrics_match_the_outside_check(shared_data: Path) -> None:
+def _routerbench_test(shared_data: Path):
+    """routeval, and the quality and cost of routerbench_subset's test split as it reads them."""
     rv = _routeval(shared_data)
     models, prices = rv.LADDERS["routerbench_subset"]
     t = rv.load(str(shared_data / "routerbench_subset.jsonl.gz"), models, prices)
-    q, c = t.q[t.split], t.c[t.split]
+    return rv, t.q[t.split], t.c[t.split]
+
+
+def test_metrics_match_the_outside_check(shared_data: Path) -> None:
+    rv, q, c = _routerbench_test(shared_data)
     rng = np.random.default_rng(0)
     for p in (
         rng.random(q.shape),
@@ -56,10 +61,7 @@ def test_oracle_beats_random_and_calibration_error() -> None:
 def test_bootstrap_intervals_bracket_the_estimate_and_shrink_with_more_prompts(
     shared_data: Path,
 ) -> None:
-    rv = _routeval(shared_data)
-    models, prices = rv.LADDERS["routerbench_subset"]
-    t = rv.load(str(shared_data / "routerbench_subset.jsonl.gz"), models, prices)
-    q, c = t.q[t.split], t.c[t.split]
+    _, q, c = _routerbench_test(shared_data)
     rng = np.random.default_rng(2)
     p = np.clip(q + rng.normal(0, 0.4, q.shape), 0, 1)  # a router with real but weak signal
     point = curve_metrics(p, q, c)
@@ -82,10 +84,7 @@ def test_bootstrap_intervals_refuse_bad_settings(rounds: int, level: float) -> N
 
 
 def test_paired_difference_is_tighter_than_either_interval_and_signed(shared_data: Path) -> None:
-    rv = _routeval(shared_data)
-    models, prices = rv.LADDERS["routerbench_subset"]
-    t = rv.load(str(shared_data / "routerbench_subset.jsonl.gz"), models, prices)
-    q, c = t.q[t.split], t.c[t.split]
+    _, q, c = _routerbench_test(shared_data)
     rng = np.random.default_rng(3)
     weak = np.clip(q + rng.normal(0, 0.5, q.shape), 0, 1)
     weaker = np.clip(weak + rng.normal(0, 0.05, q.shape), 0, 1)  # nearly the same router
