@@ -11,9 +11,15 @@ import numpy as np
 
 from router import Router
 from router.outcomes import iter_outcomes
-from training.evaluate import bootstrap_intervals, calibration_error
+from training.evaluate import calibration_error
 from training.pipeline import TrainConfig, TrainResult, train
-from training.scoring import Evaluation, evaluate_bundle, format_report, write_plot
+from training.scoring import (
+    Evaluation,
+    add_intervals,
+    evaluate_bundle,
+    format_report,
+    write_plot,
+)
 
 log = logging.getLogger(__name__)
 # Held-out intervals are logged with every run, so two versions' metrics in the MLflow UI
@@ -125,8 +131,7 @@ def train_evaluate_log(
     if eval_split and _has_split(cfg.outcomes, eval_split):
         ev = evaluate_bundle(router, cfg.outcomes, eval_split)
         rounds = bootstrap_rounds(len(ev.q))
-        ev.report["router_interval"] = bootstrap_intervals(ev.p, ev.q, ev.c, rounds=rounds)
-        ev.report["bootstrap_rounds"] = rounds
+        add_intervals(ev, rounds)
         log.info("held-out evaluation (%s split):\n%s", eval_split, format_report(ev.report))
         # Fixed file names, so the MLflow UI can line the plots of two runs up.
         plot_dir = cfg.out.parent / f"{cfg.out.name}-plots"

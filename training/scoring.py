@@ -96,10 +96,16 @@ def evaluate_bundle(
     rep["router_version"] = router.version
     rep["split"] = split
     rep["skipped_incomplete"] = labels.dropped
+    ev = Evaluation(rep, p, q, c, choice, labels.prompts)
     if bootstrap > 0:
-        rep["router_interval"] = bootstrap_intervals(p, q, c, rounds=bootstrap)
-        rep["bootstrap_rounds"] = bootstrap
-    return Evaluation(rep, p, q, c, choice, labels.prompts)
+        add_intervals(ev, bootstrap)
+    return ev
+
+
+def add_intervals(ev: Evaluation, rounds: int) -> None:
+    """Add the router's 95% intervals over `rounds` resamples of the prompts to its report."""
+    ev.report["router_interval"] = bootstrap_intervals(ev.p, ev.q, ev.c, rounds=rounds)
+    ev.report["bootstrap_rounds"] = rounds
 
 
 def write_plot(ev: Evaluation, names: list[str], path: Path, title: str) -> Path:
