@@ -159,6 +159,11 @@ def main() -> None:
         task_aware = task_rates(tab, train_rows, test_rows)
         task_ceiling = task_rates(tab, test_rows, test_rows)
         ref = REFERENCE.get(name, (float("nan"), float("nan")))
+        sel = json.loads((bundle / "train_report.json").read_text()).get("model_selection", {})
+        oof = {
+            n: round(f.get("pgr_auc", float("nan")), 4)
+            for n, f in sel.get("candidates", {}).items()
+        }
         row = {
             "file": name,
             "featurizer": a.featurizer,
@@ -167,6 +172,8 @@ def main() -> None:
             "cost_at_top": round(float(m["cost_at_top"]), 4),
             "cost_at_mid": round(float(m["cost_at_mid"]), 4),
             "best_q": round(m["best_q"], 4),
+            "selected": sel.get("selected", ""),
+            "oof_pgr_auc": oof,
             "ref_pgr_auc": ref[0],
             "ref_cost_at_mid": ref[1],
             "task_aware_pgr_auc": round(rv.metrics(task_aware, q, c)["pgr_auc"], 4),
@@ -193,6 +200,10 @@ def main() -> None:
                 else ""
             )
         )
+    print("\nmodel selection: out-of-fold pgr_auc of each candidate on the train split")
+    for r in rows:
+        cands = ", ".join(f"{n} {v:.3f}" for n, v in r["oof_pgr_auc"].items())
+        print(f"{r['file']:20s} selected {r['selected']:13s} ({cands})")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -55,6 +56,26 @@ _TRANSFER = TransferConfig(
 
 class BatchError(RuntimeError):
     """A batch step failed in a way a re-run will not fix by itself."""
+
+
+class BatchUsageError(BatchError):
+    """The arguments name something the service does not have (a bucket): exit 2."""
+
+
+# S3 error codes that mean the --bucket argument is wrong, not that S3 is unwell.
+_BUCKET_CODES = frozenset({"NoSuchBucket", "InvalidBucketName"})
+
+
+def s3_failure(e: Exception, action: str, bucket: str, endpoint: str | None) -> BatchError:
+    """One line saying which S3 call failed, where, and why (the boto error's own text)."""
+    cause: BaseException = e
+    if isinstance(e, S3UploadFailedError):  # boto3 wraps the ClientError it caught
+        cause = e.__cause__ or e.__context__ or e
+    code = cause.response.get("Error", {}).get("Code") if isinstance(cause, ClientError) else None
+    if code in _BUCKET_CODES:
+        return BatchUsageError(f"--bucket: S3 bucket {bucket!r} {action} failed: {code}: {cause}")
+    where = f" at {endpoint}" if endpoint else ""
+    return BatchError(f"S3{where}: {action} failed: {type(cause).__name__}: {cause}")
 
 
 def state_path(out: Path) -> Path:
@@ -266,13 +287,15 @@ class BatchRunner:
             if fh is None:
                 return
             fh.close()
+            name, fh = fh.name, None  # this function owns the file now; removed once
+            key = f"{prefix}part-{part:05d}.jsonl"
             try:
-                self.c.s3.upload_file(
-                    fh.name, self.bcfg.bucket, f"{prefix}part-{part:05d}.jsonl", Config=_TRANSFER
-                )
+                self.c.s3.upload_file(name, self.bcfg.bucket, key, Config=_TRANSFER)
+            except (S3UploadFailedError, ClientError, BotoCoreError) as e:
+                raise self._s3_failure(e, f"upload of s3://{self.bcfg.bucket}/{key}") from e
             finally:
-                os.unlink(fh.name)
-            fh, part = None, part + 1
+                os.unlink(name)
+            part += 1
 
         try:
             for rid, chars, item in state.pending_for(before, self.cfg.strategy):
@@ -326,14 +349,25 @@ class BatchRunner:
     def _output_keys(self, tier: Tier, job: JobRow) -> list[str]:
         prefix = f"{self.base}/output/{tier.name}/{job.job_id}/"
         keys: list[str] = []
-        for page in self.c.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bcfg.bucket, Prefix=prefix
-        ):
-            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl.out")]
+        try:
+            for page in self.c.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bcfg.bucket, Prefix=prefix
+            ):
+                keys += [
+                    o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jsonl.out")
+                ]
+        except (ClientError, BotoCoreError) as e:
+            raise self._s3_failure(e, f"listing s3://{self.bcfg.bucket}/{prefix}") from e
         return sorted(keys)
 
+    def _s3_failure(self, e: Exception, action: str) -> BatchError:
+        return s3_failure(e, action, self.bcfg.bucket, self.c.s3.meta.endpoint_url)
+
     def _lines(self, key: str) -> Iterator[dict[str, Any]]:
-        body = self.c.s3.get_object(Bucket=self.bcfg.bucket, Key=key)["Body"]
+        try:
+            body = self.c.s3.get_object(Bucket=self.bcfg.bucket, Key=key)["Body"]
+        except (ClientError, BotoCoreError) as e:
+            raise self._s3_failure(e, f"download of s3://{self.bcfg.bucket}/{key}") from e
         for n, raw in enumerate(body.iter_lines(), 1):
             if raw.strip():
                 try:

@@ -1,8 +1,10 @@
 """`tier-router label`: argument parsing and validation, then one run.
 
 Every argument is checked before any call is made; a bad one exits 2 naming the flag.
-Exit codes: 0 done, 1 some prompts failed (re-run retries them), 2 bad arguments or
-input, 3 spend cap reached, 4 batch jobs still running (re-run resumes), 130 interrupted.
+Exit codes: 0 done, 1 some prompts failed (re-run retries them) or a service call failed
+(S3 or Bedrock unreachable or refusing; one line says which call and why), 2 bad
+arguments or input (incl. a --bucket that S3 does not have), 3 spend cap reached, 4 batch
+jobs still running (re-run resumes), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from labeling.graders import GRADER_NAMES, GraderSet, JudgeConfig, JudgeGrader, 
 from labeling.prompts import PromptsError
 from router.ladder import Ladder, LadderError
 from router.outcomes import OutcomesError
+from tier_router.argtypes import DefaultsHelpFormatter
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import positive_float as _positive_float
@@ -45,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Label prompts by running every tier (or cheapest-first until one passes), "
             "on demand or with Bedrock Batch Inference (about half the price)."
         ),
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--prompts", type=_existing_file, required=True, help="prompts JSONL")
     p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
@@ -62,11 +66,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="TASK=SPEC",
         help="grader for prompts of one task (repeatable)",
     )
-    p.add_argument("--mode", choices=("ondemand", "batch"), default="ondemand")
-    p.add_argument("--strategy", choices=STRATEGIES, default="all")
+    p.add_argument(
+        "--mode",
+        choices=("ondemand", "batch"),
+        default="ondemand",
+        help="Converse calls now, or Bedrock Batch Inference jobs through S3",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="all",
+        help="all: every tier answers every prompt; cascade: cheapest first, stop at a pass",
+    )
     p.add_argument("--concurrency", type=_int_in(1, 256), default=8, help="calls in flight")
-    p.add_argument("--spend-cap", type=_positive_float, default=None, help="stop at this USD")
-    p.add_argument("--judge-model", default=None, help="tier name or model id for the judge")
+    p.add_argument(
+        "--spend-cap",
+        type=_positive_float,
+        default=None,
+        help="start no new prompt once this many USD are spent (default: no cap)",
+    )
+    p.add_argument(
+        "--judge-model",
+        default=None,
+        help="tier name or model id for the judge grader (default: no judge)",
+    )
     p.add_argument(
         "--judge-prices",
         type=_prices,
@@ -74,26 +97,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="IN,OUT",
         help="judge $/Mtok if the judge model is not a tier",
     )
-    p.add_argument("--endpoint-url", default=None, help="Bedrock endpoint (local server)")
-    p.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (moto offline)")
-    p.add_argument("--region", default="us-east-1")
+    p.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="Bedrock endpoint, e.g. a local-bedrock server's url (default: AWS's)",
+    )
+    p.add_argument(
+        "--s3-endpoint-url", default=None, help="S3 endpoint, e.g. moto offline (default: AWS's)"
+    )
+    p.add_argument("--region", default="us-east-1", help="AWS region of Bedrock and S3")
     p.add_argument(
         "--dummy-credentials",
         action="store_true",
         help="sign with fixed fake keys (local server and moto only)",
     )
-    p.add_argument("--max-attempts", type=_int_in(1, 20), default=6, help="per call, incl. first")
-    p.add_argument("--retry-delay-scale", type=float, default=1.0, help="scales botocore backoff")
-    p.add_argument("--bucket", default=None, help="S3 bucket for batch input/output")
-    p.add_argument("--role-arn", default=None, help="IAM role Bedrock batch jobs assume")
-    p.add_argument("--s3-prefix", default="tier-router-label")
+    p.add_argument(
+        "--max-attempts", type=_int_in(1, 20), default=6, help="tries per call, incl. the first"
+    )
+    p.add_argument(
+        "--retry-delay-scale", type=float, default=1.0, help="multiplies botocore's backoff"
+    )
+    p.add_argument("--bucket", default=None, help="S3 bucket for batch input/output (batch)")
+    p.add_argument("--role-arn", default=None, help="IAM role Bedrock batch jobs assume (batch)")
+    p.add_argument(
+        "--s3-prefix", default="tier-router-label", help="key prefix of batch files in --bucket"
+    )
     p.add_argument("--job-prefix", default="label", help="batch job names start with this")
-    p.add_argument("--poll-seconds", type=_positive_float, default=30.0)
+    p.add_argument(
+        "--poll-seconds",
+        type=_positive_float,
+        default=30.0,
+        help="seconds between batch job status checks",
+    )
     p.add_argument(
         "--max-wait-minutes",
         type=_positive_float,
         default=None,
-        help="stop polling after this long (exit 4; re-run resumes)",
+        help="stop polling after this long (exit 4; re-run resumes; default: wait until done)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_label)
@@ -192,12 +232,15 @@ def cmd_label(args: argparse.Namespace) -> int:
         print("tier-router label: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as e:  # a boto/S3 failure outside a single prompt: say what, not a trace
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from labeling.batch import BatchError
+        from labeling.batch import BatchError, BatchUsageError
         from labeling.batch_state import StateError
 
-        if isinstance(e, BotoCoreError | ClientError | BatchError | StateError):
+        if isinstance(e, BatchUsageError):
+            return _fail(str(e))
+        if isinstance(e, Boto3Error | BotoCoreError | ClientError | BatchError | StateError):
             print(f"tier-router label: error: {e}", file=sys.stderr)
             return 1
         raise

@@ -7,6 +7,7 @@ manifest.json with its sha256, and load refuses any mismatch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -14,14 +15,21 @@ import re
 import shutil
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+# Written into every manifest, so a directory from another project that happens to hold
+# a manifest.json is told apart from an old or new tier-router bundle. Manifests written
+# before the field have none; they are recognised by format_version / router_version / files.
+FORMAT = "tier-router-bundle"
+_OUR_KEYS = ("format_version", "router_version", "files")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ALLOWED_SUFFIXES = (".onnx", ".json", ".toml", ".npy", ".txt", ".png")
 _MAX_ARCHIVE_BYTES = 2 * 1024**3
@@ -75,12 +83,19 @@ class Manifest:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise BundleError(f"{path}: unreadable manifest: {e}") from None
         if not isinstance(doc, dict):
-            raise BundleError(f"{path}: manifest must be a JSON object")
-        fv = doc.get("format_version")
+            raise BundleError(f"{path}: not a tier-router bundle (manifest is not a JSON object)")
+        _check_ours(doc, path)
+        fv = doc["format_version"]
         if fv != FORMAT_VERSION:
+            newer = fv > FORMAT_VERSION
             raise BundleError(
-                f"{path}: bundle format_version {fv!r} is not supported (this runtime reads "
-                f"{FORMAT_VERSION}); re-export the bundle or upgrade tier-router"
+                f"{path}: tier-router bundle format_version {fv} is not supported (this "
+                f"runtime reads {FORMAT_VERSION}); "
+                + (
+                    "it was written by a newer tier-router: upgrade tier-router"
+                    if newer
+                    else "it was written by an older tier-router: re-export the bundle"
+                )
             )
         files = doc.get("files")
         if not isinstance(files, dict) or not files:
@@ -95,9 +110,7 @@ class Manifest:
         version = doc.get("router_version")
         if not isinstance(version, str) or not version:
             raise BundleError(f"{path}: field 'router_version' must be a non-empty string")
-        info = {
-            k: v for k, v in doc.items() if k not in ("format_version", "files", "router_version")
-        }
+        info = {k: v for k, v in doc.items() if k not in ("format", *_OUR_KEYS)}
         return cls(FORMAT_VERSION, version, dict(files), info)
 
     def verify(self, bundle_dir: Path) -> None:
@@ -123,12 +136,37 @@ class Manifest:
 
     def to_json(self) -> str:
         doc = {
+            "format": FORMAT,
             "format_version": self.format_version,
             "router_version": self.router_version,
             **self.info,
             "files": self.files,
         }
         return json.dumps(doc, indent=2, sort_keys=False)
+
+
+def _check_ours(doc: dict[str, Any], path: Path) -> None:
+    """Refuse, as not ours, a manifest naming another format or lacking our fields."""
+    named = doc.get("format", doc.get("schema"))
+    if named is not None and named != FORMAT:
+        key = "format" if "format" in doc else "schema"
+        raise BundleError(
+            f"{path}: not a tier-router bundle (its manifest says {key} {named!r:.60}; a "
+            f"tier-router bundle's says format {FORMAT!r})"
+        )
+    missing = [k for k in _OUR_KEYS if k not in doc]
+    if missing and named is None:
+        raise BundleError(
+            f"{path}: not a tier-router bundle (its manifest has no {', '.join(missing)}; "
+            "point at the directory `tier-router train` wrote)"
+        )
+    if missing:
+        raise BundleError(f"{path}: damaged tier-router manifest: no {', '.join(missing)}")
+    fv = doc.get("format_version")
+    if isinstance(fv, bool) or not isinstance(fv, int):
+        raise BundleError(
+            f"{path}: not a tier-router bundle (format_version {fv!r:.60} is not an integer)"
+        )
 
 
 def write_manifest(bundle_dir: Path, router_version: str, info: dict[str, Any]) -> Manifest:
@@ -142,6 +180,45 @@ def write_manifest(bundle_dir: Path, router_version: str, info: dict[str, Any]) 
     m = Manifest(FORMAT_VERSION, router_version, files, {**info, "runtime": runtime_versions()})
     (bundle_dir / MANIFEST).write_text(m.to_json() + "\n", encoding="utf-8")
     return m
+
+
+# Files that say how a bundle was made, not what it decides.
+NOT_DECISIONS = frozenset({MANIFEST, "train_report.json"})
+
+
+def decision_digest(bundle_dir: Path) -> str:
+    """sha256 over every file that can change a decision (names and contents), so two
+    bundles share a router version's hash exactly when they route and judge alike."""
+    h = hashlib.sha256()
+    for p in sorted(bundle_dir.iterdir()):
+        if p.is_file() and p.name not in NOT_DECISIONS:
+            h.update(f"{p.name}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_bundle(target: Path, *, replace: bool) -> Iterator[Path]:
+    """A fresh directory beside `target` to write a bundle into; on success it is renamed
+    into place (the old bundle, with `replace`, renamed aside first and then removed), on
+    failure removed. A reader, a hot swap included, never sees a half-written bundle."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if not (replace and target.exists()):
+            tmp.rename(target)  # fails rather than merge if someone created it meanwhile
+            return
+        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
+        target.rename(old)
+        try:
+            tmp.rename(target)
+        except BaseException:
+            old.rename(target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def open_bundle(path: str | Path) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:

@@ -11,7 +11,9 @@ centroid set (padding columns carry bias -1e9), then @ rates. Here the padding i
 dropped and the per-set softmax is exp(logits) summed per set: x is a unit vector, so
 |logit| is at most the norm of a weight column (1 / temperature for centroids, at most 30
 for the category head) and exp needs no max-subtraction as long as that bound stays
-small (checked at load).
+small (checked at load). A column's bias b (0 for clusters; a logistic unit's intercept,
+training/candidates.py) folds into its rates and denominator as exp(b), which is exact:
+exp(x.w + b) = exp(x.w) * exp(b).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class ClusterPredictor:
         keep = bias > -1e8
         per_set = keep.reshape(sets, -1).sum(axis=1)
         self._w = np.ascontiguousarray(centroids[:, keep], dtype=np.float32)
-        set_rates = rates[keep]  # already divided by `sets`: the average over sets
+        scale = np.exp(bias[keep].astype(np.float64))[:, None]
+        set_rates = rates[keep] * scale  # each set's share is already in its rates
         self.sets = sets
         self.tiers = rates.shape[1]
         # One product gives each set's weighted rates and its softmax denominator.
@@ -41,7 +44,7 @@ class ClusterPredictor:
             q[start : start + n, s * self.tiers : (s + 1) * self.tiers] = set_rates[
                 start : start + n
             ]
-            q[start : start + n, sets * self.tiers + s] = 1.0
+            q[start : start + n, sets * self.tiers + s] = scale[start : start + n, 0]
             start += n
         self._q = q
         self._den = sets * self.tiers
@@ -54,7 +57,7 @@ class ClusterPredictor:
     @property
     def set_rates(self) -> np.ndarray:
         """(K, sets * tiers + sets) float32: per set, the weighted rates, then a column
-        of ones that gives the softmax denominator."""
+        that gives the softmax denominator (exp(bias): ones for clusters), all times exp(bias)."""
         return self._q
 
     @classmethod
@@ -75,6 +78,7 @@ class ClusterPredictor:
             or rates.shape[:1] != (cen.shape[1],)
             or int(shape[1]) * int(shape[2]) != cen.shape[1]
             or float(np.linalg.norm(cen, axis=0).max()) > MAX_LOGIT
+            or float(np.abs(np.where(bias > -1e8, bias, 0.0)).max(initial=0.0)) > MAX_LOGIT
         ):
             return None
         return cls(cen, bias, rates, int(shape[1]))
@@ -82,9 +86,10 @@ class ClusterPredictor:
     def probe_inputs(self) -> np.ndarray:
         """Unit vectors at some centroids (peaked memberships) and at random (diffuse),
         to compare this evaluation with ONNX Runtime's at load."""
-        at_centroids = self._w[:, :: max(1, self._w.shape[1] // 6)].T
+        cols = self._w[:, np.linalg.norm(self._w, axis=0) > 0]  # a logistic set's 0 column
+        at_centroids = cols[:, :: max(1, cols.shape[1] // 6)].T
         rand = np.random.default_rng(0).normal(size=(2, self._w.shape[0]))
-        x = np.vstack([at_centroids, rand]).astype(np.float32)
+        x = np.vstack([at_centroids, -at_centroids[:1], rand]).astype(np.float32)
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     def p_pass(self, x: np.ndarray) -> list[float]:

@@ -50,7 +50,14 @@ class Tier:
 
 @dataclass(frozen=True)
 class Ladder:
+    """Tiers cheapest first, and optionally a cheap second-opinion model.
+
+    The second opinion is never a routing target: the cascade calls it only to compare its
+    final answer with a tier's, and pays for it.
+    """
+
     tiers: tuple[Tier, ...]
+    second_opinion: Tier | None = None
 
     def __post_init__(self) -> None:
         if len(self.tiers) < 2:
@@ -58,6 +65,10 @@ class Ladder:
         names = [t.name for t in self.tiers]
         if len(set(names)) != len(names):
             raise LadderError(f"tier names must be unique, got {names}")
+        if self.second_opinion is not None and self.second_opinion.name in names:
+            raise LadderError(
+                f"second_opinion name {self.second_opinion.name!r} is also a tier name"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -77,6 +88,11 @@ class Ladder:
         for t in self.tiers:
             out.append("[[tier]]")
             for k, v in t.to_dict().items():
+                out.append(f"{k} = {_toml_value(v)}")
+            out.append("")
+        if self.second_opinion is not None:
+            out.append("[second_opinion]")
+            for k, v in self.second_opinion.to_dict().items():
                 out.append(f"{k} = {_toml_value(v)}")
             out.append("")
         return "\n".join(out)
@@ -107,9 +123,19 @@ class Ladder:
     def from_dict(cls, doc: Any, source: str = "<ladder>") -> Ladder:
         if not isinstance(doc, dict) or not isinstance(doc.get("tier"), list):
             raise LadderError(f"{source}: expected a [[tier]] array of tables, cheapest first")
+        unknown = sorted(set(doc) - {"tier", "second_opinion"})
+        if unknown:
+            raise LadderError(
+                f"{source}: unknown table(s) {unknown}; a ladder has [[tier]] and "
+                "optionally [second_opinion]"
+            )
         tiers = tuple(_parse_tier(t, source, i) for i, t in enumerate(doc["tier"]))
+        second = doc.get("second_opinion")
+        if second is not None and not isinstance(second, dict):
+            raise LadderError(f"{source}: [second_opinion] must be a table, not an array")
+        second_tier = None if second is None else _parse_tier(second, source, "second_opinion")
         try:
-            return cls(tiers)
+            return cls(tiers, second_tier)
         except LadderError as e:
             raise LadderError(f"{source}: {e}") from None
 
@@ -118,8 +144,8 @@ _REQUIRED = ("name", "model_id", "outcomes_key", "price_in_per_mtok", "price_out
 _KNOWN = {*_REQUIRED, "max_tokens", "temperature", "top_p"}
 
 
-def _parse_tier(t: Any, source: str, i: int) -> Tier:
-    where = f"{source}: tier[{i}]"
+def _parse_tier(t: Any, source: str, i: int | str) -> Tier:
+    where = f"{source}: tier[{i}]" if isinstance(i, int) else f"{source}: [{i}]"
     if not isinstance(t, dict):
         raise LadderError(f"{where}: expected a table")
     missing = [k for k in _REQUIRED if k not in t]

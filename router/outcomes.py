@@ -106,8 +106,11 @@ def _score(v: Any, where: str, clipped: list[str] | None) -> float:
     return min(1.0, max(0.0, x))
 
 
-def parse_record(obj: Any, where: str, clipped: list[str] | None = None) -> OutcomeRecord:
-    """`clipped` collects `where=value` for scores clipped into [0, 1]."""
+def parse_record(
+    obj: Any, where: str, clipped: list[str] | None = None, *, scores: bool = True
+) -> OutcomeRecord:
+    """`clipped` collects `where=value` for scores clipped into [0, 1]. With `scores=False`
+    a result may lack its score (NaN): replaying recorded answers must not need them."""
     if not isinstance(obj, dict):
         raise OutcomesError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for k in ("id", "prompt"):
@@ -119,14 +122,16 @@ def parse_record(obj: Any, where: str, clipped: list[str] | None = None) -> Outc
     parsed: dict[str, ModelResult] = {}
     for model, r in results.items():
         rw = f"{where}: results[{model!r}]"
-        if not isinstance(r, dict) or "score" not in r:
+        if not isinstance(r, dict) or ("score" not in r and scores):
             raise OutcomesError(f"{rw}: expected an object with a 'score'")
         opt = {
             k: _number(r[k], f"{rw}.{k}", lo=0.0) for k in _NUMERIC_OPTIONAL if r.get(k) is not None
         }
         extra = {k: v for k, v in r.items() if k != "score" and k not in _NUMERIC_OPTIONAL}
         parsed[model] = ModelResult(
-            score=_score(r["score"], f"{rw}.score", clipped), extra=extra, **opt
+            score=_score(r["score"], f"{rw}.score", clipped) if "score" in r else math.nan,
+            extra=extra,
+            **opt,
         )
     for k in ("split", "task"):
         if obj.get(k) is not None and not isinstance(obj[k], str):
@@ -170,7 +175,9 @@ def iter_json_lines(
             raise error(f"{p}:{lineno + 1}: unreadable ({type(e).__name__}: {e})") from None
 
 
-def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[OutcomeRecord]:
+def iter_outcomes(
+    path: str | Path, split: str | None = None, *, scores: bool = True
+) -> Iterator[OutcomeRecord]:
     """Stream records; `split` keeps only that split. Errors say file:line: field.
 
     Scores slightly outside [0, 1] are clipped into it and reported in one warning.
@@ -178,7 +185,7 @@ def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[Outcom
     seen: set[str] = set()
     clipped: list[str] = []
     for where, obj in iter_json_lines(path, OutcomesError, "outcomes file"):
-        rec = parse_record(obj, where, clipped)
+        rec = parse_record(obj, where, clipped, scores=scores)
         if rec.id in seen:
             raise OutcomesError(f"{where}: duplicate id {rec.id!r}")
         seen.add(rec.id)
@@ -193,8 +200,10 @@ def iter_outcomes(path: str | Path, split: str | None = None) -> Iterator[Outcom
         )
 
 
-def read_outcomes(path: str | Path, split: str | None = None) -> list[OutcomeRecord]:
-    return list(iter_outcomes(path, split))
+def read_outcomes(
+    path: str | Path, split: str | None = None, *, scores: bool = True
+) -> list[OutcomeRecord]:
+    return list(iter_outcomes(path, split, scores=scores))
 
 
 def write_outcomes(path: str | Path, records: Iterable[OutcomeRecord]) -> int:

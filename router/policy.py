@@ -50,6 +50,18 @@ class ThresholdPolicy:
                 return i
         return len(self.thresholds)
 
+    def explain(self, names: tuple[str, ...], p_pass: list[float], chosen: int, note: str) -> str:
+        """Which threshold each tier up to the chosen one missed or met, e.g.
+        "policy: haiku p=0.41 < 0.55; sonnet p=0.62 >= 0.60" (`note` goes first)."""
+        parts = []
+        for i in range(min(chosen + 1, len(self.thresholds))):
+            t = self.thresholds[i]
+            bar = "never (> 1)" if t > 1.0 else f"{t:.2f}"
+            parts.append(f"{names[i]} p={p_pass[i]:.2f} {'>=' if p_pass[i] >= t else '<'} {bar}")
+        if chosen == len(self.thresholds):
+            parts.append(f"{names[chosen]}: the top tier, taken when no cheaper tier clears")
+        return f"{note}policy: " + "; ".join(parts)
+
     def to_json(self) -> str:
         d = asdict(self)
         d["kind"] = "threshold"

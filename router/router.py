@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from router.bundle import BundleError, Manifest, open_bundle
+from router.cascade import CASCADE_FILE, CascadeFile
 from router.cluster_predictor import ClusterPredictor
 from router.compiled_route import PROBES, TOLERANCE, CompiledRoute
 from router.decision import Decision
@@ -26,11 +27,13 @@ from router.featurizer import (
 from router.joint_space import JOINT_SPACE_FILE, JointSpace
 from router.ladder import Ladder, LadderError, Tier
 from router.policy import POLICY_FILE, ThresholdPolicy
+from router.verifier import VERIFIER_FILE, VERIFIER_INPUT, VERIFIER_MODEL, Verifier
 
 MODEL_FILE = "model.onnx"
 FEATURES_INPUT = "features"
 LADDER_FILE = "ladder.toml"
 BATCH_CHUNK = 256
+EMPTY_PROMPT_NOTE = "empty or whitespace-only prompt: no text to route by; "
 
 
 def _inference_settings(tier: Tier) -> dict[str, Any]:
@@ -84,6 +87,9 @@ class Router:
         self._model = model
         self._encoder = encoder
         self.source = source
+        # Set by Router.load when the bundle carries an answer verifier and cascade policy.
+        self.verifier: Verifier | None = None
+        self.cascade: CascadeFile | None = None
         self._needs_dense = encoder is not None
         inputs = model.get_inputs()
         if [i.name for i in inputs] != [FEATURES_INPUT]:
@@ -99,7 +105,6 @@ class Router:
                 "model_id": t.model_id,
                 "max_tokens": t.max_tokens,
                 "router_version": manifest.router_version,
-                "reason": "policy",
             }
             for i, t in enumerate(ladder.tiers)
         ]
@@ -195,7 +200,7 @@ class Router:
                     if name not in manifest.files:
                         raise BundleError(f"{path}: accurate bundle lacks {name}")
                 encoder = _session(bundle_dir / ENCODER_MODEL, threads)
-            return cls(
+            router = cls(
                 fast=ClusterPredictor.from_onnx(bundle_dir / MODEL_FILE),
                 manifest=manifest,
                 ladder=ladder,
@@ -206,9 +211,38 @@ class Router:
                 encoder=encoder,
                 source=Path(path),
             )
+            router._load_cascade(bundle_dir, manifest, threads)
+            return router
         finally:
             if tmp is not None:
                 tmp.cleanup()
+
+    def _load_cascade(self, bundle_dir: Path, manifest: Manifest, threads: int) -> None:
+        """The answer verifier and cascade policy, when the bundle was trained on answers."""
+        present = [n for n in (VERIFIER_MODEL, VERIFIER_FILE, CASCADE_FILE) if n in manifest.files]
+        if not present:
+            return
+        if len(present) != 3:
+            raise BundleError(
+                f"{self.source}: bundle has {present} but not all of the cascade's files"
+            )
+        try:
+            verifier = Verifier.load(bundle_dir, lambda text: self.featurizer.embedding(text)[0])
+            cascade = CascadeFile.from_json((bundle_dir / CASCADE_FILE).read_text("utf-8"))
+        except (ValueError, KeyError, OSError) as e:
+            raise BundleError(f"{self.source}: invalid cascade: {e}") from None
+        if verifier.spec.tiers != self._tier_names or cascade.policy.n_tiers != len(self.ladder):
+            raise BundleError(f"{self.source}: the verifier or cascade was fitted for other tiers")
+        probes = np.random.default_rng(0).normal(size=(8, verifier._w.shape[1])).astype(np.float32)
+        session = _session(bundle_dir / VERIFIER_MODEL, threads)
+        expected = session.run(None, {VERIFIER_INPUT: probes})[0]
+        diff = float(np.abs(verifier.p_pass_matrix(probes) - expected).max())
+        if not diff <= TOLERANCE:
+            raise BundleError(
+                f"{self.source}: {VERIFIER_MODEL} integrity check failed: its weights and its "
+                f"graph disagree (max P(pass) difference {diff:.3g}); re-export the bundle"
+            )
+        self.verifier, self.cascade = verifier, cascade
 
     # -- scoring ---------------------------------------------------------------------
 
@@ -239,13 +273,20 @@ class Router:
 
     # -- decisions -------------------------------------------------------------------
 
-    def _decision(self, p: list[float], idx: int) -> Decision:
-        return Decision.from_fields(
+    def _decision(self, p: list[float], idx: int, text: str) -> Decision:
+        # The reason is formatted only if read (Decision.routed); an empty prompt says so.
+        note = "" if text and not text.isspace() else EMPTY_PROMPT_NOTE
+        return Decision.routed(
             {
                 **self._decision_fields[idx],
                 "p_pass": dict(zip(self._tier_names, p, strict=True)),
                 "inference": dict(self._inference[idx]),
-            }
+            },
+            self.policy.explain,
+            self._tier_names,
+            p,
+            idx,
+            note,
         )
 
     def _p_one(self, text: str) -> list[float]:
@@ -271,7 +312,7 @@ class Router:
     def route(self, text: str) -> Decision:
         _check_text(text, "text")
         p = self._p_one(text)
-        return self._decision(p, self.policy.choose_one(p))
+        return self._decision(p, self.policy.choose_one(p), text)
 
     def route_batch(self, texts: list[str]) -> list[Decision]:
         if isinstance(texts, str | bytes | bytearray | Mapping) or not hasattr(texts, "__iter__"):
@@ -282,7 +323,8 @@ class Router:
         texts = list(texts)
         p = self.p_pass_batch(texts)
         idx = self.policy.choose(p)
-        return [self._decision(row, int(i)) for row, i in zip(p.tolist(), idx, strict=True)]
+        rows = zip(p.tolist(), idx, texts, strict=True)
+        return [self._decision(row, int(i), t) for row, i, t in rows]
 
 
 def _check_text(text: object, name: str) -> None:

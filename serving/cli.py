@@ -18,6 +18,7 @@ from types import FrameType
 
 from router.ladder import Ladder, LadderError
 from router.outcomes import OutcomesError, read_outcomes
+from tier_router.argtypes import DefaultsHelpFormatter
 from tier_router.argtypes import existing_dir as _existing_dir
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
@@ -44,32 +45,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "local-bedrock",
         help="serve a local Bedrock-compatible Converse API from an outcomes file",
         description="Answer Converse calls as the recorded models did, with injected faults.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--outcomes", type=_existing_file, required=True, help="outcomes file")
     p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=_int_in(0, 65535), default=0, help="0 = any free port")
+    p.add_argument("--port", type=_int_in(0, 65535), default=0, help="TCP port, 0 = any free port")
     p.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of calls -> 429")
     p.add_argument("--error-rate", type=_rate, default=0.0, help="share of calls -> 500/503")
-    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="added per call")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="delay added per call")
+    p.add_argument(
+        "--seed", type=_int_in(0, 2**32 - 1), default=0, help="seeds the injected faults"
+    )
     p.set_defaults(func=cmd_local_bedrock)
 
     p = subparsers.add_parser(
         "demo",
         help="route N recorded prompts through the tiered client and a local Bedrock",
         description="Offline end-to-end run; prints one JSON summary line to stdout.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--bundle", type=_existing_dir, required=True, help="router bundle dir")
     p.add_argument("--outcomes", type=_existing_file, required=True, help="outcomes file")
     p.add_argument("--split", default="test", help="which split's prompts to send")
-    p.add_argument("--requests", type=_int_in(1, 1_000_000), default=400)
-    p.add_argument("--throttle-rate", type=_rate, default=0.0)
-    p.add_argument("--error-rate", type=_rate, default=0.0)
-    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0)
-    p.add_argument("--log", type=_new_file, default=None, help="outcome log to write (new)")
-    p.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0)
-    p.add_argument("--max-attempts", type=_int_in(1, 20), default=4, help="per tier, incl. first")
+    p.add_argument("--requests", type=_int_in(1, 1_000_000), default=400, help="prompts to send")
+    p.add_argument(
+        "--throttle-rate", type=_rate, default=0.0, help="share of calls the server throttles"
+    )
+    p.add_argument(
+        "--error-rate", type=_rate, default=0.0, help="share of calls that get a 500/503"
+    )
+    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="delay added per call")
+    p.add_argument(
+        "--log",
+        type=_new_file,
+        default=None,
+        help="outcome log to write, a new file (default: one in a new temp directory)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_int_in(0, 2**32 - 1),
+        default=0,
+        help="seeds the prompt sample, the injected faults and the client",
+    )
+    p.add_argument(
+        "--max-attempts", type=_int_in(1, 20), default=4, help="calls per tier, incl. the first"
+    )
     p.add_argument(
         "--retry-delay-scale",
         type=_nonneg_float,
@@ -82,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "feedback",
         help="turn outcome logs into an outcomes file for retraining",
         description="Passed tiers -> score 1, quality failures -> score 0, untried -> absent.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--log", type=_existing_file, nargs="+", required=True, help="outcome log(s)")
     p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")

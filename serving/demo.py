@@ -1,9 +1,11 @@
 """Offline end-to-end demo: router bundle -> tiered client -> local Bedrock -> outcome log.
 
 Requests are real prompts from an outcomes file's split. The local server answers as
-each tier's recorded model did, and the caller's validator is a check that knows the
-recorded pass/fail, so escalation behaves as it would with a perfect validator. The
-summary compares cost and quality with sending everything to the top tier.
+each tier's recorded model did (its real answer text where the file has one). A bundle
+with a cascade judges those answers with its own verifier and second opinion, as in
+production; a bundle without one gets a caller check that knows the recorded pass/fail
+(a perfect validator). Quality is the recorded score of the answer returned; the summary
+compares cost and quality with sending everything to the top tier.
 """
 
 from __future__ import annotations
@@ -98,12 +100,13 @@ def run_demo(
                 read_timeout_s=30.0,
             )
         )
+        cascade = getattr(router, "cascade", None) is not None
         client = TieredClient(
             router,
             bedrock,
             logger,
             TieredClientConfig(tags={"workload": "demo", "environment": "local"}, seed=cfg.seed),
-            checks=[CallableCheck(recorded_verdict, name="recorded_verdict")],
+            checks=[] if cascade else [CallableCheck(recorded_verdict, name="recorded_verdict")],
         )
         step = max(1, len(chosen) // 10)
         for i, rec in enumerate(chosen, 1):
@@ -119,7 +122,7 @@ def run_demo(
                 cost += res.cost_usd
                 escalations += res.escalations
                 final_tiers[res.tier] = final_tiers.get(res.tier, 0) + 1
-                if res.ok:
+                if res.ok or cascade:
                     tier = ladder.tiers[ladder.index(res.tier)]
                     quality += rec.results[tier.outcomes_key].score
             if i % step == 0 or i == len(chosen):
@@ -146,6 +149,8 @@ def run_demo(
         "log_records": logged,
         "final_tiers": final_tiers,
         "router_version": router.version,
+        "judged_by": "verifier" if cascade else "recorded_verdict",
+        "cost_vs_top": round(cost / top_cost, 4) if top_cost else None,
         "bedrock_calls": stats.get("requests", 0),
         "throttled": stats.get("throttled", 0),
         "server_errors": stats.get("server_errors", 0),

@@ -1,9 +1,15 @@
 """Turn outcome logs into an outcomes file that `tier-router train` reads unchanged.
 
 Labels come only from what was observed: a tier whose answer passed is a 1, a tier
-whose answer failed a quality check is a 0, and a tier that was never tried (or was
+whose answer failed a quality check is a 0; an answer the cascade's verifier rejected is
+the verifier's prediction, not an observation, and stays unlabelled (like a tier that was
+never tried). Stored answer texts travel with their labels (`results[key].answer`), so
+the next verifier trains on them. A tier that was never tried (or was
 throttled, down, or errored) is left out rather than guessed. Records whose prompt
-was hashed or dropped cannot be trained on, and are counted as such.
+was hashed or dropped cannot be trained on, and are counted as such. So are sticky
+conversation turns (`"sticky": true`): they start at the previous turn's final tier,
+which after an escalation is one the router did not pick, so their first verdict would
+carry the escalation's bias and no exploration propensity describes how it was chosen.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class FeedbackStats:
     skipped_not_outcome_record: int = 0
     skipped_no_labels: int = 0
     skipped_duplicate: int = 0
+    skipped_sticky: int = 0
     attempts_unlabelled: int = 0
     labels: dict[str, Counter[str]] = field(default_factory=dict)
 
@@ -47,6 +54,7 @@ class FeedbackStats:
             "skipped_not_outcome_record": self.skipped_not_outcome_record,
             "skipped_no_labels": self.skipped_no_labels,
             "skipped_duplicate": self.skipped_duplicate,
+            "skipped_sticky": self.skipped_sticky,
             "attempts_unlabelled": self.attempts_unlabelled,
             "labels": {k: dict(v) for k, v in sorted(self.labels.items())},
         }
@@ -58,6 +66,9 @@ def record_to_outcome(
     """One log record -> one outcomes record, or None (and a count saying why)."""
     if not isinstance(rec.get("request_id"), str) or not isinstance(rec.get("attempts"), list):
         stats.skipped_not_outcome_record += 1
+        return None
+    if rec.get("sticky") is True:  # started at an earlier turn's tier: not the router's pick
+        stats.skipped_sticky += 1
         return None
     prompt = rec.get("prompt") or {}
     storage = prompt.get("storage") if isinstance(prompt, dict) else None
@@ -84,7 +95,11 @@ def record_to_outcome(
         usage = a.get("usage") or {}
         out_tok = usage.get("output_tokens")
         in_tok = _sum_inputs(usage)
-        why = {"reason": a["reason"]} if a.get("reason") else {}
+        why: dict[str, Any] = {"reason": a["reason"]} if a.get("reason") else {}
+        answer = a.get("answer")
+        if isinstance(answer, dict) and answer.get("storage") == "store":
+            if isinstance(answer.get("text"), str):  # so the next verifier trains on it
+                why["answer"] = answer["text"]
         results[tier.outcomes_key] = ModelResult(
             score=score,
             output_tokens=float(out_tok) if isinstance(out_tok, int | float) else None,

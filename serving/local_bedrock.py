@@ -9,7 +9,9 @@ answer passed is not in the text; a validator that knows the record looks it up
 (`OutcomeIndex.passed`). It injects throttling, 5xx errors and latency at set rates,
 and simulates per-model prompt caching from `cachePoint` blocks.
 
-A record that carries a `reference` answer (an extra field of the outcomes file) is
+A result that carries the model's `answer` text is answered with that text (cut at
+`maxTokens`), so a verifier in the client judges real answers. A record that carries a
+`reference` answer (an extra field of the outcomes file) is
 answered with that reference on its last line when the recorded model passed, and
 with a wrong answer when it failed, so a grader reproduces the recorded verdict.
 
@@ -69,6 +71,8 @@ class OutcomeIndex:
         for r in records:
             self.by_prompt.setdefault(r.prompt, r)
         self.tier_by_model: dict[str, Tier] = {t.model_id: t for t in ladder.tiers}
+        if ladder.second_opinion is not None:
+            self.tier_by_model.setdefault(ladder.second_opinion.model_id, ladder.second_opinion)
 
     def __len__(self) -> int:
         return len(self.by_prompt)
@@ -287,6 +291,12 @@ class LocalBedrock:
             n = min(120, max_tokens)
             return Reply(_filler(seed, n * 4, "Here is a short answer."), "end_turn", n)
         n = recorded_output_tokens(result)
+        recorded = result.extra.get("answer")
+        if isinstance(recorded, str) and recorded.strip():
+            # The model's real answer, so a verifier judges what the model really wrote.
+            if n > max_tokens:
+                return Reply(recorded[: max_tokens * 4], "max_tokens", max_tokens)
+            return Reply(recorded, "end_turn", n)
         if n > max_tokens:
             return Reply(
                 _filler(seed, max_tokens * 4, "Working through it."), "max_tokens", max_tokens

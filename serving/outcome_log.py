@@ -2,8 +2,10 @@
 
 The local sink appends each record with a single write() of one full line to a file
 opened O_APPEND, so a crash can at worst leave one torn last line; `read_log` skips
-such lines. A record that a sink fails to take is kept and offered again on the
-next write, so a failing disk or bucket delays records instead of dropping them.
+such lines. A record that a sink fails to take is held in a bounded in-memory backlog
+and retried in order by a background thread, so a failing disk or bucket delays
+records instead of dropping them, until the backlog is full: then the oldest are
+dropped, counted and logged (see OutcomeLogger).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import logging
 import os
 import threading
+import time
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,50 +177,229 @@ def _read_salvaging(path: Path) -> tuple[bytes, str | None]:
     return b"".join(chunks), None
 
 
+@dataclass
+class _SinkQueue:
+    """One sink's records waiting to be written, oldest first, and what became of them."""
+
+    sink: LogSink
+    pending: deque[dict[str, Any]] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one write at a time
+    inflight: dict[str, Any] | None = None  # the head the flusher is writing now
+    inflight_dropped: bool = False  # the bound dropped that head mid-write
+    written: int = 0
+    failures: int = 0
+    dropped: int = 0
+    dropped_this_outage: int = 0
+
+
 class OutcomeLogger:
     """Fans each record out to its sinks; never raises into the serving path.
 
-    A sink that fails keeps its records in a backlog that is retried, in order,
-    before that sink's next record.
+    While a sink takes records, each one is written on the caller's thread before
+    `write` returns. When a sink refuses one, that record and every later one for the
+    sink go to its in-memory backlog, which a background thread retries in order (with
+    backoff), so requests never wait on a sink that is down. The backlog keeps at most
+    `max_backlog` records per sink: past that the oldest is dropped, counted in
+    `stats()` and logged (at 1, 10, 100, ... drops per outage, and when the sink comes
+    back), since an unbounded backlog would take the process down with the sink.
     """
 
-    def __init__(self, sinks: Sequence[LogSink], max_backlog: int = 1_000_000) -> None:
-        self._sinks = list(sinks)
-        self._backlog: list[list[dict[str, Any]]] = [[] for _ in self._sinks]
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        sinks: Sequence[LogSink],
+        max_backlog: int = 100_000,
+        retry_interval_s: float = 0.05,
+        max_retry_interval_s: float = 5.0,
+        close_timeout_s: float = 10.0,
+    ) -> None:
+        if isinstance(max_backlog, bool) or not isinstance(max_backlog, int) or max_backlog < 1:
+            raise ValueError(f"max_backlog must be an integer >= 1, got {max_backlog!r}")
+        if not 0 < retry_interval_s <= max_retry_interval_s:
+            raise ValueError(
+                "need 0 < retry_interval_s <= max_retry_interval_s, got "
+                f"{retry_interval_s}, {max_retry_interval_s}"
+            )
+        self._queues = [_SinkQueue(s) for s in sinks]
         self._max_backlog = max_backlog
+        self._retry_s = retry_interval_s
+        self._max_retry_s = max_retry_interval_s
+        self._close_timeout_s = close_timeout_s
+        self._cond = threading.Condition()  # guards every queue's pending and counters
+        self._retry_now = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._closed = False
 
     @property
     def backlog(self) -> int:
-        return sum(len(b) for b in self._backlog)
+        with self._cond:
+            return sum(len(q.pending) for q in self._queues)
+
+    @property
+    def dropped(self) -> int:
+        with self._cond:
+            return sum(q.dropped for q in self._queues)
+
+    def stats(self) -> dict[str, Any]:
+        """Totals and per-sink counts: written, held in the backlog, dropped, failed writes."""
+        with self._cond:
+            per = [
+                {"sink": repr(q.sink), "written": q.written, "backlog": len(q.pending),
+                 "dropped": q.dropped, "failures": q.failures}
+                for q in self._queues
+            ]  # fmt: skip
+        return {
+            "backlog": sum(p["backlog"] for p in per),
+            "dropped": sum(p["dropped"] for p in per),
+            "max_backlog": self._max_backlog,
+            "sinks": per,
+        }
 
     def write(self, record: dict[str, Any]) -> bool:
-        """True if every sink took the record (and any backlog) now."""
+        """True if every sink took the record now; False if some sink holds it for later."""
         all_ok = True
-        for i, sink in enumerate(self._sinks):
-            with self._lock:
-                pending = self._backlog[i]
-                pending.append(record)
-                while pending:
-                    try:
-                        sink.write(pending[0])
-                    except Exception:
-                        log.exception(
-                            "outcome sink %r failed; %d record(s) held", sink, len(pending)
-                        )
-                        all_ok = False
-                        if len(pending) > self._max_backlog:
-                            log.critical("outcome backlog over %d records", self._max_backlog)
-                        break
-                    pending.pop(0)
+        for q in self._queues:
+            try:
+                all_ok &= self._write_one(q, record)
+            except Exception:  # a bug here must still not fail the request
+                log.exception("outcome logging to %r failed", q.sink)
+                all_ok = False
         return all_ok
 
+    def _write_one(self, q: _SinkQueue, record: dict[str, Any]) -> bool:
+        with self._cond:
+            if q.pending or self._closed:  # keep order: behind what the sink still owes
+                self._hold(q, record)
+                return False
+        try:
+            with q.lock:
+                q.sink.write(record)
+        except Exception as e:
+            with self._cond:
+                q.failures += 1
+                first = not q.pending
+                self._hold(q, record)
+            if first:
+                log.error("outcome sink %r failed (%s: %s); holding its records and retrying "
+                          "in the background", q.sink, type(e).__name__, e)
+            return False
+        with self._cond:
+            q.written += 1
+        return True
+
+    def _hold(self, q: _SinkQueue, record: dict[str, Any]) -> None:
+        """Append to the backlog (caller holds _cond); past the bound drop the oldest."""
+        q.pending.append(record)
+        if len(q.pending) > self._max_backlog:
+            if q.inflight is not None and q.pending[0] is q.inflight:
+                q.inflight_dropped = True  # un-counted if that write still succeeds
+            lost = q.pending.popleft()
+            q.dropped += 1
+            q.dropped_this_outage += 1
+            n = q.dropped_this_outage
+            if str(n).rstrip("0") == "1":  # 1, 10, 100, ...: a trail, not a flood
+                log.error(
+                    "outcome sink %r: backlog full (%d records): dropped the oldest held "
+                    "record (request_id %s); %d dropped in this outage, %d in all",
+                    q.sink, self._max_backlog, lost.get("request_id"), n, q.dropped,
+                )
+        if self._flusher is None and not self._closed:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="outcome-log-flusher", daemon=True
+            )
+            self._flusher.start()
+        self._cond.notify_all()
+
+    def _flush_loop(self) -> None:
+        delay = self._retry_s
+        while True:
+            with self._cond:
+                while not self._closed and not any(q.pending for q in self._queues):
+                    self._cond.wait()
+                if self._closed:
+                    return  # close() makes the last attempt
+            if self._drain_once():
+                delay = self._retry_s
+                continue
+            self._retry_now.wait(delay)
+            self._retry_now.clear()
+            delay = min(delay * 2, self._max_retry_s)
+
+    def _drain_once(self) -> bool:
+        """Write every backlog in order until a sink refuses; True if all are empty."""
+        ok = True
+        for q in self._queues:
+            delivered = 0
+            while True:
+                with self._cond:
+                    if not q.pending:
+                        break
+                    rec = q.inflight = q.pending[0]  # stays queued until written: order holds
+                try:
+                    with q.lock:
+                        q.sink.write(rec)
+                except Exception:
+                    with self._cond:
+                        q.inflight, q.inflight_dropped = None, False
+                        q.failures += 1
+                    ok = False
+                    break
+                with self._cond:
+                    if q.inflight_dropped:  # dropped from the queue while written: delivered
+                        q.dropped -= 1
+                        q.dropped_this_outage = max(0, q.dropped_this_outage - 1)
+                    else:
+                        q.pending.popleft()
+                    q.inflight, q.inflight_dropped = None, False
+                    q.written += 1
+                    delivered += 1
+                    drained = not q.pending
+                    lost, q.dropped_this_outage = (
+                        (q.dropped_this_outage, 0) if drained else (0, q.dropped_this_outage))
+                    self._cond.notify_all()
+                if drained:
+                    log.warning("outcome sink %r is back: wrote %d held record(s)%s", q.sink,
+                                delivered, f"; {lost} were dropped while it was down" if lost
+                                else "")
+        return ok
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Retry the backlogs now and wait up to `timeout_s` for them to empty."""
+        deadline = time.monotonic() + timeout_s
+        self._retry_now.set()
+        with self._cond:
+            while any(q.pending for q in self._queues):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._flusher is None:
+                    return False
+                self._cond.wait(left)
+        return True
+
     def close(self) -> None:
-        for sink in self._sinks:
+        """Stop the flusher, make one last attempt at each backlog, then close the sinks."""
+        with self._cond:
+            self._closed = True
+            flusher = self._flusher
+            self._cond.notify_all()
+        self._retry_now.set()
+        stuck = False
+        if flusher is not None:
+            flusher.join(self._close_timeout_s)
+            stuck = flusher.is_alive()  # inside a sink write that hangs
+        if not stuck:
+            self._drain_once()
+        with self._cond:
+            for q in self._queues:
+                if q.pending:
+                    n = len(q.pending)
+                    q.dropped += n
+                    q.pending.clear()
+                    log.error("outcome sink %r: %d held record(s) not written at close",
+                              q.sink, n)
+        for q in self._queues:
             try:
-                sink.close()
+                q.sink.close()
             except Exception:
-                log.exception("closing outcome sink %r failed", sink)
+                log.exception("closing outcome sink %r failed", q.sink)
 
 
 def dumps_lines(records: Iterable[dict[str, Any]]) -> bytes:

@@ -18,14 +18,16 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from router.cascade import CascadeFile, CascadePolicy, Walk, walk
 from router.decision import Decision
 from router.ladder import Ladder, Tier
+from router.verifier import Verifier
 from serving.checks import Answer, Check, SelfCheckConfig, builtin_checks, parse_verdict
 from serving.conversation import ConverseRequest, RequestError, StickyTiers, message_text
 from serving.outcome_log import SCHEMA, OutcomeLogger, PromptStorage, prompt_field
@@ -48,8 +50,10 @@ UNAVAILABLE_CODES = frozenset(
     }
 )
 
-# Attempt outcomes. Only PASSED and FAILED say anything about answer quality.
+# Attempt outcomes. Only PASSED and FAILED say anything about answer quality; REJECTED is the
+# verifier's prediction that an answer would fail (not a label), ANSWERED a second opinion.
 PASSED, FAILED, UNAVAILABLE, ERROR = "passed", "failed", "unavailable", "error"
+REJECTED, ANSWERED = "rejected", "answered"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class TieredClientConfig:
     - `exploration_rate`: chance of starting one tier below the decision, logged with its
       propensity so retraining can correct for it (0 = off).
     - `prompt_caching`: add Converse cache points (pair with conversation ids).
+    - `cascade`: when the bundle carries a verifier and cascade policy, judge each answer
+      with them (and call the second opinion when the policy asks); `cascade_point` picks
+      one of the bundle's operating points by label ("policy" is the bundle's own).
+      Answers are logged under `prompt_storage`, like the prompt.
     """
 
     use_builtin_checks: bool = True
@@ -80,6 +88,8 @@ class TieredClientConfig:
     sticky_max_conversations: int = 100_000
     sticky_ttl_s: float = 3600.0
     seed: int | None = None
+    cascade: bool = True
+    cascade_point: str = "policy"
 
     def __post_init__(self) -> None:
         if self.max_escalations is not None and (
@@ -119,6 +129,8 @@ class Attempt:
     latency_ms: float
     error_code: str | None = None
     self_check: Mapping[str, Any] | None = None
+    verifier: Mapping[str, Any] | None = None  # the cascade's judgement of this answer
+    answer: Mapping[str, Any] | None = None  # the answer text, stored / hashed / dropped
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -136,6 +148,10 @@ class Attempt:
             d["error_code"] = self.error_code
         if self.self_check is not None:
             d["self_check"] = dict(self.self_check)
+        if self.verifier is not None:
+            d["verifier"] = dict(self.verifier)
+        if self.answer is not None:
+            d["answer"] = dict(self.answer)
         return d
 
 
@@ -177,6 +193,12 @@ class TieredClientError(RuntimeError):
 
 
 @dataclass
+class _WalkState:
+    role: str = "decided"
+    escalations: int = 0
+
+
+@dataclass
 class _Answered:
     attempt: Attempt
     text: str
@@ -205,6 +227,23 @@ class TieredClient:
         self._sticky = StickyTiers(self.config.sticky_max_conversations, self.config.sticky_ttl_s)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
+        self.cascade_file: CascadeFile | None = None
+        self.verifier: Verifier | None = None
+        self.cascade_policy: CascadePolicy | None = None
+        if self.config.cascade:
+            self._set_cascade(router)
+
+    def _set_cascade(self, router: RouterLike) -> None:
+        cascade = getattr(router, "cascade", None)
+        verifier = getattr(router, "verifier", None)
+        if not isinstance(cascade, CascadeFile) or not isinstance(verifier, Verifier):
+            return
+        label = self.config.cascade_point
+        found = [p for p in (cascade.policy, *cascade.points) if p.label == label]
+        if not found:
+            labels = [p.label for p in (cascade.policy, *cascade.points)]
+            raise ValueError(f"cascade_point {label!r} is not in the bundle; it has {labels}")
+        self.cascade_file, self.verifier, self.cascade_policy = cascade, verifier, found[0]
 
     @classmethod
     def from_bundle(
@@ -244,7 +283,9 @@ class TieredClient:
         rid = request_id or uuid.uuid4().hex
         text = req.routing_text()
         decision, route_error = self._decide(text)
-        start = decision.tier_index
+        cascade = self.cascade_policy if route_error is None else None
+        p_router = [float(decision.p_pass[n]) for n in self.ladder.names] if cascade else []
+        start = cascade.start_tier(p_router) if cascade else decision.tier_index
         sticky = False
         if conversation_id is not None:
             pinned = self._sticky.get(conversation_id)
@@ -256,7 +297,15 @@ class TieredClient:
 
         all_checks = (builtin_checks() if self.config.use_builtin_checks else ()) + self.checks
         all_checks += tuple(checks)
-        attempts, final, stopped_on_quality, escalations = self._run(req, text, start, all_checks)
+        walked: Walk | None = None
+        if cascade is not None:
+            attempts, final, stopped_on_quality, escalations, walked = self._run_cascade(
+                cascade, req, text, start, all_checks, p_router
+            )
+        else:
+            attempts, final, stopped_on_quality, escalations = self._run(
+                req, text, start, all_checks
+            )
 
         latency_ms = (time.perf_counter() - t0) * 1000
         usage = sum((a.usage for a in attempts), Usage())
@@ -292,6 +341,14 @@ class TieredClient:
             "failure_reason": None if ok else (final.attempt.reason if final else "no_answer"),
             "escalations": escalations,
             "stopped_by_max_escalations": stopped_on_quality,
+            "cascade": None
+            if walked is None or cascade is None
+            else {
+                "point": cascade.label,
+                "calls": walked.calls,
+                "final_tier": None if walked.final is None else self.ladder.names[walked.final],
+                "judgements": [j.reason for j in walked.judgements],
+            },
             "usage": usage.to_dict(),
             "cost_usd": cost,
             "latency_ms": round(latency_ms, 3),
@@ -391,6 +448,105 @@ class TieredClient:
                     return attempts, got, False, escalations
         return attempts, last, False, escalations
 
+    def _run_cascade(
+        self,
+        policy: CascadePolicy,
+        req: ConverseRequest,
+        text: str,
+        start: int,
+        checks: tuple[Check, ...],
+        p_router: list[float],
+    ) -> tuple[list[Attempt], _Answered | None, bool, int, Walk]:
+        """router.cascade.walk with live calls: a tier's answer that fails an explicit check
+        (or does not come) moves the walk up as a rejected one would; every call, the
+        second opinion's included, is an attempt of its own."""
+        assert self.verifier is not None and self.cascade_file is not None
+        attempts: list[Attempt] = []
+        answered: dict[int, tuple[int, _Answered]] = {}  # tier -> (attempt index, answer)
+        last: list[_Answered] = []
+        state = _WalkState()
+
+        def answer(idx: int) -> str | None:
+            got = self._attempt(self.ladder.tiers[idx], idx, state.role, req, text, checks)
+            if isinstance(got, Attempt):
+                attempts.append(got)
+                state.role = "failover"
+                return None
+            attempts.append(got.attempt)
+            last.append(got)
+            if got.attempt.outcome != PASSED:
+                state.role = "failover" if got.attempt.outcome == ERROR else "escalation"
+                state.escalations += got.attempt.outcome == FAILED
+                return None
+            answered[idx] = (len(attempts) - 1, got)
+            state.role = "escalation"
+            return got.text
+
+        second_tier = self.ladder.second_opinion
+
+        def second() -> str | None:
+            assert second_tier is not None
+            got = self._attempt(second_tier, None, "second_opinion", req, text, ())
+            if isinstance(got, Attempt):
+                attempts.append(got)
+                return None
+            attempts.append(replace(got.attempt, outcome=ANSWERED))
+            return got.text
+
+        use_second = second_tier is not None and self.cascade_file.second_opinion
+        w = walk(
+            policy,
+            self.cascade_file.cost,
+            self.verifier,
+            text,
+            p_router,
+            answer,
+            second if use_second else None,
+            start=start,
+        )
+        # Each judged tier's attempt carries its judgement; a rejected answer is REJECTED.
+        for j in w.judgements:
+            if j.tier not in answered or j.verdict == "consult":
+                continue
+            k, judged = answered[j.tier]
+            verdict = {
+                "p_pass": round(j.p_pass, 4),
+                "shift": round(j.shift, 4),
+                "threshold": j.threshold,
+                "context": j.context,
+                "verdict": j.verdict,
+                "reason": j.reason,
+            }
+            if j.verdict == "escalate":
+                attempts[k] = replace(
+                    attempts[k], outcome=REJECTED, reason=j.reason, verifier=verdict
+                )
+                state.escalations += 1
+            else:
+                attempts[k] = replace(attempts[k], verifier=verdict)
+            answered[j.tier] = (k, replace(judged, attempt=attempts[k]))
+        if w.final is not None:
+            return attempts, answered[w.final][1], False, state.escalations, w
+        top_name = self.ladder.tiers[-1].name
+        fb = self.config.fallback
+        if fb is not None and not any(a.attempt.tier == top_name for a in last):
+            fb_got = self._attempt(fb, None, "fallback", req, text, checks)
+            attempts.append(fb_got.attempt if isinstance(fb_got, _Answered) else fb_got)
+            if isinstance(fb_got, _Answered):
+                return attempts, fb_got, False, state.escalations, w
+        if answered:  # the best judged answer there is, though rejected: ok is False
+            return attempts, answered[max(answered)][1], False, state.escalations, w
+        final = last[-1] if last else None
+        if final is None and self.config.failover_down:
+            for idx in range(start - 1, -1, -1):
+                down = self._attempt(
+                    self.ladder.tiers[idx], idx, "failover_down", req, text, checks
+                )
+                attempts.append(down.attempt if isinstance(down, _Answered) else down)
+                if isinstance(down, _Answered):
+                    return attempts, down, False, state.escalations, w
+        return attempts, final, False, state.escalations, w
+
     def _attempt(
         self,
         tier: Tier,
@@ -466,6 +622,8 @@ class TieredClient:
             latency_ms,
             None,
             self_check,
+            None,
+            prompt_field(answer_text, self.config.prompt_storage, self.config.prompt_hash_key),
         )
         return _Answered(attempt, answer_text, message, stop_reason)
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from compiled_kernels import require_compiled
@@ -20,6 +21,7 @@ from loopback import MotoS3
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
 LADDERS = REPO / "data" / "ladders"
+MISSING_DATA = "real routing data"  # how every skip for missing shared data starts
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -32,11 +34,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def require_shared(name: str) -> Path:
     p = SHARED_DATA / name
     if not p.is_file():
-        msg = f"real routing data {p} is missing (expected ../shared/data beside the repo)"
+        msg = f"{MISSING_DATA} {p} is missing (expected ../shared/data beside the repo)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
     return p
+
+
+def _skip_reason(rep: pytest.TestReport) -> str:
+    lr = rep.longrepr
+    return str(lr[2]) if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line that says how many tests were skipped for missing data, so a run without
+    ../shared/data cannot pass for a full one."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    no_data = sum(1 for rep in skipped if MISSING_DATA in _skip_reason(rep))
+    if no_data:
+        terminalreporter.write_line(
+            f"{no_data} of {len(skipped)} skipped test(s) need the public outcomes files, "
+            f"and {SHARED_DATA} is missing: put ../shared/data beside the repo or point "
+            "TIER_ROUTER_SHARED_DATA at it to run them (under CI=true they fail instead)",
+            yellow=True,
+            bold=True,
+        )
+    elif skipped:
+        terminalreporter.write_line(f"{len(skipped)} skipped test(s): see the reasons above")
 
 
 @pytest.fixture(params=["compiled", "python"])
@@ -111,3 +135,27 @@ def moto() -> Iterator[MotoS3]:
     m.client().create_bucket(Bucket=m.bucket)
     yield m
     m.stop()
+
+
+@pytest.fixture(scope="session")
+def answers_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """900 train + 240 test prompts of mmlu_pro_answers: real answers of every tier and of
+    the second opinion."""
+    src = require_shared("mmlu_pro_answers.jsonl.gz")
+    return slice_outcomes(src, tmp_path_factory.mktemp("answers") / "mmlu.jsonl", 900, 240)
+
+
+@pytest.fixture(scope="session")
+def cascade_train(tmp_path_factory: pytest.TempPathFactory, answers_slice: Path):
+    """A bundle with a verifier and cascade policy, trained on `answers_slice` (no MLflow)."""
+    from training.model import ModelConfig
+    from training.pipeline import TrainConfig, train
+
+    cfg = TrainConfig(
+        outcomes=answers_slice,
+        tiers=LADDERS / "mmlu_pro_answers.toml",
+        out=tmp_path_factory.mktemp("cascade") / "bundle",
+        model=ModelConfig(n_clusters=(8, 24)),
+        folds=3,
+    )
+    return train(cfg)

@@ -141,3 +141,23 @@ def add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help=f"resamples for 95%% intervals of {what} (default 200, 0: none)",
     )
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends `(default: X)` to an option's help, so `--help` says what leaving it out
+    means; skipped where the help already names the default or there is none to name
+    (None, on/off flags, empty lists)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        d = action.default
+        if (
+            not action.option_strings
+            or d is None
+            or d is argparse.SUPPRESS
+            or isinstance(d, bool)
+            or d in ((), [], "")
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)"

@@ -16,7 +16,7 @@ from typing import Any
 from router.bundle import BundleError
 from router.ladder import LadderError
 from router.outcomes import OutcomesError
-from tier_router.argtypes import add_bootstrap
+from tier_router.argtypes import DefaultsHelpFormatter, add_bootstrap
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
@@ -36,6 +36,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from training.model import ModelConfig
     from training.pipeline import TrainConfig
     from training.runs import train_evaluate_log
+    from training.selection import SelectionConfig
     from training.tracking import TrackingError
 
     cfg = TrainConfig(
@@ -55,6 +56,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         folds=a.folds,
         max_train=a.max_train,
         seed=a.seed,
+        selection=SelectionConfig(families=a.models),
     )
     try:
         summary = train_evaluate_log(
@@ -88,20 +90,65 @@ def cmd_route(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(a: argparse.Namespace) -> int:
+    from router import Router
+    from training.replay import replay_file
+
+    n, skipped = replay_file(Router.load(a.bundle), a.outcomes, a.split, a.out)
+    if n == 0:
+        print(
+            f"tier-router replay: error: no prompt of split {a.split!r} in {a.outcomes} has a "
+            "recorded answer for every tier",
+            file=sys.stderr,
+        )
+        return 2
+    log.info("replayed %d prompts (%d skipped: a tier's answer missing) to %s", n, skipped, a.out)
+    return 0
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from router import Router
     from training.scoring import evaluate_bundle, format_report, write_plot
 
     r = Router.load(a.bundle)
     ev = evaluate_bundle(r, a.outcomes, a.split, bootstrap=a.bootstrap)
-    plot = a.plot or Path(f"curve-{a.outcomes.name.split('.')[0]}-{a.split}.png")
-    write_plot(ev, r.ladder.names, plot, f"{a.outcomes.name} ({a.split}): cost vs quality")
+    # The curve is opt-in: a report command leaves no files behind unless asked to.
+    if a.plot is not None:
+        write_plot(ev, r.ladder.names, a.plot, f"{a.outcomes.name} ({a.split}): cost vs quality")
     if a.json:
-        print(json.dumps({**ev.report, "plot": str(plot)}, indent=2))
+        print(json.dumps({**ev.report, "plot": None if a.plot is None else str(a.plot)}, indent=2))
     else:
         print(format_report(ev.report))
-        print(f"cost-quality curve: {plot}")
+        if a.plot is not None:
+            print(f"cost-quality curve: {a.plot}")
     return 0
+
+
+def cmd_policy(a: argparse.Namespace) -> int:
+    from training.policy_refit import refit_policy
+
+    r = refit_policy(a.bundle, a.goal, a.out, in_place=a.in_place)
+    print(r.table)
+    print(
+        f"goal {a.goal}: thresholds {list(r.thresholds)}, out-of-fold quality "
+        f"{r.expected['validation_quality']:.3f} at {r.expected['validation_cost_vs_top']:.2f} "
+        f"of always-top's cost"
+        + ("" if r.expected["goal_met_on_validation"] else " (goal not met: always top)")
+    )
+    print(f"wrote bundle {r.router_version} to {r.bundle} in {r.seconds:.1f} s")
+    return 0
+
+
+def _add_policy_parser(sub: Any) -> None:
+    pp = sub.add_parser(
+        "policy", help="refit a bundle's thresholds to a new goal without retraining"
+    )
+    pp.add_argument("--bundle", type=_bundle, required=True, help="bundle directory")
+    pp.add_argument("--goal", required=True, help="TIER[-POINTS], e.g. top, top-1, mid")
+    where = pp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="new bundle directory (must not exist)")
+    where.add_argument("--in-place", action="store_true", help="replace the bundle (atomic rename)")
+    pp.set_defaults(func=cmd_policy)
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -111,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tier-router",
         description="Learned router that picks the cheapest Claude tier on Bedrock likely to pass.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -119,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz)")
     t.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML, cheapest first")
     t.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    t.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
+    t.add_argument(
+        "--featurizer",
+        choices=["fast", "accurate"],
+        default="fast",
+        help="fast: static embeddings + hand features (microseconds per route); "
+        "accurate: adds the MiniLM encoder (milliseconds)",
+    )
     t.add_argument(
         "--goal",
         default="top",
@@ -131,7 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=(32, 64, 128, 256),
         help="k-means granularities, comma-separated (default 32,64,128,256)",
     )
-    t.add_argument("--temperature", type=_positive_float, default=0.05)
+    t.add_argument(
+        "--temperature",
+        type=_positive_float,
+        default=0.05,
+        help="softness of the cluster memberships (lower: closer to hard k-means)",
+    )
     t.add_argument(
         "--hand-weight",
         type=_non_negative_float,
@@ -151,12 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of P(pass) from the category head, learned from the outcomes' task "
         "field as a training label (0 = off; default 0.5; off when the file has no tasks)",
     )
-    t.add_argument("--folds", type=_positive_int, default=5)
+    t.add_argument(
+        "--models",
+        type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
+        default=("logistic", "soft_cluster", "blend"),
+        metavar="FAMILIES",
+        help="candidate model families, comma-separated; the best out of fold is kept, the "
+        "simplest within noise (default: logistic,soft_cluster,blend)",
+    )
+    t.add_argument(
+        "--folds",
+        type=_positive_int,
+        default=5,
+        help="cross-validation folds for the out-of-fold predictions the policy is set on",
+    )
     t.add_argument(
         "--max-train",
         type=_positive_int,
         default=None,
-        help="use at most N training prompts (sampled)",
+        help="use at most N training prompts, sampled (default: all)",
     )
     t.add_argument(
         "--seed", type=int, default=0, help="seeds sampling, folds and k-means (default 0)"
@@ -175,31 +247,55 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="write P(pass) per tier and the chosen tier per prompt")
-    s.add_argument("--bundle", type=_bundle, required=True)
-    s.add_argument("--outcomes", type=_file, required=True)
+    s.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    s.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz) to score")
     s.add_argument("--split", default="test", help="split to score ('all' for every prompt)")
-    s.add_argument("--out", type=_out_file, required=True)
+    s.add_argument("--out", type=_out_file, required=True, help="scores JSONL to write")
     s.set_defaults(func=cmd_score)
 
     r = sub.add_parser("route", help="print the routing decision for one prompt")
-    r.add_argument("--bundle", type=_bundle, required=True)
+    r.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
     r.add_argument("prompt", help="prompt text, or - to read it from stdin")
     r.set_defaults(func=cmd_route)
 
+    rp = sub.add_parser(
+        "replay",
+        help="replay the bundle's cascade over recorded answers (no scores read)",
+        description="One JSON line per prompt and operating point: "
+        '{"id", "point", "calls": [outcomes keys in call order], "final": key}; '
+        "the point 'policy' is the bundle's own. Grade it with ../shared/tools/cascadeval.py.",
+    )
+    rp.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    rp.add_argument(
+        "--outcomes", type=_file, required=True, help="outcomes JSONL(.gz) with answer texts"
+    )
+    rp.add_argument("--split", default="test", help="split to replay ('all' for every prompt)")
+    rp.add_argument("--out", type=_out_file, required=True, help="replay JSONL to write")
+    rp.set_defaults(func=cmd_replay)
+
     e = sub.add_parser("evaluate", help="cost-quality metrics of a bundle on an outcomes split")
-    e.add_argument("--bundle", type=_bundle, required=True)
-    e.add_argument("--outcomes", type=_file, required=True)
-    e.add_argument("--split", default="test")
-    e.add_argument("--plot", type=_out_file, default=None, help="PNG path for the curve")
+    e.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    e.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz) with scores")
+    e.add_argument("--split", default="test", help="split to evaluate ('all' for every prompt)")
+    e.add_argument(
+        "--plot",
+        type=_out_file,
+        default=None,
+        metavar="P.png",
+        help="also write the cost-quality curve to this PNG (none without it)",
+    )
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
     add_bootstrap(e, "the router's metrics (~5 s per 200 x 2k prompts)")
     e.set_defaults(func=cmd_evaluate)
 
+    _add_policy_parser(sub)
     _register_optional(sub, "serving.cli", "serve", ("local-bedrock", "demo", "feedback"))
     _register_optional(
         sub, "training.registry_cli", "train", ("promote", "pull", "compare", "retrain")
     )
     _register_optional(sub, "labeling.cli", "serve", ("label",))
+    for command in sub.choices.values():  # subparsers do not inherit the formatter
+        command.formatter_class = DefaultsHelpFormatter
     return p
 
 
@@ -241,7 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("mlflow", "alembic", "urllib3", "botocore", "httpx", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return int(a.func(a))
+        rc = int(a.func(a))
+        sys.stdout.flush()  # a piped stdout is buffered: a closed reader shows up here
+        return rc
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again; 1, as Python's docs advise.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (BundleError, LadderError, OutcomesError, ValueError, FileExistsError) as e:
         print(f"tier-router {a.command}: error: {e}", file=sys.stderr)
         return 2

@@ -7,9 +7,12 @@ quality its own policy realizes on that data) and asks two questions of each ver
 cost-quality envelope there:
   - quality at the champion's cost: may the candidate be lower?   (no)
   - cost for the champion's quality: may the candidate be higher? (no)
-Envelopes, not policy points, are compared because the envelope measures how well a
-router ranks prompts by difficulty (what training changed); the policy's threshold is
-one point on it and can be re-fit. The policy points are reported alongside.
+Envelopes are compared because the envelope measures how well a router ranks prompts
+by difficulty (what training changed). But what a promotion ships is each bundle's own
+policy, one point on its envelope: a candidate whose envelope ties the champion's can
+still serve far lower quality (another --goal, a threshold fit on other data). So the
+policy points are compared too, and a quality drop beyond `max_quality_drop` (default
+0.005, half a point) refuses.
 
 Every number here comes from one split, so `paired` resamples its prompts and reports how
 much of a difference between two versions could be that split's luck.
@@ -44,6 +47,9 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 COMPARISON_EXPERIMENT = "tier-router-comparisons"
+# How much lower the candidate's policy quality may be than the champion's (quality
+# points on [0, 1]; 0.005 = half a point) before promotion refuses.
+DEFAULT_MAX_QUALITY_DROP = 0.005
 TABLE_METRICS = (
     "pgr_auc", "cost_at_top", "cost_at_mid", "best_q", "policy.cost", "policy.quality",
     "policy.cost_vs_top",
@@ -110,13 +116,44 @@ class PointCheck:
 
 
 @dataclass(frozen=True)
+class PolicyCheck:
+    """The operating points each version would ship: its own policy on the same rows."""
+
+    champion_cost: float
+    champion_quality: float
+    candidate_cost: float
+    candidate_quality: float
+    max_quality_drop: float
+
+    @property
+    def quality_drop(self) -> float:
+        return self.champion_quality - self.candidate_quality
+
+    def explain(self) -> str:
+        dc = self.candidate_cost - self.champion_cost
+        rel = f" ({dc / self.champion_cost:+.1%})" if self.champion_cost > 0 else ""
+        return "\n".join([
+            "policy operating points (what each version would serve):",
+            f"  champion  cost ${self.champion_cost:.6f}/req, quality "
+            f"{self.champion_quality:.4f}",
+            f"  candidate cost ${self.candidate_cost:.6f}/req, quality "
+            f"{self.candidate_quality:.4f}",
+            f"  quality {-self.quality_drop:+.4f} (allowed drop {self.max_quality_drop:.4f}), "
+            f"cost {dc:+.6f}{rel}",
+        ])
+
+
+@dataclass(frozen=True)
 class Verdict:
     ok: bool
     checks: tuple[PointCheck, ...]
     reasons: tuple[str, ...]
+    policy: PolicyCheck | None = None
 
     def explain(self) -> str:
         lines = [c.explain() for c in self.checks]
+        if self.policy is not None:
+            lines.append(self.policy.explain())
         lines += [f"  worse: {r}" for r in self.reasons]
         return "\n".join(lines)
 
@@ -171,7 +208,12 @@ def check_comparable(evals: list[VersionEval]) -> None:
                 f"{first.prices}: cost-quality curves over different ladders are not comparable")
 
 
-def judge(candidate: VersionEval, champ: VersionEval, tolerance: float = 0.0) -> Verdict:
+def judge(
+    candidate: VersionEval,
+    champ: VersionEval,
+    tolerance: float = 0.0,
+    max_quality_drop: float = DEFAULT_MAX_QUALITY_DROP,
+) -> Verdict:
     """Is the candidate at least as good as the champion where it matters?
 
     Both envelopes are read at the champion's operating point (what is served today)
@@ -179,8 +221,12 @@ def judge(candidate: VersionEval, champ: VersionEval, tolerance: float = 0.0) ->
     an always-<tier> corner is a point every envelope passes through, so checking one
     point alone would let a router that cannot rank prompts tie its way in.
     `tolerance` is in quality points (and the same fraction of cost), for noisy small
-    evaluation sets; 0 means any loss refuses.
+    evaluation sets; 0 means any loss refuses. Then the policies themselves: the
+    candidate's may serve at most `max_quality_drop` less quality than the champion's,
+    whatever it saves (a deliberately cheaper policy is a --force or a larger drop).
     """
+    if not 0.0 <= max_quality_drop <= 1.0:
+        raise ValueError(f"--max-quality-drop must be in [0, 1], got {max_quality_drop}")
     check_comparable([champ, candidate])
     checks, reasons = [], []
     eps = 1e-12
@@ -201,7 +247,14 @@ def judge(candidate: VersionEval, champ: VersionEval, tolerance: float = 0.0) ->
             reasons.append(
                 f"higher cost at the {where} quality ({oq:.4f}): "
                 f"${ck.candidate_cost_for_quality:.6f} vs ${ck.champion_cost_for_quality:.6f}")
-    return Verdict(not reasons, tuple(checks), tuple(reasons))
+    pc = PolicyCheck(*champ.policy_point, *candidate.policy_point, max_quality_drop)
+    if _lt(pc.candidate_quality, pc.champion_quality - max_quality_drop - eps):
+        reasons.append(
+            f"its policy serves lower quality: {pc.candidate_quality:.4f} vs "
+            f"{pc.champion_quality:.4f} ({-pc.quality_drop:+.4f}, beyond the allowed drop of "
+            f"{max_quality_drop:.4f}; --max-quality-drop), at ${pc.candidate_cost:.6f} vs "
+            f"${pc.champion_cost:.6f}/req")
+    return Verdict(not reasons, tuple(checks), tuple(reasons), pc)
 
 
 def _lt(a: float, b: float) -> bool:
@@ -214,7 +267,10 @@ def _gt(a: float, b: float) -> bool:
 
 
 # Which way is better for each metric, for the words next to a paired interval.
-HIGHER_IS_BETTER = {"pgr_auc": True, "best_q": True, "cost_at_top": False, "cost_at_mid": False}
+HIGHER_IS_BETTER = {
+    "pgr_auc": True, "best_q": True, "cost_at_top": False, "cost_at_mid": False,
+    "policy.quality": True, "policy.cost": False,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -242,7 +298,7 @@ class Paired:
         ]
         for k, d in self.diffs.items():
             lines.append(
-                f"  {k:12s} {d['diff']:+.4f}  [{d['lo']:+.4f}, {d['hi']:+.4f}]  {self.reading(k)}"
+                f"  {k:14s} {d['diff']:+.4f}  [{d['lo']:+.4f}, {d['hi']:+.4f}]  {self.reading(k)}"
             )
         return "\n".join(lines)
 
@@ -258,27 +314,54 @@ def paired(version: VersionEval, reference: VersionEval, rounds: int) -> Paired:
             "paired differences need the same rows"
         )
     diffs = paired_difference(a.p, b.p, a.q, a.c, rounds=rounds)
+    diffs.update(_paired_policy(a.choice, b.choice, a.q, a.c, rounds))
     return Paired(version.label, reference.label, rounds, diffs)
 
 
+def _paired_policy(
+    choice: np.ndarray, ref: np.ndarray, q: np.ndarray, c: np.ndarray, rounds: int,
+    level: float = 0.95, seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Policy quality and cost of one version minus another, over resampled prompts."""
+    rows = np.arange(len(q))
+    dq = q[rows, choice] - q[rows, ref]
+    dc = c[rows, choice] - c[rows, ref]
+    idx = np.random.default_rng(seed).integers(0, len(q), size=(rounds, len(q)))
+    a = (1 - level) / 2 * 100
+    out = {}
+    for k, d in (("policy.quality", dq), ("policy.cost", dc)):
+        lo, hi = np.percentile(d[idx].mean(axis=1), [a, 100 - a])
+        out[k] = {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi)}
+    return out
+
+
 def format_table(evals: list[VersionEval], data: EvalData) -> str:
-    """Side by side: re-scored metrics on `data`, plus route latency from each run."""
+    """Side by side: re-scored metrics on `data`, plus route latency from each run.
+
+    Columns are as wide as their widest cell (labels and router versions are never cut),
+    and every row's name column as wide as the longest name, so the columns line up.
+    """
     n = evals[0].report["n"]
-    head = f"{n} prompts of {data.outcomes.name} (split {data.split})"
-    w = max(12, *(len(e.label) + 2 for e in evals))
-    lines = [head, f"{'metric':24s}" + "".join(f"{e.label:>{w}s}" for e in evals)]
-    lines.append(f"{'router_version':24s}" + "".join(
-        f"{e.router_version[-w + 1:]:>{w}s}" for e in evals))
-    for k in TABLE_METRICS:
-        lines.append(f"{k:24s}" + "".join(f"{e.metric(k):>{w}.6g}" for e in evals))
     tiers = evals[0].tiers
+    rows: list[tuple[str, list[str]]] = [
+        ("metric", [e.label for e in evals]),
+        ("router_version", [e.router_version for e in evals]),
+    ]
+    for k in TABLE_METRICS:
+        rows.append((k, [f"{e.metric(k):.6g}" for e in evals]))
     for i, t in enumerate(tiers):
-        lines.append(f"{'policy.tier_share.' + t:24s}" + "".join(
-            f"{e.report['policy']['tier_mix'][i] / n:>{w}.3f}" for e in evals))
+        rows.append((f"policy.tier_share.{t}",
+                     [f"{e.report['policy']['tier_mix'][i] / n:.3f}" for e in evals]))
     for k in ("route.p50_us", "route.p99_us", *(f"test.calibration_error.{t}" for t in tiers)):
-        row = [e.logged.get(k, float("nan")) for e in evals]
-        if any(not math.isnan(v) for v in row):
-            lines.append(f"{k + ' (run)':24s}" + "".join(f"{v:>{w}.4g}" for v in row))
+        vals = [e.logged.get(k, float("nan")) for e in evals]
+        if any(not math.isnan(v) for v in vals):
+            rows.append((f"{k} (run)", [f"{v:.4g}" for v in vals]))
+    name_w = max(len(name) for name, _ in rows)
+    widths = [max(len(cells[j]) for _, cells in rows) for j in range(len(evals))]
+    lines = [f"{n} prompts of {data.outcomes.name} (split {data.split})"]
+    for name, cells in rows:
+        lines.append(f"{name:<{name_w}}" + "".join(
+            f"  {cell:>{w}}" for cell, w in zip(cells, widths, strict=True)))
     return "\n".join(lines)
 
 

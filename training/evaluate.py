@@ -26,10 +26,14 @@ Point = tuple[float, float]
 
 
 def prompt_costs(prompts: list[str], output_tokens: np.ndarray, ladder: Ladder) -> np.ndarray:
-    """Dollar cost per prompt and tier: ceil(chars/4) input tokens, recorded output tokens."""
+    """Dollar cost per prompt and tier: ceil(chars/4) input tokens, recorded output tokens.
+
+    Only a missing count (NaN) becomes DEFAULT_OUTPUT_TOKENS; a recorded 0 costs no output.
+    ../shared/tools/routeval.py reads a recorded 0 as missing, so it differs from this
+    only for a recorded 0.
+    """
     in_tok = np.array([max(1, math.ceil(len(p) / 4)) for p in prompts], dtype=np.float64)
     out = np.where(np.isnan(output_tokens), DEFAULT_OUTPUT_TOKENS, output_tokens)
-    out = np.where(out > 0, out, DEFAULT_OUTPUT_TOKENS)
     pin = np.array([t.price_in_per_mtok for t in ladder.tiers])
     pout = np.array([t.price_out_per_mtok for t in ladder.tiers])
     return (in_tok[:, None] * pin + out * pout) / 1e6

@@ -46,12 +46,18 @@ class LabelSet:
 
 
 def output_tokens_of(rec: OutcomeRecord, key: str, default: float = 200.0) -> float:
+    """Recorded output tokens, else chars/4, else `default`; NaN when the tier has no result.
+
+    A recorded 0 (an empty answer) stays 0: only a missing field falls back. The shared
+    grader ../shared/tools/routeval.py reads a recorded 0 as missing, so the two differ
+    only there (in the public files, one mmlu_pro result with output_chars 0).
+    """
     r = rec.results.get(key)
     if r is None:
         return float("nan")
-    if r.output_tokens:
+    if r.output_tokens is not None:
         return float(r.output_tokens)
-    if r.output_chars:
+    if r.output_chars is not None:
         return float(r.output_chars) / 4.0
     return default
 

@@ -6,19 +6,18 @@ label -> featurize -> out-of-fold predictions (to set the policy threshold hones
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from router.bundle import sha256_file, write_manifest
+from router.bundle import decision_digest, sha256_file, staged_bundle, write_manifest
+from router.cascade import CASCADE_FILE
 from router.featurizer import (
     ENCODER_MODEL,
     ENCODER_TOKENIZER,
@@ -33,13 +32,29 @@ from router.ladder import Ladder
 from router.outcomes import OutcomeRecord, read_outcomes
 from router.policy import POLICY_FILE, ThresholdPolicy
 from router.router import FEATURES_INPUT, LADDER_FILE, MODEL_FILE
+from router.verifier import VERIFIER_FILE, VERIFIER_MODEL
 from training import assets
+from training.candidates import SetModel
+from training.cascade_fit import (
+    CascadeResult,
+    export_verifier,
+    fit_answer_cascade,
+    has_answers,
+)
 from training.evaluate import calibration_error, curve_metrics, prompt_costs
 from training.featurize import Features, featurize
 from training.labels import LabelSet, build_labels, missing_tier_report
 from training.model import ModelConfig, SoftClusterModel
 from training.onnx_graph import GraphBuilder, build_model
+from training.operating_points import (
+    POLICY_DATA,
+    PolicyData,
+    format_table,
+    gap_line,
+    tradeoff_table,
+)
 from training.policy_fit import fit_threshold, parse_goal
+from training.selection import SelectionConfig, fold_ids, select_model
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "train_report.json"
@@ -56,6 +71,7 @@ class TrainConfig:
     folds: int = 5
     max_train: int | None = None
     seed: int = 0
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         if self.featurizer not in ("fast", "accurate"):
@@ -72,11 +88,12 @@ class TrainResult:
     router_version: str
     labels: LabelSet
     features: Features
-    model: SoftClusterModel
+    model: SoftClusterModel | SetModel
     policy: ThresholdPolicy
     report: dict[str, Any]
     ladder: Ladder
     timings: dict[str, float] = field(default_factory=dict)
+    cascade: CascadeResult | None = None  # verifier + cascade policy, when trained on answers
 
 
 def training_records(path: Path, max_train: int | None, seed: int) -> list[OutcomeRecord]:
@@ -87,27 +104,6 @@ def training_records(path: Path, max_train: int | None, seed: int) -> list[Outco
         keep = np.sort(rng.choice(len(recs), size=max_train, replace=False))
         recs = [recs[i] for i in keep]
     return recs
-
-
-def out_of_fold(
-    model_cfg: ModelConfig,
-    f: Features,
-    y: np.ndarray,
-    folds: int,
-    seed: int,
-    w: np.ndarray | None = None,
-    tasks: Sequence[str] | None = None,
-) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(y)) % folds
-    p = np.zeros(y.shape, dtype=np.float32)
-    for k in range(folds):
-        tr, va = np.where(fold != k)[0], np.where(fold == k)[0]
-        wt = None if w is None else w[tr]
-        tt = None if tasks is None else [tasks[i] for i in tr]
-        model = SoftClusterModel(model_cfg).fit(f.take(tr), y[tr], wt, tt)
-        p[va] = model.predict_proba(f.take(va))
-    return p
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -148,11 +144,24 @@ def train(cfg: TrainConfig) -> TrainResult:
     timings["featurize_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    log.info("fitting %d-fold out-of-fold predictions to set the policy", cfg.folds)
-    oof = out_of_fold(cfg.model, feats, y, cfg.folds, cfg.seed, labels.weights, labels.tasks)
+    log.info("%d-fold out-of-fold predictions: select a model, set the policy", cfg.folds)
     q = np.nan_to_num(labels.scores, nan=0.0)
     c = prompt_costs(labels.prompts, labels.output_tokens, ladder)
     complete = ~np.isnan(labels.scores).any(axis=1)
+    selection = select_model(
+        cfg.model,
+        feats,
+        y,
+        q,
+        c,
+        complete,
+        cfg.folds,
+        cfg.seed,
+        labels.weights,
+        labels.tasks,
+        cfg.selection,
+    )
+    oof = selection.oof
     policy = fit_threshold(oof[complete], q[complete], c[complete], goal, ladder)
     val_metrics = (
         curve_metrics(oof[complete], q[complete], c[complete]) if complete.sum() > 10 else {}
@@ -161,7 +170,29 @@ def train(cfg: TrainConfig) -> TrainResult:
     timings["validate_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    model = SoftClusterModel(cfg.model).fit(feats, y, labels.weights, labels.tasks)
+    cascade = None
+    if has_answers(recs, ladder):
+        log.info("the outcomes carry answers: fitting the verifier and the cascade policy")
+        cascade = fit_answer_cascade(
+            recs,
+            labels.ids,
+            labels.prompts,
+            ladder,
+            lambda text: featurizer.embedding(text)[0],
+            oof,
+            y,
+            q,
+            c,
+            fold_ids(len(y), cfg.folds, cfg.seed),  # the router's folds
+            goal_tier=goal.tier_index,
+            goal_points=goal.points,
+            goal_text=goal.text,
+            routing_start=policy.thresholds,
+        )
+        timings["cascade_s"] = time.monotonic() - t
+
+    t = time.monotonic()
+    model = selection.model  # the selected family, fitted on every training row
     log.info(
         "category head: %s",
         f"{len(model.task_classes_)} categories, share {model.shares_[-1]:.2f}"
@@ -171,67 +202,81 @@ def train(cfg: TrainConfig) -> TrainResult:
     timings["fit_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    out = cfg.out
-    if out.exists():
-        if not (out / "manifest.json").exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out} exists and is not a bundle; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    b = GraphBuilder()
-    p_out = model.add_to_graph(b, FEATURES_INPUT)
-    build_model(
-        b,
-        p_out,
-        dims=model.centroids_[0].shape[1],
-        n_tiers=len(ladder),
-        doc=f"tier-router {cfg.featurizer} model for {ladder.names}",
-        path=out / MODEL_FILE,
-    )
-    shutil.copy(static.tokenizer_json, out / STATIC_TOKENIZER)
-    np.save(out / STATIC_TABLE, static.table.astype(np.float32), allow_pickle=False)
-    if encoder is not None:
-        shutil.copy(encoder.model, out / ENCODER_MODEL)
-        shutil.copy(encoder.tokenizer_json, out / ENCODER_TOKENIZER)
-    (out / LADDER_FILE).write_text(ladder.to_toml(), encoding="utf-8")
-    (out / POLICY_FILE).write_text(policy.to_json() + "\n", encoding="utf-8")
-    (out / FEATURIZER_FILE).write_text(fcfg.to_json() + "\n", encoding="utf-8")
-    (out / JOINT_SPACE_FILE).write_text(model.space_.to_json() + "\n", encoding="utf-8")
-    report = {
-        "outcomes": str(cfg.outcomes),
-        "outcomes_sha256": sha256_file(cfg.outcomes),
-        "train_prompts": len(labels),
-        "dropped_prompts": labels.dropped,
-        "missing_per_tier": missing_tier_report(labels, ladder),
-        "no_tier_passed": int((labels.cheapest_pass < 0).sum()),
-        "cheapest_pass_mix": np.bincount(
-            labels.cheapest_pass + 1, minlength=len(ladder) + 1
-        ).tolist(),
-        "featurizer": cfg.featurizer,
-        "model": cfg.model.params(),
-        "task_head_classes": model.task_classes_,
-        "goal": goal.text,
-        "validation": {**val_metrics, "calibration_error": calibration_error(oof, y)},
-        "policy_expected": policy.expected,
-        "folds": cfg.folds,
-        "seed": cfg.seed,
-    }
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    digest = hashlib.sha256(
-        (sha256_file(out / MODEL_FILE) + sha256_file(out / POLICY_FILE)).encode()
-    ).hexdigest()
-    version = f"{cfg.featurizer}-{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}"
-    write_manifest(
-        out,
-        version,
-        {
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    target = cfg.out
+    if target.exists() and not (target / "manifest.json").exists() and any(target.iterdir()):
+        raise FileExistsError(f"{target} exists and is not a bundle; refusing to overwrite it")
+    # Written beside the old bundle and renamed into place: a failed export or a concurrent
+    # hot swap never sees half a bundle.
+    with staged_bundle(target, replace=True) as out:
+        b = GraphBuilder()
+        p_out = model.add_to_graph(b, FEATURES_INPUT)
+        build_model(
+            b,
+            p_out,
+            dims=model.centroids_[0].shape[1],
+            n_tiers=len(ladder),
+            doc=f"tier-router {cfg.featurizer} model for {ladder.names}",
+            path=out / MODEL_FILE,
+        )
+        shutil.copy(static.tokenizer_json, out / STATIC_TOKENIZER)
+        np.save(out / STATIC_TABLE, static.table.astype(np.float32), allow_pickle=False)
+        if encoder is not None:
+            shutil.copy(encoder.model, out / ENCODER_MODEL)
+            shutil.copy(encoder.tokenizer_json, out / ENCODER_TOKENIZER)
+        (out / LADDER_FILE).write_text(ladder.to_toml(), encoding="utf-8")
+        (out / POLICY_FILE).write_text(policy.to_json() + "\n", encoding="utf-8")
+        (out / FEATURIZER_FILE).write_text(fcfg.to_json() + "\n", encoding="utf-8")
+        (out / JOINT_SPACE_FILE).write_text(model.space_.to_json() + "\n", encoding="utf-8")
+        if cascade is not None:
+            export_verifier(cascade.verifier, ladder, out / VERIFIER_MODEL)
+            (out / VERIFIER_FILE).write_text(cascade.spec.to_json() + "\n", encoding="utf-8")
+            (out / CASCADE_FILE).write_text(cascade.file.to_json() + "\n", encoding="utf-8")
+        report = {
+            "outcomes": str(cfg.outcomes),
+            "outcomes_sha256": sha256_file(cfg.outcomes),
+            "train_prompts": len(labels),
+            "dropped_prompts": labels.dropped,
+            "missing_per_tier": missing_tier_report(labels, ladder),
+            "no_tier_passed": int((labels.cheapest_pass < 0).sum()),
+            "cheapest_pass_mix": np.bincount(
+                labels.cheapest_pass + 1, minlength=len(ladder) + 1
+            ).tolist(),
             "featurizer": cfg.featurizer,
-            "tiers": ladder.names,
+            "model": cfg.model.params(),
+            "task_head_classes": model.task_classes_,
             "goal": goal.text,
-            "train_config": {k: str(v) for k, v in asdict(cfg).items() if k != "model"},
-        },
-    )
+            "validation": {**val_metrics, "calibration_error": calibration_error(oof, y)},
+            "policy_expected": policy.expected,
+            "folds": cfg.folds,
+            "seed": cfg.seed,
+            "cascade": cascade.report if cascade is not None else None,
+        }
+        policy_data = PolicyData(oof.astype(np.float64), labels.scores, c)
+        policy_data.save(out / POLICY_DATA)  # what `tier-router policy` refits from
+        report["model_selection"] = selection.report
+        report["operating_points"] = tradeoff_table(policy_data, ladder)
+        report["routing_alone"] = gap_line(val_metrics)
+        table = format_table(report["operating_points"], policy_data, ladder)
+        log.info("%s\n%s", table, report["routing_alone"])
+        (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        digest = decision_digest(out)  # every file that changes a decision
+        version = f"{cfg.featurizer}-{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}"
+        write_manifest(
+            out,
+            version,
+            {
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "featurizer": cfg.featurizer,
+                "tiers": ladder.names,
+                "goal": goal.text,
+                "train_config": {
+                    k: str(v) for k, v in asdict(cfg).items() if k not in ("model", "selection")
+                },
+                "model_families": list(cfg.selection.families),
+            },
+        )
+    out = target
     timings["export_s"] = time.monotonic() - t
     timings["total_s"] = time.monotonic() - t_start
     log.info("bundle %s written to %s in %.1f s", version, out, timings["total_s"])
-    return TrainResult(out, version, labels, feats, model, policy, report, ladder, timings)
+    return TrainResult(out, version, labels, feats, model, policy, report, ladder, timings, cascade)

@@ -47,6 +47,32 @@ def _nonneg_float(value: str) -> float:
     return v
 
 
+def _quality_drop(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return v
+
+
+def _max_drop(a: argparse.Namespace) -> float:
+    from training.compare import DEFAULT_MAX_QUALITY_DROP
+
+    return DEFAULT_MAX_QUALITY_DROP if a.max_quality_drop is None else float(a.max_quality_drop)
+
+
+def _add_max_quality_drop(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-quality-drop",
+        type=_quality_drop,
+        default=None,
+        help="how much lower the candidate's own policy quality may be than the champion's "
+        "on the same split, in quality points on [0, 1] (default 0.005, half a point)",
+    )
+
+
 def _guarded(name: str, fn: Handler) -> Handler:
     """Registry and input errors become one line on stderr and exit 2, not a traceback."""
 
@@ -98,13 +124,14 @@ def cmd_promote(a: argparse.Namespace) -> int:
     ch = evaluate_version(c, champ, data)
     ca = evaluate_version(c, cand, data)
     print(format_table([ch, ca], data))
-    verdict = judge(ca, ch, a.tolerance)
+    verdict = judge(ca, ch, a.tolerance, _max_drop(a))
     print(verdict.explain())
     noise = ""
+    envelope_loss = any(not r.startswith("its policy") for r in verdict.reasons)
     if a.bootstrap:
         pr = paired(ca, ch, a.bootstrap)
         print(pr.explain(ch.report["n"]))
-        if pr.reading("pgr_auc") == "within noise":
+        if envelope_loss and pr.reading("pgr_auc") == "within noise":
             d = pr.diffs["pgr_auc"]
             noise = (
                 f" (its pgr_auc difference, {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}], "
@@ -210,12 +237,13 @@ def cmd_retrain(a: argparse.Namespace) -> int:
         out=out,
         featurizer=a.featurizer,
         goal=a.goal,
-        model=ModelConfig(n_clusters=a.clusters),
+        # No --clusters: the model's own default granularities, as `train` uses.
+        model=ModelConfig() if a.clusters is None else ModelConfig(n_clusters=a.clusters),
         folds=a.folds,
         max_train=a.max_train,
         seed=a.seed,
     )
-    res = retrain(cfg, tcfg, a.model or None)
+    res = retrain(cfg, tcfg, a.model or None, _max_drop(a))
     print(
         json.dumps(
             {
@@ -276,6 +304,7 @@ def register(subparsers: Any) -> None:
         default=0.0,
         help="allowed loss in quality points / cost fraction (default 0)",
     )
+    _add_max_quality_drop(p)
     p.add_argument("--force", action="store_true", help="promote even if worse")
     p.set_defaults(func=_guarded("promote", cmd_promote))
 
@@ -296,7 +325,9 @@ def register(subparsers: Any) -> None:
         default=(),
         help="comma-separated versions (default: all, newest --limit)",
     )
-    c.add_argument("--limit", type=_positive_int, default=8)
+    c.add_argument(
+        "--limit", type=_positive_int, default=8, help="compare at most N newest versions"
+    )
     _eval_args(c)
     c.add_argument("--png", type=Path, default=None, help="overlay PNG path")
     c.add_argument("--no-log", action="store_true", help="do not log a comparison run")
@@ -317,17 +348,24 @@ def register(subparsers: Any) -> None:
     )
     r.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML")
     r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")
-    r.add_argument("--featurizer", choices=["fast", "accurate"], default="fast")
-    r.add_argument("--goal", default="top")
+    r.add_argument(
+        "--featurizer", choices=["fast", "accurate"], default="fast", help="as for train"
+    )
+    r.add_argument("--goal", default="top", help="policy quality goal, as for train")
     r.add_argument(
         "--clusters",
         type=_int_list,
         default=None,
         help="k-means granularities, comma-separated (default: the model's)",
     )
-    r.add_argument("--folds", type=_positive_int, default=5)
-    r.add_argument("--max-train", type=_positive_int, default=None)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
+    r.add_argument(
+        "--max-train",
+        type=_positive_int,
+        default=None,
+        help="use at most N training prompts, sampled (default: all)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="seeds sampling, folds and k-means")
     r.add_argument("--split", default="test", help="held-out split of --outcomes (default test)")
     r.add_argument(
         "--label-rule",
@@ -343,6 +381,7 @@ def register(subparsers: Any) -> None:
     r.add_argument(
         "--promote", action="store_true", help="make the challenger champion if it is not worse"
     )
+    _add_max_quality_drop(r)
     add_bootstrap(r, "the challenger's paired difference to the champion")
     r.set_defaults(func=_guarded("retrain", cmd_retrain))
 

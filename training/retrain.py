@@ -23,7 +23,6 @@ comparison stays held out.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from router import Router
 from router.ladder import Ladder
 from router.outcomes import OutcomeRecord, iter_outcomes, write_outcomes
 from training.compare import (
+    DEFAULT_MAX_QUALITY_DROP,
     EvalData,
     Verdict,
     VersionEval,
@@ -79,12 +79,70 @@ class MergeStats:
     feedback_rows: int = 0
     dropped_escalation_labels: int = 0
     dropped_eval_overlap: int = 0
+    dropped_by_label_rule: int = 0  # records left with no label under the rule
     explored_rows: int = 0
     labels_per_tier: dict[str, dict[str, int]] = field(default_factory=dict)
     conversion: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "dropped_per_reason": self.dropped_per_reason()}
+
+    def dropped_per_reason(self) -> dict[str, int]:
+        """Log records that gave no training row, by why (the conversion's and the merge's)."""
+        cv = self.conversion
+        reasons = {
+            "unparseable_line": cv.get("bad_lines", 0),
+            "not_outcome_record": cv.get("skipped_not_outcome_record", 0),
+            "duplicate_request_id": cv.get("skipped_duplicate", 0),
+            "prompt_hashed": cv.get("skipped_prompt_hashed", 0),
+            "prompt_dropped": cv.get("skipped_prompt_dropped", 0),
+            "sticky_turn": cv.get("skipped_sticky", 0),
+            "no_quality_verdict": cv.get("skipped_no_labels", 0),
+            "in_eval_split": self.dropped_eval_overlap,
+            "label_rule": self.dropped_by_label_rule,
+        }
+        return {k: int(v) for k, v in reasons.items() if v}
+
+
+# Why a reason emptied the feedback, for the one-line error (the biggest count is the cause).
+_CAUSES = {
+    "unparseable_line": "the log lines are not JSON (a torn or foreign file?)",
+    "not_outcome_record": "the records are not tier-router outcome records",
+    "duplicate_request_id": "every record repeats a request id already read",
+    "prompt_hashed": "the prompts were logged as hashes (prompt_storage=hash); log them "
+    "with prompt_storage=store to retrain on them",
+    "prompt_dropped": "the prompts were not logged (prompt_storage=drop)",
+    "sticky_turn": "the records are sticky conversation turns, which start at an earlier "
+    "turn's final tier and so are not labels of the router's decision",
+    "no_quality_verdict": "no attempt on a ladder tier got a pass/fail verdict (all "
+    "unavailable or errored, or another ladder's model ids)",
+    "label_rule": "the label rule kept no attempt",
+}
+
+
+def no_labels_message(cfg: RetrainConfig, st: MergeStats) -> str:
+    """What emptied the feedback: the counts dropped per reason and the main cause."""
+    read = int(st.conversion.get("records_read", 0))
+    per = st.dropped_per_reason()
+    files = [str(f) for f in cfg.feedback]
+    head = f"--feedback: no usable labels in {files}: {read} records read"
+    if read == 0 and not per:
+        return f"{head}; the logs hold no records"
+    top = max(per, key=lambda k: per[k]) if per else None
+    if top == "in_eval_split":
+        n = st.feedback_records
+        cause = (
+            f"{'all ' if per[top] == n else ''}{per[top]} labelled records are prompts of the "
+            f"evaluation split {cfg.eval_split!r} of {cfg.base}, which are kept out so the "
+            "champion comparison stays held out (log other prompts, or name another "
+            "held-out split with --split)"
+        )
+    elif top is not None:
+        cause = _CAUSES[top]
+    else:
+        cause = "no record produced a label"
+    counts = ", ".join(f"{k}: {v}" for k, v in per.items()) or "none"
+    return f"{head}, {st.feedback_records} labelled; dropped per reason: {counts}; cause: {cause}"
 
 
 def _kept_tiers(rec: dict[str, Any], rule: str) -> set[str] | None:
@@ -139,6 +197,7 @@ def feedback_records(
             st.dropped_escalation_labels += sum(1 for k in results if k not in wanted)
             results = {k: v for k, v in results.items() if k in wanted}
         if not results:
+            st.dropped_by_label_rule += 1
             continue
         prop = _propensity(raw)
         st.explored_rows += int(bool((raw.get("exploration") or {}).get("explored")))
@@ -170,9 +229,7 @@ def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_outcomes(dest, rows())
     if st.feedback_rows == 0:
-        raise ValueError(
-            f"--feedback: no usable labels in {[str(f) for f in cfg.feedback]} "
-            f"({json.dumps(st.conversion)})")
+        raise ValueError(no_labels_message(cfg, st))
     log.info("merged %d base rows + %d feedback rows into %s", st.base_rows, st.feedback_rows,
              dest)
     return st
@@ -189,7 +246,10 @@ class RetrainResult:
 
 
 def retrain(
-    cfg: RetrainConfig, train_cfg: TrainConfig, registered_model: str | None
+    cfg: RetrainConfig,
+    train_cfg: TrainConfig,
+    registered_model: str | None,
+    max_quality_drop: float = DEFAULT_MAX_QUALITY_DROP,
 ) -> RetrainResult:
     """Merge, train and register the challenger, then score it and the champion on the
     base file's evaluation split (the same rows for both)."""
@@ -228,5 +288,5 @@ def retrain(
         if mv is not None:
             champ_eval = dataclasses.replace(evaluate_version(c, mv, data),
                                              label=f"champion v{mv.version}")
-            verdict = judge(challenger, champ_eval)
+            verdict = judge(challenger, champ_eval, max_quality_drop=max_quality_drop)
     return RetrainResult(merged, stats, summary, challenger, champ_eval, verdict)

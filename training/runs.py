@@ -120,12 +120,33 @@ def train_evaluate_log(
             **res.policy.expected,
         },
         "validation": res.report["validation"],
+        "model_selection": res.report.get("model_selection"),
+        "operating_points": res.report.get("operating_points"),
+        "routing_alone": res.report.get("routing_alone"),
         "timings_s": {k: round(v, 2) for k, v in res.timings.items()},
     }
     plots: list[Path] = []
     metrics: dict[str, Any] = {
         "validation": {k: v for k, v in res.report["validation"].items() if not isinstance(v, list)}
     }
+    selection = res.report.get("model_selection") or {}
+    for name, figures in selection.get("candidates", {}).items():  # each candidate's OOF
+        metrics[f"oof.{name}"] = {
+            k: v for k, v in figures.items() if isinstance(v, int | float) and k != "c"
+        }
+    cascade = res.report.get("cascade")
+    if cascade:  # the verifier and cascade policy, fitted on out-of-fold predictions
+        expected = cascade["cascade_policy"]["expected"]
+        summary["cascade"] = {
+            "verifier_oof_auc": cascade["verifier_oof_auc"],
+            "second_opinion": cascade["second_opinion"],
+            "points": cascade["cascade_points"],
+            "policy": expected,
+        }
+        metrics["cascade"] = {
+            "verifier_oof_auc": cascade["verifier_oof_auc"],
+            "validation": {k: v for k, v in expected.items() if isinstance(v, int | float)},
+        }
     prompts_for_latency = res.labels.prompts
     eval_rows = rounds = 0
     if eval_split and _has_split(cfg.outcomes, eval_split):
@@ -167,6 +188,9 @@ def train_evaluate_log(
             "tier_share": dict(zip(names, mix.tolist(), strict=True)),
         }
         metrics["baseline"] = {"random": ev.report["random"], "oracle": ev.report["oracle"]}
+        if "system" in ev.report:  # route, verify, escalate: replayed on recorded answers
+            summary["test"]["system"] = ev.report["system"]
+            metrics["test_system"] = ev.report["system"]
         metrics["test_interval"] = ev.report["router_interval"]
         prompts_for_latency = ev.prompts
         eval_rows = len(ev.choice)
@@ -184,7 +208,7 @@ def train_evaluate_log(
             "ladder.outcomes_keys": ",".join(t.outcomes_key for t in router.ladder.tiers),
             "ladder.prices_in": ",".join(str(t.price_in_per_mtok) for t in router.ladder.tiers),
             "ladder.prices_out": ",".join(str(t.price_out_per_mtok) for t in router.ladder.tiers),
-            "model": "soft-cluster k-means",
+            "model": selection.get("selected", "soft_cluster"),
             **{f"model.{k}": v for k, v in cfg.model.params().items()},
             "train_file": str(cfg.outcomes),
             "train_file_sha256": res.report["outcomes_sha256"],

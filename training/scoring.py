@@ -13,6 +13,7 @@ import numpy as np
 
 from router import Router
 from router.outcomes import iter_outcomes
+from training.cascade_eval import SystemCurve, system_curve, system_report
 from training.evaluate import (
     bootstrap_intervals,
     full_report,
@@ -68,6 +69,7 @@ class Evaluation:
     c: np.ndarray
     choice: np.ndarray
     prompts: list[str]
+    system: SystemCurve | None = None  # the cascade's curve, when the bundle and file allow
 
 
 def evaluate_bundle(
@@ -96,7 +98,10 @@ def evaluate_bundle(
     rep["router_version"] = router.version
     rep["split"] = split
     rep["skipped_incomplete"] = labels.dropped
-    ev = Evaluation(rep, p, q, c, choice, labels.prompts)
+    system = system_curve(router, recs)
+    if system is not None:
+        rep["system"] = system_report(system)
+    ev = Evaluation(rep, p, q, c, choice, labels.prompts, system)
     if bootstrap > 0:
         add_intervals(ev, bootstrap)
     return ev
@@ -115,6 +120,8 @@ def write_plot(ev: Evaluation, names: list[str], path: Path, title: str) -> Path
         "random": router_curve(rng.random(ev.p.shape), ev.q, ev.c),
         "oracle": router_curve((ev.q >= 0.5).astype(float), ev.q, ev.c),
     }
+    if ev.system is not None:
+        curves["system (route, verify, escalate)"] = ev.system.envelope()
     fixed = [
         (f"always {n}", (float(ev.c[:, i].mean()), float(ev.q[:, i].mean())))
         for i, n in enumerate(names)
@@ -130,7 +137,9 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append(
         f"{'':14s} {'pgr_auc':>8s} {'cost_at_top':>12s} {'cost_at_mid':>12s} {'best_q':>7s}"
     )
-    for key in ("router", "random", "oracle"):
+    for key in ("system", "router", "random", "oracle"):
+        if key not in rep:
+            continue
         m = rep[key]
         lines.append(
             f"{key:14s} {m['pgr_auc']:8.3f} {m['cost_at_top']:12.3f} {m['cost_at_mid']:12.3f} "
@@ -146,6 +155,14 @@ def format_report(rep: dict[str, Any]) -> str:
     for i, n in enumerate(names):
         a = rep["always"][i]
         lines.append(f"{'always ' + n:14s} {a['quality']:8.3f} {a['cost']:12.6f}")
+    sysp = rep.get("system", {}).get("policy")
+    if sysp:
+        lines.append(
+            f"{'system policy':14s} {sysp['quality']:8.3f} {sysp['cost']:12.6f}  "
+            f"({sysp['cost_vs_top']:.1%} of always-top cost; "
+            f"{sysp['calls_per_request']:.2f} calls per request, "
+            f"{rep['system']['n']} prompts with answers)"
+        )
     pol = rep.get("policy")
     if pol:
         mix = ", ".join(f"{n}={k}" for n, k in zip(names, pol["tier_mix"], strict=True))

@@ -155,6 +155,25 @@ def test_route_and_evaluate_print_results(
     assert "router_interval" not in json.loads(capsys.readouterr().out)
 
 
+def test_evaluate_writes_no_plot_unless_asked(
+    cli_bundle,
+    small_outcomes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, _ = cli_bundle
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    argv = ["evaluate", "--bundle", str(out), "--outcomes", str(small_outcomes)]
+    assert main([*argv, "--bootstrap", "0"]) == 0
+    assert "cost-quality curve" not in capsys.readouterr().out
+    assert main([*argv, "--bootstrap", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["plot"] is None
+    assert list(cwd.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

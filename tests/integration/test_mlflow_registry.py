@@ -31,6 +31,7 @@ from router import Router
 from router.bundle import sha256_file
 from router.outcomes import read_outcomes
 from training.model import ModelConfig
+from training.selection import SIMPLEST_FIRST, SelectionConfig
 from training.pipeline import TrainConfig
 from training.registry_cli import main as cli
 
@@ -153,8 +154,9 @@ def registry(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", url)
         runs = {}
-        # "worse" has one cluster and no category head: blind to the text.
+        # "worse" has one cluster, no category head and no other family: blind to the text.
         for key, clusters, head in (("good", (8, 24), 0.5), ("worse", (1,), 0.0)):
+            families = SIMPLEST_FIRST if key == "good" else ("soft_cluster",)
             cfg = TrainConfig(
                 outcomes=mmlu_small,
                 tiers=ladder,
@@ -163,6 +165,7 @@ def registry(
                 goal="mid",
                 folds=3,
                 model=ModelConfig(n_clusters=clusters, task_weight=head),
+                selection=SelectionConfig(families=families),
             )
             runs[key] = train_evaluate_log(cfg, mlflow=True, registered_model=MODEL)
         yield {"url": url, "runs": runs, "dir": out}

@@ -91,3 +91,46 @@ def test_merge_keeps_base_and_drops_held_out_prompts(
     with pytest.raises(ValueError, match="--label-rule"):
         RetrainConfig(base=small_outcomes, feedback=(leak,), tiers=small_ladder,
                       out=tmp_path / "x", label_rule="everything")
+
+
+def test_no_usable_labels_names_the_cause_and_the_counts(
+    small_outcomes: Path, small_ladder: Path, tmp_path: Path
+) -> None:
+    """Every logged prompt sits in the evaluation split: say so, with the counts."""
+    ld = Ladder.load(small_ladder)
+    held = [r.prompt for r in read_outcomes(small_outcomes, split="test")[:3]]
+    log = tmp_path / "held_out.jsonl"
+    log.write_text("".join(json.dumps(_record(
+        f"h{i}", p, [_attempt(ld, "haiku", "passed", "decided")])) + "\n"
+        for i, p in enumerate(held)))  # fmt: skip
+    cfg = RetrainConfig(base=small_outcomes, feedback=(log,), tiers=small_ladder,
+                        out=tmp_path / "challenger")
+    with pytest.raises(ValueError) as e:
+        merge(cfg, tmp_path / "merged.jsonl.gz")
+    msg = str(e.value)
+    assert "no usable labels" in msg and "3 records read" in msg
+    assert "all 3 labelled records are prompts of the evaluation split 'test'" in msg
+    assert "in_eval_split: 3" in msg
+
+
+def test_retrain_without_clusters_trains_with_the_model_default(
+    log_file: Path,
+    small_outcomes: Path,
+    small_ladder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from training.model import ModelConfig
+    from training.registry_cli import main as cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "challenger"
+    rc = cli(["retrain", "--outcomes", str(small_outcomes), "--feedback", str(log_file),
+              "--tiers", str(small_ladder), "--out", str(out), "--model", "", "--folds", "2",
+              "--bootstrap", "0"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["model"]["n_clusters"] == ",".join(map(str, ModelConfig().n_clusters))
+    assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "}")["feedback"][
+        "feedback_rows"] == 2

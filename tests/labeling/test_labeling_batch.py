@@ -10,8 +10,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from loopback import free_port
 from test_labeling_ondemand import check_against_recorded
-from test_labeling_support import ROLE, aws_for, read_jsonl, write_prompts
+from test_labeling_support import ROLE, aws_for, read_jsonl, run_cli, write_prompts
 
 from labeling.batch import BatchClients, run_batch, state_path
 from labeling.clients import control_client, runtime_client, s3_client
@@ -277,3 +278,46 @@ def test_control_plane_api(start_server: Any, s3_url: str, bucket: str) -> None:
     assert "no .jsonl input" in c.get_model_invocation_job(jobIdentifier=arns[0])["message"]
     failed = c.list_model_invocation_jobs(statusEquals="Failed")["invocationJobSummaries"]
     assert arns[0] in {j["jobArn"] for j in failed}
+
+
+def _batch_argv(tmp_path: Path, recs: list[dict[str, Any]], ladder_path: Path, srv: Any,
+                s3: str, bucket: str) -> list[str]:
+    prompts = write_prompts(tmp_path / "p.jsonl", recs)
+    return [
+        "label", "--prompts", str(prompts), "--tiers", str(ladder_path),
+        "--out", str(tmp_path / "b.jsonl"), "--grader", "choice", "--mode", "batch",
+        "--endpoint-url", srv.url, "--s3-endpoint-url", s3, "--dummy-credentials",
+        "--bucket", bucket, "--role-arn", ROLE, "--max-attempts", "1",
+        "--retry-delay-scale", "0.01", "--poll-seconds", "0.05", "--no-progress",
+    ]  # fmt: skip
+
+
+def test_unreachable_s3_is_one_line_naming_the_service_and_exits_1(
+    tmp_path: Path,
+    mmlu: list[dict[str, Any]],
+    ladder_path: Path,
+    start_server: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    srv = start_server(mmlu[:10])
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert run_cli(_batch_argv(tmp_path, mmlu[:10], ladder_path, srv, closed, "labels-x")) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert "S3" in err and closed in err and "upload" in err
+    assert list(tmp_path.glob("*.jsonl.tmp")) == []
+
+
+def test_missing_bucket_is_a_usage_error(
+    tmp_path: Path,
+    mmlu: list[dict[str, Any]],
+    ladder_path: Path,
+    start_server: Any,
+    s3_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    srv = start_server(mmlu[:10])
+    argv = _batch_argv(tmp_path, mmlu[:10], ladder_path, srv, s3_url, "no-such-bucket-here")
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "--bucket" in err and "no-such-bucket-here" in err

@@ -3,11 +3,13 @@ answers from real mmlu_pro records, graded back to the recorded verdicts."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -113,10 +115,21 @@ def test_resume_after_a_killed_run(
     start_server: Any,
     s3_url: str,
 ) -> None:
-    """kill -9 mid-run, plus a torn last line; the re-run labels only what is missing."""
+    """kill -9 mid-run, plus a torn last line; the re-run labels only what is missing.
+
+    No clock: the first server stalls every call after the 60th (20 prompts x 3 tiers),
+    so the run is always cut mid-way with calls in flight, and the re-run talks to a
+    fresh server, so calls the dead process left in flight cannot be counted as its."""
     recs = mmlu[:100]
-    srv = start_server(recs)
-    srv.faults = type(srv.faults)(latency_ms=15.0)
+    release = threading.Event()
+    calls = itertools.count()
+
+    def stall_after_60_calls(model_id: str, body: Any) -> None:
+        if next(calls) >= 60:
+            release.wait()
+        return None  # then the recorded answer
+
+    srv = start_server(recs, responder=stall_after_60_calls)
     prompts = write_prompts(tmp_path / "p.jsonl", recs)
     out = tmp_path / "out.jsonl"
     argv = [
@@ -141,21 +154,25 @@ def test_resume_after_a_killed_run(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or len(read_jsonl(out)) < 15):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    time.sleep(0.3)  # calls the dead process left in flight finish on the server
-    done_before = {r["id"] for r in read_jsonl(out)}
-    assert 15 <= len(done_before) < 100
-    with out.open("a") as f:
-        f.write('{"id": "torn", "prompt": "half a li')  # the crash hit mid-write
-    answered_before = srv.stats["answered"]
-    assert run_cli(argv) == 0
+    try:
+        # 18-20 prompts get written before the stall; wait for 15 (the deadline only
+        # stops a broken run from hanging the suite).
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not out.exists() or len(read_jsonl(out)) < 15):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done_before = {r["id"] for r in read_jsonl(out)}
+        assert 15 <= len(done_before) <= 20
+        with out.open("a") as f:
+            f.write('{"id": "torn", "prompt": "half a li')  # the crash hit mid-write
+        fresh = start_server(recs)
+        assert run_cli([fresh.url if a == srv.url else a for a in argv]) == 0
+    finally:
+        release.set()
     rows = read_jsonl(out)
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in recs)  # no dupes, no torn
-    assert srv.stats["answered"] - answered_before == 3 * (100 - len(done_before))
+    assert fresh.stats["answered"] == 3 * (100 - len(done_before))
     check_against_recorded(out, recs, ladder)
 
 

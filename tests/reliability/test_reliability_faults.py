@@ -79,9 +79,13 @@ def test_fault_storm_serves_everything_and_loses_no_record(
     counts["throttle_50pct"] = _send(_storm_client(server, rb_ladder, make_client, sink, 0), 30)
     server.faults = FaultConfig()
 
-    server.outage(haiku, 3.0)  # the cheapest tier down for a window
+    # The cheapest tier down for exactly this phase (a set, not a clock window, so a slow
+    # machine cannot let some requests through to it), then back.
+    refused_before = server.stats["unavailable"]
+    server.unavailable_models.add(haiku)
     counts["tier_down"] = _send(_storm_client(server, rb_ladder, make_client, sink, 0), 12)
-    server.outages.clear()
+    server.unavailable_models.discard(haiku)
+    assert server.stats["unavailable"] - refused_before >= 12  # every request met the outage
 
     server.model_latency_ms[sonnet] = 800  # slower than the 0.5 s read timeout
     counts["slow_tier"] = _send(_storm_client(server, rb_ladder, make_client, sink, 1), 4)

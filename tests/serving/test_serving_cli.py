@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from serving_support import REPO, client_for
 
+from router.ladder import Ladder
 from serving.cli import register
 
 TIERS = REPO / "data" / "ladders" / "mmlu_pro.toml"
@@ -110,6 +111,7 @@ def test_demo_without_a_loadable_bundle_exits_2(
 
 LAUNCH = """
 import argparse, sys
+from router.ladder import Ladder
 from serving.cli import register
 p = argparse.ArgumentParser(prog="tier-router")
 register(p.add_subparsers(dest="command", required=True))
@@ -145,7 +147,7 @@ def test_local_bedrock_command_serves_until_terminated(outcomes: Path) -> None:
         info = json.loads(proc.stdout.readline())
         assert info["prompts"] == 1
         r = client_for(info["url"]).converse(
-            modelId="us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            modelId=Ladder.load(TIERS).tiers[0].model_id,
             messages=[{"role": "user", "content": [{"text": "What is 2+2?"}]}],
         )
         assert len(r["output"]["message"]["content"][0]["text"]) == 40

@@ -116,3 +116,36 @@ def test_torn_and_duplicate_records_are_counted(logged: Path, tmp_path: Path, ca
     assert run_cli(argv) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["written"] == 4 and s["skipped_duplicate"] == 5 and s["bad_lines"] == 1
+
+
+def test_sticky_turns_are_not_labels(
+    server: LocalBedrock, bedrock: Any, ladder: Ladder, tmp_path: Path, capsys: Any
+) -> None:
+    """A sticky turn starts where the last turn ended (after an escalation, a tier the
+    router did not pick), so it is kept out of the labels and claims no propensity."""
+    haiku = ladder.tiers[0].model_id
+    server.responder = lambda m, b: Reply("I don't know.") if m == haiku else Reply("Fine.")
+    log = tmp_path / "log.jsonl"
+    client = TieredClient(
+        FixedTierRouter(ladder, 1),
+        bedrock,
+        OutcomeLogger([JsonlSink(log)]),
+        TieredClientConfig(exploration_rate=0.5, seed=3),
+    )
+    turns = ("first turn", "second turn", "third turn")
+    for q in turns:
+        client.converse(q, conversation_id="c1")
+    raw = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["sticky"] for r in raw] == [False, True, True]
+    out = tmp_path / "fb.jsonl"
+    assert run_cli(["feedback", "--log", str(log), "--tiers", str(TIERS), "--out", str(out)]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["written"] == 1 and s["skipped_sticky"] == 2
+    assert [r.prompt for r in read_outcomes(out)] == ["first turn"]
+
+    from training.retrain import MergeStats, feedback_records
+
+    st = MergeStats()
+    rows = list(feedback_records([log], ladder, "first-attempt", set(), st))
+    assert [r.prompt for r in rows] == ["first turn"]
+    assert st.dropped_per_reason() == {"sticky_turn": 2}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +153,80 @@ def test_logger_holds_records_a_sink_refused_and_delivers_in_order(tmp_path: Pat
     assert logger.write({"request_id": "2"}) is False
     assert logger.backlog == 2
     flaky.fail = False
-    assert logger.write({"request_id": "3"}) is True
+    logger.write({"request_id": "3"})  # queued behind 1 and 2 unless the retry ran first
+    assert logger.flush(timeout_s=60)
     assert flaky.got == ["1", "2", "3"] and logger.backlog == 0
     assert [r["request_id"] for r in read_log(tmp_path / "log.jsonl")] == ["1", "2", "3"]
+    logger.close()
+
+
+class DownSink:
+    """Refuses every record until `up`; notes which thread made each call."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.got: list[str] = []
+        self.threads: list[int] = []
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.threads.append(threading.get_ident())
+        if not self.up:
+            raise ConnectionError("bucket unreachable")
+        self.got.append(record["request_id"])
+
+    def close(self) -> None:
+        pass
+
+
+def test_backlog_is_bounded_drops_the_oldest_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = DownSink()
+    logger = OutcomeLogger([sink], max_backlog=3)
+    with caplog.at_level(logging.ERROR, logger="serving.outcome_log"):
+        assert not any(logger.write({"request_id": str(i)}) for i in range(12))
+    assert logger.backlog == 3
+    st = logger.stats()
+    assert st["backlog"] == 3 and st["max_backlog"] == 3
+    assert logger.dropped == 9 and st["dropped"] == 9 and st["sinks"][0]["dropped"] == 9
+    # the first drop, and the 10th would be next: a trail, not one line per record
+    drops = [r.getMessage() for r in caplog.records if "dropped the oldest" in r.getMessage()]
+    assert len(drops) == 1 and "request_id 0" in drops[0] and "1 dropped" in drops[0]
+    sink.up = True
+    assert logger.flush(timeout_s=60)
+    assert sink.got == ["9", "10", "11"] and logger.stats()["sinks"][0]["written"] == 3
+    logger.close()
+    with pytest.raises(ValueError, match="max_backlog"):
+        OutcomeLogger([sink], max_backlog=0)
+
+
+def test_a_down_sink_is_retried_off_the_request_thread(tmp_path: Path) -> None:
+    down = DownSink()
+    path = tmp_path / "log.jsonl"
+    logger = OutcomeLogger([down, JsonlSink(path)])
+    me = threading.get_ident()
+    for i in range(5):
+        assert logger.write({"request_id": str(i)}) is False
+    assert down.threads.count(me) == 1  # only the first record tried the dead sink in line
+    assert [r["request_id"] for r in read_log(path)] == ["0", "1", "2", "3", "4"]
+    down.up = True
+    assert logger.flush(timeout_s=60)
+    assert down.got == ["0", "1", "2", "3", "4"] and down.threads.count(me) == 1
+    assert logger.write({"request_id": "5"}) is True  # drained: in line again
+    assert down.threads[-1] == me and down.got[-1] == "5"
+    logger.close()
+    assert logger.stats()["dropped"] == 0
+
+
+def test_close_counts_what_it_could_not_write(caplog: pytest.LogCaptureFixture) -> None:
+    sink = DownSink()
+    logger = OutcomeLogger([sink], close_timeout_s=30)
+    logger.write({"request_id": "a"})
+    with caplog.at_level(logging.ERROR, logger="serving.outcome_log"):
+        logger.close()
+    st = logger.stats()
+    assert (st["backlog"], st["dropped"], st["sinks"][0]["written"]) == (0, 1, 0)
+    assert "1 held record(s) not written at close" in caplog.text
 
 
 CHILD = """

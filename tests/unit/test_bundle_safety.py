@@ -64,3 +64,41 @@ def test_archive_entries_that_escape_are_rejected(tmp_path: Path) -> None:
         zf.writestr("../evil.json", "{}")
     with pytest.raises(BundleError, match="escapes"):
         open_bundle(z)
+
+
+FOREIGN_MANIFESTS = [
+    {"name": "web-app", "version": "1.2.0", "files": ["index.js", "app.css"]},
+    {"manifest_version": 3, "name": "a browser extension"},
+    {"format": "acme-model-bundle", "format_version": 2, "router_version": "v1",
+     "files": {"policy.json": "0" * 64}},
+    {"schema": "acme.bundle/4", "format_version": 1, "files": {}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("doc", FOREIGN_MANIFESTS)
+def test_another_projects_manifest_is_not_a_tier_router_bundle(
+    tmp_path: Path, doc: dict
+) -> None:
+    from router import Router
+
+    d = tmp_path / "other"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps(doc))
+    for read in (Manifest.read, Router.load):
+        with pytest.raises(BundleError) as e:
+            read(d)
+        msg = str(e.value)
+        assert "not a tier-router bundle" in msg and "upgrade" not in msg and str(d) in msg
+
+
+def test_our_manifest_says_what_it_is_and_versions_are_told_apart(tmp_path: Path) -> None:
+    b = _mini_bundle(tmp_path / "b")
+    doc = json.loads((b / "manifest.json").read_text())
+    assert doc["format"] == "tier-router-bundle" and "format" not in Manifest.read(b).info
+    for fv, word in ((3, "upgrade tier-router"), (1, "re-export")):
+        (b / "manifest.json").write_text(json.dumps({**doc, "format_version": fv}))
+        with pytest.raises(BundleError, match=word):
+            Manifest.read(b)
+    legacy = {k: v for k, v in doc.items() if k != "format"}  # bundles written before the field
+    (b / "manifest.json").write_text(json.dumps(legacy))
+    assert Manifest.read(b).router_version == "v1"

@@ -51,3 +51,24 @@ def test_inverse_propensity_weights_reach_the_model() -> None:
     plain = SoftClusterModel(cfg).fit(f, lab.passed).predict_proba(f)[0, 0]
     weighted = SoftClusterModel(cfg).fit(f, lab.passed, lab.weights).predict_proba(f)[0, 0]
     assert plain == pytest.approx(0.5) and weighted == pytest.approx(0.25)
+
+
+def test_a_recorded_zero_output_stays_zero_and_missing_gets_the_default() -> None:
+    from training.evaluate import DEFAULT_OUTPUT_TOKENS, prompt_costs
+    from training.labels import output_tokens_of
+
+    r = OutcomeRecord("z", "x" * 40, {
+        K[0]: ModelResult(1.0, output_tokens=0),  # an empty answer that passed
+        K[1]: ModelResult(1.0, output_tokens=0, output_chars=80),
+        K[2]: ModelResult(1.0),  # nothing recorded
+    })  # fmt: skip
+    assert output_tokens_of(r, K[0]) == 0.0 and output_tokens_of(r, K[1]) == 0.0
+    assert output_tokens_of(r, K[2]) == DEFAULT_OUTPUT_TOKENS
+    lab = build_labels([r], LADDER)
+    assert lab.output_tokens[0].tolist() == [0.0, 0.0, DEFAULT_OUTPUT_TOKENS]
+    c = prompt_costs(lab.prompts, np.array([[0.0, np.nan, 5.0]]), LADDER)[0]
+    t = LADDER.tiers
+    assert c[0] == pytest.approx(10 * t[0].price_in_per_mtok / 1e6)  # input only
+    assert c[1] == pytest.approx(
+        (10 * t[1].price_in_per_mtok + DEFAULT_OUTPUT_TOKENS * t[1].price_out_per_mtok) / 1e6)
+    assert c[2] == pytest.approx((10 * t[2].price_in_per_mtok + 5 * t[2].price_out_per_mtok) / 1e6)

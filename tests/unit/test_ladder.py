@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_shipped_ladders_load_cheapest_first() -> None:
     shipped = sorted((REPO / "data" / "ladders").glob("*.toml"))
-    assert len(shipped) == 5
+    assert len(shipped) == 6
     for p in shipped:
         lad = Ladder.load(p)
         assert len(lad) == (2 if p.stem in ("routellm", "routerarena") else 3), p.name

@@ -1,0 +1,597 @@
+"""Fit the answer verifier and the cascade policy from outcomes files that carry answers.
+
+- Verifier: per tier and context a standardized logistic regression (router.verifier),
+  cross-fitted on the same folds as the router so every training prompt gets an
+  out-of-fold P(pass) for its answers; the final weights are fitted on all rows.
+- Policy: the cascade's thresholds (router.cascade) searched on those out-of-fold
+  probabilities and the recorded scores, counting the cost of every call the cascade
+  makes (a rejected answer and a second opinion are paid for). A sweep over a
+  cost/quality trade-off gives the operating points; the policy is the cheapest of all
+  tried settings whose quality meets the goal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.answer_features import prompt_options
+from router.cascade import NEVER, CascadeFile, CascadePolicy, EscalationCost
+from router.ladder import Ladder, Tier
+from router.outcomes import OutcomeRecord
+from router.verifier import (
+    BIAS,
+    CONTEXT_NAMES,
+    CONTEXTS,
+    N_FEATURES,
+    VECTOR_NAMES,
+    VERIFIER_INPUT,
+    WEIGHTS,
+    WITH_PREV,
+    WITH_SECOND,
+    ReadAnswer,
+    VerifierSpec,
+    feature_vector,
+    read_answer,
+)
+from training.evaluate import DEFAULT_OUTPUT_TOKENS
+
+log = logging.getLogger(__name__)
+ANSWER_FIELD = "answer"
+MIN_ANSWERED = 50  # prompts with every tier's answer needed to fit a cascade
+_HAND = N_FEATURES - 9
+_PARAMS = ("start", "accept", "consult", "accept_second", "cost_weight")
+COST_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+_GROUPS = {  # feature columns each context may use
+    0: list(range(_HAND + 1)),
+    WITH_SECOND: list(range(_HAND + 5)),
+    WITH_PREV: [*range(_HAND + 1), *range(_HAND + 5, N_FEATURES)],
+    WITH_SECOND + WITH_PREV: list(range(N_FEATURES)),
+}
+
+
+@dataclass(frozen=True)
+class AnswerSet:
+    """Recorded answers of the labelled prompts, read once (same rows as the LabelSet)."""
+
+    reads: list[list[ReadAnswer | None]]  # (n, tiers)
+    second: list[ReadAnswer | None] | None  # (n,) when the ladder has a second opinion
+    second_cost: np.ndarray  # (n,) dollars of the second opinion's call (0 without one)
+
+    @property
+    def complete(self) -> np.ndarray:
+        """Rows where every tier (and the second opinion, if any) has an answer."""
+        ok = np.array([all(r is not None for r in row) for row in self.reads], dtype=bool)
+        if self.second is not None:
+            ok &= np.array([s is not None for s in self.second], dtype=bool)
+        return ok
+
+
+def answer_text(rec: OutcomeRecord, key: str) -> str | None:
+    r = rec.results.get(key)
+    a = None if r is None else r.extra.get(ANSWER_FIELD)
+    return a if isinstance(a, str) else None
+
+
+def call_cost(prompt: str, rec: OutcomeRecord, tier: Tier) -> float:
+    """The outcomes file's cost model for one call (design doc): chars/4 in, recorded out."""
+    r = rec.results.get(tier.outcomes_key)
+    out = DEFAULT_OUTPUT_TOKENS
+    if r is not None and r.output_tokens is not None:
+        out = float(r.output_tokens)
+    elif r is not None and r.output_chars:
+        out = float(r.output_chars) / 4.0
+    return tier.cost_usd(max(1, math.ceil(len(prompt) / 4)), out)
+
+
+def has_answers(records: Sequence[OutcomeRecord], ladder: Ladder) -> bool:
+    """Whether enough prompts carry every tier's answer to fit a verifier."""
+    n = sum(all(answer_text(r, t.outcomes_key) for t in ladder.tiers) for r in records)
+    return n >= MIN_ANSWERED
+
+
+def read_answers(
+    records: Sequence[OutcomeRecord],
+    ids: Sequence[str],
+    ladder: Ladder,
+    embed: Callable[[str], np.ndarray],
+) -> AnswerSet:
+    by_id = {r.id: r for r in records}
+    reads: list[list[ReadAnswer | None]] = []
+    second: list[ReadAnswer | None] | None = [] if ladder.second_opinion else None
+    cost2 = np.zeros(len(ids))
+    for i, pid in enumerate(ids):
+        rec = by_id[pid]
+        opts = prompt_options(rec.prompt)
+
+        def read(key: str, rec: OutcomeRecord = rec, opts: str = opts) -> ReadAnswer | None:
+            text = answer_text(rec, key)
+            return None if text is None else read_answer(rec.prompt, text, opts, embed)
+
+        reads.append([read(t.outcomes_key) for t in ladder.tiers])
+        if second is not None and ladder.second_opinion is not None:
+            second.append(read(ladder.second_opinion.outcomes_key))
+            cost2[i] = call_cost(rec.prompt, rec, ladder.second_opinion)
+    return AnswerSet(reads, second, cost2)
+
+
+def vectors(answers: AnswerSet, p_router: np.ndarray, tier: int, context: int) -> np.ndarray:
+    """(n, F) verifier inputs for one tier and context; NaN rows where inputs are missing."""
+    n = len(answers.reads)
+    x = np.full((n, N_FEATURES), np.nan)
+    for i in range(n):
+        a = answers.reads[i][tier]
+        s = answers.second[i] if answers.second is not None and context & WITH_SECOND else None
+        prev = answers.reads[i][tier - 1] if tier > 0 and context & WITH_PREV else None
+        if (
+            a is None
+            or (context & WITH_SECOND and s is None)
+            or (context & WITH_PREV and prev is None)
+        ):
+            continue
+        x[i] = feature_vector(a, float(p_router[i, tier]), s, prev)
+    return x
+
+
+def _fit_lr(x: np.ndarray, y: np.ndarray, cols: list[int], c: float) -> tuple[np.ndarray, float]:
+    """Standardized L2 logistic regression on `cols`, folded back to raw-feature weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    w = np.zeros(N_FEATURES)
+    if len(np.unique(y)) < 2:
+        p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
+        return w, math.log(p / (1 - p))
+    xs = x[:, cols]
+    mu, sd = xs.mean(axis=0), xs.std(axis=0)
+    sd = np.where(sd > 1e-9, sd, 1.0)
+    m = LogisticRegression(C=c, max_iter=2000).fit((xs - mu) / sd, y)
+    coef = m.coef_[0] / sd
+    w[cols] = coef
+    return w, float(m.intercept_[0] - coef @ mu)
+
+
+@dataclass
+class FittedVerifier:
+    weights: np.ndarray  # (F, tiers * contexts)
+    bias: np.ndarray  # (tiers * contexts,)
+    oof: np.ndarray  # (n, tiers, contexts) out-of-fold P(pass), NaN where not computable
+    auc: dict[str, float]
+
+
+def fit_verifier(
+    answers: AnswerSet,
+    p_router_oof: np.ndarray,
+    passed: np.ndarray,
+    fold: np.ndarray,
+    *,
+    c: float = 1.0,
+) -> FittedVerifier:
+    n, tiers = passed.shape
+    weights = np.zeros((N_FEATURES, tiers * CONTEXTS))
+    bias = np.zeros(tiers * CONTEXTS)
+    oof = np.full((n, tiers, CONTEXTS), np.nan)
+    auc: dict[str, float] = {}
+    for t in range(tiers):
+        for k in range(CONTEXTS):
+            if (k & WITH_PREV and t == 0) or (k & WITH_SECOND and answers.second is None):
+                continue
+            x = vectors(answers, p_router_oof, t, k)
+            ok = ~np.isnan(x).any(axis=1) & ~np.isnan(passed[:, t])
+            if ok.sum() < 20:
+                continue
+            y = passed[ok, t]
+            cols = _GROUPS[k]
+            for f in np.unique(fold):
+                tr, va = ok & (fold != f), ok & (fold == f)
+                if not va.any():
+                    continue
+                w, b = _fit_lr(x[tr], passed[tr, t], cols, c)
+                oof[va, t, k] = _sigmoid(x[va] @ w + b)
+            w, b = _fit_lr(x[ok], y, cols, c)
+            weights[:, t * CONTEXTS + k], bias[t * CONTEXTS + k] = w, b
+            auc[f"{t}.{CONTEXT_NAMES[k]}"] = _auc(oof[ok, t, k], y)
+    return FittedVerifier(weights, bias, oof, auc)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
+
+
+def _auc(p: np.ndarray, y: np.ndarray) -> float:
+    pos, neg = p[y > 0.5], p[y <= 0.5]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+# -- the cascade on matrices -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CascadeData:
+    """Everything the policy search needs, one row per training prompt."""
+
+    p_router: np.ndarray  # (n, T) out-of-fold router P(pass)
+    v: np.ndarray  # (n, T, contexts) out-of-fold verifier P(pass)
+    q: np.ndarray  # (n, T) recorded scores
+    c: np.ndarray  # (n, T) call costs
+    c2: np.ndarray  # (n,) second-opinion call cost
+    has_second: bool
+    z: np.ndarray  # (n, T - 1) log predicted cost of the next tier over its typical cost
+
+
+def simulate(pol: CascadePolicy, d: CascadeData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per prompt cost, quality and calls of `pol`: router.cascade.walk's rules on matrices."""
+    n, tiers = d.q.shape
+    rows = np.arange(n)
+    start = _start(d.p_router, np.asarray(pol.start))
+    cost = np.zeros(n)
+    calls = np.zeros(n, dtype=np.int64)
+    final = np.full(n, -1)
+    asked = np.zeros(n, dtype=bool)
+    for t in range(tiers):
+        at = (final < 0) & (start <= t)
+        if not at.any():
+            continue
+        cost[at] += d.c[at, t]
+        calls[at] += 1
+        if t == tiers - 1:
+            final[at] = t
+            break
+        prev = start < t
+        shift = pol.cost_weight[t] * d.z[:, t]
+        v = d.v[rows, t, asked * WITH_SECOND + prev * WITH_PREV] + shift
+        capped = at & (calls >= pol.max_calls)
+        final[capped] = t
+        at &= ~capped
+        acc = at & (v >= pol.accept[t])
+        final[acc] = t
+        if d.has_second:
+            cons = at & ~acc & ~asked & (v >= pol.consult[t])
+            cost[cons] += d.c2[cons]
+            calls[cons] += 1
+            asked |= cons
+            v2 = d.v[rows, t, WITH_SECOND + prev * WITH_PREV] + shift
+            final[cons & ((v2 >= pol.accept_second[t]) | (calls >= pol.max_calls))] = t
+    return cost, d.q[rows, final], calls
+
+
+def _start(p: np.ndarray, th: np.ndarray) -> np.ndarray:
+    ok = p[:, :-1] >= th
+    return np.where(ok.any(axis=1), ok.argmax(axis=1), p.shape[1] - 1)
+
+
+def _grid(values: np.ndarray, k: int = 24) -> list[float]:
+    v = values[~np.isnan(values)]
+    qs = np.quantile(v, np.linspace(0.02, 0.98, k)) if len(v) else np.array([])
+    return sorted({0.0, NEVER, *(round(float(x), 5) for x in qs)})
+
+
+@dataclass
+class PolicySearch:
+    policy: CascadePolicy
+    points: list[CascadePolicy]
+    tried: int
+
+
+def fit_cascade(
+    d: CascadeData,
+    target: float,
+    routing_start: Sequence[float],
+    *,
+    max_calls: int,
+    n_lambdas: int = 28,
+    rounds: int = 2,
+) -> PolicySearch:
+    """Coordinate search of the thresholds for a sweep of trade-offs (quality - lam * cost)."""
+    n, tiers = d.q.shape
+    free = tiers - 1
+    top_cost = float(d.c[:, -1].mean()) or 1.0
+    grids = {
+        "start": [_grid(d.p_router[:, j]) for j in range(free)],
+        "accept": [_grid(d.v[:, j, :].ravel()) for j in range(free)],
+        "consult": [_grid(d.v[:, j, :2].ravel()) for j in range(free)],
+        "accept_second": [_grid(d.v[:, j, WITH_SECOND::WITH_PREV].ravel()) for j in range(free)],
+        "cost_weight": [list(COST_WEIGHTS)] * free,
+    }
+    names = ["start", "accept", "cost_weight"]
+    if d.has_second:
+        names += ["consult", "accept_second"]
+    tried: dict[tuple, tuple[float, float]] = {}
+
+    def make(th: dict[str, list[float]], label: str) -> CascadePolicy:
+        return CascadePolicy(
+            start=tuple(th["start"]),
+            accept=tuple(th["accept"]),
+            consult=tuple(th["consult"]),
+            accept_second=tuple(th["accept_second"]),
+            cost_weight=tuple(th["cost_weight"]),
+            max_calls=max_calls,
+            label=label,
+        )
+
+    def evaluate(th: dict[str, list[float]]) -> tuple[float, float]:
+        key = tuple(v for nm in _PARAMS for v in th[nm])
+        if key not in tried:
+            cost, qual, _ = simulate(make(th, ""), d)
+            tried[key] = (float(cost.mean()), float(qual.mean()))
+        return tried[key]
+
+    def descend(th: dict[str, list[float]], lam: float) -> tuple[dict[str, list[float]], float]:
+        """Coordinate ascent of quality - lam * cost from `th`; judging params come
+        first, since the start thresholds decide which tiers they matter for."""
+        th = {k: list(v) for k, v in th.items()}
+        score = -math.inf
+        for _ in range(rounds):
+            for nm in names:
+                for j in range(free):
+                    for v in grids[nm][j]:
+                        trial = {k: list(x) for k, x in th.items()}
+                        trial[nm][j] = v
+                        cost, qual = evaluate(trial)
+                        if qual - lam * cost / top_cost > score + 1e-12:
+                            th, score = trial, qual - lam * cost / top_cost
+        return th, score
+
+    def mid(grid: list[float]) -> float:
+        inner = [g for g in grid if 0.0 < g < NEVER]
+        return inner[len(inner) // 2] if inner else 0.5
+
+    # Starting points: routing alone (accept whatever the router's tier says), and a full
+    # cascade (everyone starts cheapest, unsure answers consult the second opinion).
+    routing = {
+        "start": [float(x) for x in routing_start],
+        "accept": [0.0] * free,
+        "consult": [NEVER] * free,
+        "accept_second": [NEVER] * free,
+        "cost_weight": [0.0] * free,
+    }
+    cascade = {
+        "start": [0.0] * free,
+        "accept": [mid(grids["accept"][j]) for j in range(free)],
+        "consult": [0.0 if d.has_second else NEVER] * free,
+        "accept_second": [
+            mid(grids["accept_second"][j]) if d.has_second else NEVER for j in range(free)
+        ],
+        "cost_weight": [0.0] * free,
+    }
+    points: list[CascadePolicy] = []
+    warm = [routing, cascade]
+    for i, lam in enumerate(np.geomspace(30.0, 0.01, n_lambdas)):
+        results = [descend(th, lam) for th in warm]
+        best = max(results, key=lambda r: r[1])[0]
+        warm = [r[0] for r in results]  # each chain goes on from where it got to
+        points.append(make(best, f"lam{i:02d}"))
+
+    def unpack(key: tuple) -> dict[str, list[float]]:
+        vals = list(key)
+        return {nm: vals[i * free : (i + 1) * free] for i, nm in enumerate(_PARAMS)}
+
+    def cheapest(q_min: float) -> tuple | None:
+        ok = [(c, -q, k) for k, (c, q) in tried.items() if q >= q_min - 1e-12]
+        return min(ok)[2] if ok else None
+
+    # More operating points: for a ladder of quality levels, the cheapest setting tried.
+    qs = [q for _, q in tried.values()]
+    for i, level in enumerate(np.linspace(min(qs), max(qs), 24)):
+        found = cheapest(float(level))
+        if found is not None:
+            points.append(make(unpack(found), f"q{i:02d}"))
+    # The goal: the cheapest of every setting tried whose training-split quality meets it.
+    key = cheapest(target)
+    ok = key is not None
+    if key is None:
+        key = max(tried, key=lambda k: (tried[k][1], -tried[k][0]))
+    policy = make(unpack(key), "policy")
+    pol_cost, pol_qual, pol_calls = simulate(policy, d)
+    expected = {
+        "target_quality": target,
+        "goal_met_on_validation": bool(ok),
+        "validation_quality": float(pol_qual.mean()),
+        "validation_cost_vs_top": float(pol_cost.mean()) / top_cost,
+        "validation_calls_per_request": float(pol_calls.mean()),
+        "validation_prompts": int(n),
+    }
+    policy = CascadePolicy(**{**policy.__dict__, "expected": expected})
+    return PolicySearch(policy, _distinct(points), len(tried))
+
+
+def _distinct(points: list[CascadePolicy]) -> list[CascadePolicy]:
+    seen: set[tuple] = set()
+    out = []
+    for p in points:
+        key = (p.start, p.accept, p.consult, p.accept_second, p.cost_weight)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def routing_points(p_router: np.ndarray, max_calls: int, k: int = 12) -> list[CascadePolicy]:
+    """Routing alone as cascade points: one P(pass) threshold for every tier, no verifier."""
+    free = p_router.shape[1] - 1
+    out = []
+    for i, tau in enumerate(np.linspace(0.0, 1.0, k)):
+        out.append(
+            CascadePolicy(
+                start=(float(tau),) * free,
+                accept=(0.0,) * free,
+                consult=(NEVER,) * free,
+                accept_second=(NEVER,) * free,
+                cost_weight=(0.0,) * free,
+                max_calls=max_calls,
+                label=f"route{i:02d}",
+            )
+        )
+    return out
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def export_verifier(fitted: FittedVerifier, ladder: Ladder, path: Path) -> Path:
+    """verifier.onnx: one MatMul, Add, Sigmoid; router.verifier reads its two weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from training.onnx_graph import IR_VERSION, OPSET
+
+    cols = fitted.bias.shape[0]
+    inits = [
+        numpy_helper.from_array(fitted.weights.astype(np.float32), WEIGHTS),
+        numpy_helper.from_array(fitted.bias.astype(np.float32), BIAS),
+    ]
+    nodes = [
+        helper.make_node("MatMul", [VERIFIER_INPUT, WEIGHTS], ["z0"]),
+        helper.make_node("Add", ["z0", BIAS], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p_pass"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tier_router_verifier",
+        [helper.make_tensor_value_info(VERIFIER_INPUT, TensorProto.FLOAT, ["batch", N_FEATURES])],
+        [helper.make_tensor_value_info("p_pass", TensorProto.FLOAT, ["batch", cols])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="tier-router",
+        doc_string=f"tier-router answer verifier for {ladder.names}: columns tier*4+context",
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def fit_escalation_cost(
+    answer_log_chars: np.ndarray, prompts: Sequence[str], costs: np.ndarray, ladder: Ladder
+) -> EscalationCost:
+    """Least squares of each tier's log output tokens on the tier below's answer length and
+    the prompt's length; `answer_log_chars` is (n, T) log1p(chars)."""
+    prompt_chars = np.array([len(p) for p in prompts], dtype=np.float64)
+    in_tok = np.maximum(1, np.ceil(prompt_chars / 4))
+    prices = tuple((t.price_in_per_mtok, t.price_out_per_mtok) for t in ladder.tiers)
+    coef, ref = [], []
+    for t in range(1, len(ladder)):
+        pin, pout = prices[t]
+        out = np.maximum((costs[:, t] * 1e6 - in_tok * pin) / max(pout, 1e-12), 1.0)
+        x = np.stack([np.ones(len(out)), answer_log_chars[:, t - 1], np.log1p(prompt_chars)], 1)
+        a, b, c = (float(v) for v in np.linalg.lstsq(x, np.log(out), rcond=None)[0])
+        coef.append((a, b, c))
+        pred = np.exp(x @ np.array([a, b, c]))
+        ref.append(float(np.mean(np.log((in_tok * pin + pred * pout) / 1e6 + 1e-12))))
+    return EscalationCost(tuple(coef), prices, tuple(ref))
+
+
+def escalation_z(
+    cost: EscalationCost, answer_log_chars: np.ndarray, prompts: Sequence[str]
+) -> np.ndarray:
+    """(n, T - 1) z of the next tier for each tier's answer, as walk computes it."""
+    n, tiers = answer_log_chars.shape
+    z = np.zeros((n, max(tiers - 1, 0)))
+    for i, prompt in enumerate(prompts):
+        for t in range(tiers - 1):
+            chars = round(math.expm1(answer_log_chars[i, t]))
+            z[i, t] = cost.z(t + 1, chars, len(prompt))
+    return z
+
+
+def cascade_file(
+    search: PolicySearch,
+    extra: list[CascadePolicy],
+    has_second: bool,
+    goal: str,
+    cost: EscalationCost,
+) -> CascadeFile:
+    return CascadeFile(
+        policy=search.policy,
+        points=tuple(_distinct([*search.points, *extra])),
+        second_opinion=has_second,
+        cost=cost,
+        goal=goal,
+    )
+
+
+# -- the stage train() runs ------------------------------------------------------------------
+
+
+@dataclass
+class CascadeResult:
+    verifier: FittedVerifier
+    spec: VerifierSpec
+    file: CascadeFile
+    answers: AnswerSet
+    rows: np.ndarray  # training rows the policy was fitted on
+    data: CascadeData
+    report: dict[str, Any]
+
+
+def fit_answer_cascade(
+    records: Sequence[OutcomeRecord],
+    ids: Sequence[str],
+    prompts: Sequence[str],
+    ladder: Ladder,
+    embed: Callable[[str], np.ndarray],
+    p_router_oof: np.ndarray,
+    passed: np.ndarray,
+    scores: np.ndarray,
+    costs: np.ndarray,
+    fold: np.ndarray,
+    *,
+    goal_tier: int,
+    goal_points: float,
+    goal_text: str,
+    routing_start: Sequence[float],
+    max_calls: int | None = None,
+) -> CascadeResult:
+    """Verifier + cascade policy from the training split's recorded answers."""
+    answers = read_answers(records, ids, ladder, embed)
+    fitted = fit_verifier(answers, p_router_oof, passed, fold)
+    rows = answers.complete & ~np.isnan(scores).any(axis=1)
+    has_second = answers.second is not None
+    calls_cap = max_calls or len(ladder) + int(has_second)
+    kept = np.where(rows)[0]
+    log_chars = np.array([[answers.reads[i][t].hand[0] for t in range(len(ladder))] for i in kept])
+    kept_prompts = [prompts[i] for i in kept]
+    cost_model = fit_escalation_cost(log_chars, kept_prompts, costs[rows], ladder)
+    data = CascadeData(
+        p_router_oof[rows].astype(np.float64),
+        fitted.oof[rows],
+        scores[rows],
+        costs[rows],
+        answers.second_cost[rows],
+        has_second,
+        escalation_z(cost_model, log_chars, kept_prompts),
+    )
+    target = float(data.q[:, goal_tier].mean()) - goal_points / 100.0
+    search = fit_cascade(data, target, routing_start, max_calls=calls_cap)
+    extra = routing_points(data.p_router, calls_cap)
+    file = cascade_file(search, extra, has_second, goal_text, cost_model)
+    info = {"oof_auc": {k: round(v, 4) for k, v in fitted.auc.items()}, "rows": int(rows.sum())}
+    spec = VerifierSpec(tiers=tuple(ladder.names), vector=VECTOR_NAMES, fitted=info)
+    report = {
+        "verifier_oof_auc": info["oof_auc"],
+        "cascade_rows": int(rows.sum()),
+        "cascade_points": len(file.points),
+        "cascade_settings_tried": search.tried,
+        "cascade_policy": file.policy.to_dict(),
+        "second_opinion": ladder.second_opinion.name if ladder.second_opinion else None,
+    }
+    log.info(
+        "verifier OOF AUC %s; cascade policy for %r: %s",
+        info["oof_auc"],
+        goal_text,
+        file.policy.expected,
+    )
+    return CascadeResult(fitted, spec, file, answers, rows, data, report)
