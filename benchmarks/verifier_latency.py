@@ -53,7 +53,7 @@ def main() -> None:
         if len(work) >= a.answers:
             break
     p_router = router.p_pass_batch([w[0] for w in work])
-    for prompt, t, text, _ in work[:200]:  # warm-up: the embedder's chunk cache
+    for prompt, _, text, _ in work[:200]:  # warm-up: the embedder's chunk cache
         v.read(prompt, text, prompt_options(prompt))
     read_us, score_us, second_us = [], [], []
     for (prompt, t, text, s_text), p in zip(work, p_router.tolist(), strict=True):

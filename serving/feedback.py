@@ -96,10 +96,9 @@ def record_to_outcome(
         out_tok = usage.get("output_tokens")
         in_tok = _sum_inputs(usage)
         why: dict[str, Any] = {"reason": a["reason"]} if a.get("reason") else {}
-        answer = a.get("answer")
-        if isinstance(answer, dict) and answer.get("storage") == "store":
-            if isinstance(answer.get("text"), str):  # so the next verifier trains on it
-                why["answer"] = answer["text"]
+        answer: dict[str, Any] = a["answer"] if isinstance(a.get("answer"), dict) else {}
+        if answer.get("storage") == "store" and isinstance(answer.get("text"), str):
+            why["answer"] = answer["text"]  # so the next verifier trains on it
         results[tier.outcomes_key] = ModelResult(
             score=score,
             output_tokens=float(out_tok) if isinstance(out_tok, int | float) else None,

@@ -6,9 +6,6 @@ failure, never a skip.
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,11 +14,14 @@ from typing import Any
 import pytest
 from compiled_kernels import require_compiled
 from loopback import MotoS3
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
-LADDERS = REPO / "data" / "ladders"
-MISSING_DATA = "real routing data"  # how every skip for missing shared data starts
+from realdata import (  # noqa: F401 - re-exported for tests that import them from here
+    LADDERS,
+    MISSING_DATA,
+    REPO,
+    SHARED_DATA,
+    require_shared,
+    slice_outcomes,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -29,16 +29,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = Path(str(item.fspath)).parts
         if {"integration", "serving", "reliability", "labeling"} & set(parts):
             item.add_marker(pytest.mark.integration)
-
-
-def require_shared(name: str) -> Path:
-    p = SHARED_DATA / name
-    if not p.is_file():
-        msg = f"{MISSING_DATA} {p} is missing (expected ../shared/data beside the repo)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return p
 
 
 def _skip_reason(rep: pytest.TestReport) -> str:
@@ -75,22 +65,6 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def slice_outcomes(src: Path, dst: Path, n_train: int, n_test: int) -> Path:
-    """Evenly spaced train and test lines of a real outcomes file (kept verbatim)."""
-    lines: dict[str, list[str]] = {"train": [], "test": []}
-    with gzip.open(src, "rt", encoding="utf-8") as f:
-        for line in f:
-            split = json.loads(line).get("split")
-            if split in lines:
-                lines[split].append(line)
-    with dst.open("w", encoding="utf-8") as out:
-        for split, n in (("train", n_train), ("test", n_test)):
-            rows = lines[split]
-            step = max(1, len(rows) // n)
-            out.writelines(rows[::step][:n])
-    return dst
-
-
 @pytest.fixture(scope="session")
 def small_outcomes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """600 train + 300 test prompts of the real routerbench_subset file."""
@@ -108,6 +82,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, smal
     """A fast-featurizer bundle trained on the small slice (no MLflow)."""
     from training.model import ModelConfig
     from training.pipeline import TrainConfig, train
+    from training.selection import SelectionConfig
 
     out = tmp_path_factory.mktemp("bundles") / "fast"
     cfg = TrainConfig(
@@ -118,6 +93,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, smal
         model=ModelConfig(n_clusters=(8, 24)),
         folds=3,
         goal="mid",
+        # The soft-cluster model with its category head, which the spine, fast-path and
+        # compiled-path tests check; tests/integration/test_candidates.py covers the rest.
+        selection=SelectionConfig(families=("soft_cluster",)),
     )
     return train(cfg)
 

@@ -16,6 +16,7 @@ from typing import Any
 from router.bundle import BundleError
 from router.ladder import LadderError
 from router.outcomes import OutcomesError
+from router.policy import DEFAULT_GOAL
 from tier_router.argtypes import DefaultsHelpFormatter, add_bootstrap
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
@@ -176,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--goal",
-        default="top",
-        help="quality goal for the policy: TIER[-POINTS], e.g. top, top-1, mid",
+        default=DEFAULT_GOAL,
+        help="quality goal of the routing and cascade policies: TIER[-POINTS], e.g. top, "
+        "top-1 (at most one point below always-top), mid",
     )
     t.add_argument(
         "--clusters",

@@ -17,7 +17,7 @@ import numpy as np
 from router import Router
 from router.outcomes import OutcomeRecord
 from training.cascade_fit import call_cost
-from training.evaluate import cost_for_quality, quality_at, upper_envelope
+from training.evaluate import envelope_metrics, upper_envelope
 from training.replay import replay_records, replayable
 
 
@@ -29,19 +29,7 @@ class SystemCurve:
     n: int
 
     def metrics(self) -> dict[str, float]:
-        fixed = self.fixed
-        env = upper_envelope([*self.points.values(), *fixed])
-        t = len(fixed)
-        (c0, q0), (cm, qm), (c1, q1) = fixed[0], fixed[t // 2], fixed[-1]
-        gap = q1 - q0
-        grid = np.linspace(c0, c1, 201)
-        pgr = [(quality_at(env, g) - q0) / gap for g in grid] if gap else [float("nan")]
-        return {
-            "pgr_auc": float(np.nanmean(pgr)),
-            "cost_at_top": cost_for_quality(env, q1) / c1,
-            "cost_at_mid": cost_for_quality(env, qm) / cm,
-            "best_q": max(y for _, y in env),
-        }
+        return envelope_metrics(list(self.points.values()), self.fixed)
 
     def envelope(self) -> list[tuple[float, float]]:
         return upper_envelope([*self.points.values(), *self.fixed])

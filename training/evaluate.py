@@ -93,10 +93,11 @@ def cost_for_quality(env: list[Point], target: float) -> float:
     return float("inf")
 
 
-def curve_metrics(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> dict[str, float]:
-    t = q.shape[1]
-    fixed = [(float(c[:, i].mean()), float(q[:, i].mean())) for i in range(t)]
-    env = upper_envelope(sweep_points(p, q, c) + fixed)
+def envelope_metrics(points: list[Point], fixed: list[Point]) -> dict[str, float]:
+    """The design doc's metrics from operating points and the fixed tiers (cheapest first):
+    one definition for a router's sweep and a cascade's replayed points."""
+    env = upper_envelope(points + fixed)
+    t = len(fixed)
     (c0, q0), (cm, qm), (c1, q1) = fixed[0], fixed[t // 2], fixed[-1]
     gap = q1 - q0
     grid = np.linspace(c0, c1, 201)
@@ -107,6 +108,11 @@ def curve_metrics(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> dict[str, floa
         "cost_at_mid": cost_for_quality(env, qm) / cm,
         "best_q": max(y for _, y in env),
     }
+
+
+def curve_metrics(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> dict[str, float]:
+    fixed = [(float(c[:, i].mean()), float(q[:, i].mean())) for i in range(q.shape[1])]
+    return envelope_metrics(sweep_points(p, q, c), fixed)
 
 
 METRICS = ("pgr_auc", "cost_at_top", "cost_at_mid", "best_q")

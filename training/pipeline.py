@@ -30,7 +30,7 @@ from router.featurizer import (
 from router.joint_space import JOINT_SPACE_FILE
 from router.ladder import Ladder
 from router.outcomes import OutcomeRecord, read_outcomes
-from router.policy import POLICY_FILE, ThresholdPolicy
+from router.policy import DEFAULT_GOAL, POLICY_FILE, ThresholdPolicy
 from router.router import FEATURES_INPUT, LADDER_FILE, MODEL_FILE
 from router.verifier import VERIFIER_FILE, VERIFIER_MODEL
 from training import assets
@@ -66,7 +66,7 @@ class TrainConfig:
     tiers: Path
     out: Path
     featurizer: str = "fast"
-    goal: str = "top"
+    goal: str = DEFAULT_GOAL
     model: ModelConfig = field(default_factory=ModelConfig)
     folds: int = 5
     max_train: int | None = None

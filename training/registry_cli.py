@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from router.policy import DEFAULT_GOAL
 from tier_router.argtypes import add_bootstrap
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
@@ -351,7 +352,7 @@ def register(subparsers: Any) -> None:
     r.add_argument(
         "--featurizer", choices=["fast", "accurate"], default="fast", help="as for train"
     )
-    r.add_argument("--goal", default="top", help="policy quality goal, as for train")
+    r.add_argument("--goal", default=DEFAULT_GOAL, help="policy quality goal, as for train")
     r.add_argument(
         "--clusters",
         type=_int_list,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LADDERS, require_shared, slice_outcomes
+from realdata import LADDERS, require_shared, slice_outcomes
 
 from router import Router
 from router.bundle import write_manifest

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from realdata import REPO
 
 from router import Router
 from router.answer_features import prompt_options

@@ -31,9 +31,9 @@ from router import Router
 from router.bundle import sha256_file
 from router.outcomes import read_outcomes
 from training.model import ModelConfig
-from training.selection import SIMPLEST_FIRST, SelectionConfig
 from training.pipeline import TrainConfig
 from training.registry_cli import main as cli
+from training.selection import SelectionConfig
 
 MODEL = "tier-router"
 LADDERS = Path(__file__).resolve().parents[2] / "data" / "ladders"
@@ -154,9 +154,10 @@ def registry(
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", url)
         runs = {}
-        # "worse" has one cluster, no category head and no other family: blind to the text.
+        # Both soft-cluster models (no model selection): "worse" has one cluster and no
+        # category head, blind to the text.
         for key, clusters, head in (("good", (8, 24), 0.5), ("worse", (1,), 0.0)):
-            families = SIMPLEST_FIRST if key == "good" else ("soft_cluster",)
+            families = ("soft_cluster",)
             cfg = TrainConfig(
                 outcomes=mmlu_small,
                 tiers=ladder,

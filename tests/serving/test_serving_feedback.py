@@ -84,7 +84,8 @@ def test_labels_only_what_was_observed(logged: Path, tmp_path: Path, capsys: Any
         k[2]: 0.0,
     }
     assert all(r.split == "train" for r in recs.values())
-    assert recs["medium"].results[k[0]].extra == {"reason": "refusal"}
+    # The answer travels with its label, so the next verifier trains on it.
+    assert recs["medium"].results[k[0]].extra == {"reason": "refusal", "answer": "I don't know."}
     assert summary["labels"]["haiku"] == {"pass": 1, "fail": 2}
 
 

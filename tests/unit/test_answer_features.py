@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_shared
+from realdata import require_shared
 
 from router.answer_features import (
     FEATURE_NAMES,

@@ -1,0 +1,45 @@
+"""The real data the tests read, importable by any test module (a conftest is not: with
+several test folders each having one, `from conftest import` finds whichever came last).
+
+Under CI=true a missing ../shared/data is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
+LADDERS = REPO / "data" / "ladders"
+MISSING_DATA = "real routing data"  # how every skip for missing shared data starts
+
+
+def require_shared(name: str) -> Path:
+    p = SHARED_DATA / name
+    if not p.is_file():
+        msg = f"{MISSING_DATA} {p} is missing (expected ../shared/data beside the repo)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+def slice_outcomes(src: Path, dst: Path, n_train: int, n_test: int) -> Path:
+    """Evenly spaced train and test lines of a real outcomes file (kept verbatim)."""
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    with gzip.open(src, "rt", encoding="utf-8") as f:
+        for line in f:
+            split = json.loads(line).get("split")
+            if split in lines:
+                lines[split].append(line)
+    with dst.open("w", encoding="utf-8") as out:
+        for split, n in (("train", n_train), ("test", n_test)):
+            rows = lines[split]
+            step = max(1, len(rows) // n)
+            out.writelines(rows[::step][:n])
+    return dst
