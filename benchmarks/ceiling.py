@@ -34,9 +34,9 @@ from quality import REFERENCE, SHARED, ladder_columns, routeval, task_rates
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression, Ridge
 
+from outcomes import iter_outcomes
 from router.featurizer import Featurizer, FeaturizerConfig
 from router.joint_space import JointSpace
-from router.outcomes import iter_outcomes
 from training import assets
 from training.featurize import featurize
 from training.model import ModelConfig

@@ -76,8 +76,8 @@ def serve(outcomes: Path) -> None:
 
     from moto.server import ThreadedMotoServer
 
+    from outcomes import iter_outcomes
     from router.ladder import Ladder
-    from router.outcomes import iter_outcomes
     from serving.local_bedrock import LocalBedrock, OutcomeIndex
 
     logging.disable(logging.CRITICAL)

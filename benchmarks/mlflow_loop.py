@@ -32,8 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from outcomes import OutcomeRecord, read_outcomes, write_outcomes  # noqa: E402
 from router import Router  # noqa: E402
-from router.outcomes import OutcomeRecord, read_outcomes, write_outcomes  # noqa: E402
 from training.compare import EvalData, VersionEval, evaluate_router, format_table  # noqa: E402
 from training.model import ModelConfig  # noqa: E402
 from training.pipeline import TrainConfig  # noqa: E402

@@ -23,8 +23,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from outcomes import iter_outcomes  # noqa: E402
 from router import Router  # noqa: E402
-from router.outcomes import iter_outcomes  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FILES = ("mmlu_pro", "routerbench_subset", "llmrouter_dcrouter")

@@ -24,9 +24,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from outcomes import iter_outcomes  # noqa: E402
 from router import Router  # noqa: E402
 from router.answer_features import prompt_options  # noqa: E402
-from router.outcomes import iter_outcomes  # noqa: E402
 
 
 def main() -> None:

@@ -43,8 +43,8 @@ from labeling.invocation import anthropic_body, worst_case_cost
 from labeling.progress import Progress
 from labeling.prompts import PromptItem, iter_prompts
 from labeling.results import BATCH_PRICE_FACTOR, RunSummary, outcome_record, tier_result
+from outcomes import OutcomeRecord
 from router.ladder import Ladder, Tier
-from router.outcomes import OutcomeRecord
 
 TERMINAL = frozenset({"Completed", "Failed", "Stopped", "PartiallyCompleted", "Expired"})
 USABLE = frozenset({"Completed", "PartiallyCompleted", "Stopped", "Expired"})

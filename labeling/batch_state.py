@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from labeling.prompts import PromptItem
-from router.outcomes import ModelResult
+from outcomes import ModelResult
 
 
 class StateError(RuntimeError):
@@ -249,7 +249,7 @@ class BatchState:
 
     def labeled_rows(self) -> Iterator[tuple[PromptItem, dict[str, ModelResult]]]:
         """Prompts with at least one result, in file order, each with its results."""
-        from router.outcomes import parse_record
+        from outcomes import parse_record
 
         cur = self.db.execute(
             "SELECT p.rid, p.item, r.tier, r.result FROM prompts p JOIN results r ON r.rid = p.rid "

@@ -3,22 +3,22 @@ messages body (a Bedrock batch record for Claude models), from the same settings
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from labeling.prompts import PromptItem
+from router.inference import inference_config
 from router.ladder import Tier
+from router.tokens import estimate_tokens
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
 
 def converse_request(item: PromptItem, tier: Tier) -> dict[str, Any]:
-    inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
-    if tier.temperature is not None:
-        inference["temperature"] = tier.temperature
-    if tier.top_p is not None:
-        inference["topP"] = tier.top_p
-    return {"modelId": tier.model_id, "messages": list(item.messages), "inferenceConfig": inference}
+    return {
+        "modelId": tier.model_id,
+        "messages": list(item.messages),
+        "inferenceConfig": inference_config(tier),
+    }
 
 
 def anthropic_body(item: PromptItem, tier: Tier) -> dict[str, Any]:
@@ -42,4 +42,4 @@ def anthropic_body(item: PromptItem, tier: Tier) -> dict[str, Any]:
 
 def worst_case_cost(prompt_chars: int, tier: Tier) -> float:
     """On-demand dollars if the answer used all of max_tokens (the spend-cap estimate)."""
-    return tier.cost_usd(math.ceil(prompt_chars / 4), tier.max_tokens)
+    return tier.cost_usd(estimate_tokens(prompt_chars), tier.max_tokens)

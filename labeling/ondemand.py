@@ -25,8 +25,8 @@ from labeling.progress import Progress
 from labeling.prompts import PromptItem, PromptsError, iter_prompts
 from labeling.results import RunSummary, Spend, call_cost, outcome_record, tier_result
 from labeling.store import OutcomeAppender
+from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Ladder
-from router.outcomes import ModelResult, OutcomeRecord
 
 
 def validate_prompts(cfg: LabelConfig, graders: GraderSet) -> set[str]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router.outcomes import iter_json_lines
+from outcomes import iter_json_lines
 
 
 class PromptsError(ValueError):

@@ -14,8 +14,8 @@ from typing import Any
 from labeling.answers import ModelAnswer
 from labeling.graders import Verdict
 from labeling.prompts import PromptItem
+from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Tier
-from router.outcomes import ModelResult, OutcomeRecord
 
 BATCH_PRICE_FACTOR = 0.5
 MODES = ("ondemand", "batch")

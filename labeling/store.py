@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from router.outcomes import OutcomeRecord, OutcomesError, parse_record
+from outcomes import OutcomeRecord, OutcomesError, parse_record
 
 
 class OutcomeAppender:

@@ -1,8 +1,10 @@
-"""Bundle layout, manifest and integrity checks.
+"""The bundle: its layout, its writer's steps and its reader's checks, in one place.
 
 A bundle is a flat directory (or a .tar.gz / .zip of one) holding ONNX models, JSON,
 TOML and .npy files only: nothing on load can execute code. Every file is listed in
-manifest.json with its sha256, and load refuses any mismatch.
+manifest.json with its sha256, and load refuses any mismatch. Writers (training's
+export, `tier-router policy`) fill a `staged_bundle` and finish with `seal_bundle`;
+the reader is `Router.load`, which opens it with `open_bundle` and `Manifest.read`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,24 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
+
+# -- layout: every file a bundle may hold, flat in one directory -------------------------
+MANIFEST = "manifest.json"  # names and sha256 of all the others, and the router version
+LADDER_FILE = "ladder.toml"  # the tiers, cheapest first, as trained
+POLICY_FILE = "policy.json"  # routing thresholds
+MODEL_FILE = "model.onnx"  # features -> P(pass) per tier
+FEATURIZER_FILE = "featurizer.json"  # which featurizer, and its settings
+STATIC_TOKENIZER = "static_tokenizer.json"
+STATIC_TABLE = "static_table.npy"  # static embeddings, float32
+ENCODER_MODEL = "encoder.onnx"  # accurate featurizer only
+ENCODER_TOKENIZER = "encoder_tokenizer.json"  # accurate featurizer only
+JOINT_SPACE_FILE = "joint_space.json"  # embedding + hand features -> model input
+VERIFIER_MODEL = "verifier.onnx"  # optional, with the next two: the answer cascade
+VERIFIER_FILE = "verifier.json"
+CASCADE_FILE = "cascade.json"
+POLICY_DATA = "policy_data.npy"  # what `tier-router policy` refits from; runtime ignores it
+CASCADE_DATA = "cascade_data.npy"  # the same for the cascade policy
+REPORT_FILE = "train_report.json"  # how the bundle was made; runtime ignores it
 # Written into every manifest, so a directory from another project that happens to hold
 # a manifest.json is told apart from an old or new tier-router bundle. Manifests written
 # before the field have none; they are recognised by format_version / router_version / files.
@@ -183,7 +202,7 @@ def write_manifest(bundle_dir: Path, router_version: str, info: dict[str, Any]) 
 
 
 # Files that say how a bundle was made, not what it decides.
-NOT_DECISIONS = frozenset({MANIFEST, "train_report.json"})
+NOT_DECISIONS = frozenset({MANIFEST, REPORT_FILE})
 
 
 def decision_digest(bundle_dir: Path) -> str:
@@ -194,6 +213,15 @@ def decision_digest(bundle_dir: Path) -> str:
         if p.is_file() and p.name not in NOT_DECISIONS:
             h.update(f"{p.name}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()
+
+
+def seal_bundle(bundle_dir: Path, kind: str, info: dict[str, Any]) -> Manifest:
+    """A writer's last step: name the version `KIND-YYYYmmdd-HHMMSS-DIGEST8` after what
+    decides (decision_digest) and write the manifest, with `created_at` now."""
+    version = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{decision_digest(bundle_dir)[:8]}"
+    stamped: dict[str, Any] = {"created_at": None, **info}  # first key, as it always was
+    stamped["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return write_manifest(bundle_dir, version, stamped)
 
 
 @contextlib.contextmanager

@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from router.answer_features import prompt_options
+from router.bundle import CASCADE_FILE
+from router.tokens import prompt_tokens
 from router.verifier import ReadAnswer, Verifier
 
-CASCADE_FILE = "cascade.json"
 NEVER = 1.01  # a threshold no probability reaches
 
 
@@ -106,7 +107,7 @@ class EscalationCost:
     """Predicted cost of the next tier from what is known after a tier answered.
 
     Output tokens of tier t+1 are log-linear in the length of tier t's answer and of the
-    prompt (fitted on the training split); input tokens are the prompt's chars / 4.
+    prompt (fitted on the training split); input tokens are router.tokens.prompt_tokens.
     `z` is the log of that cost over the tier's typical (mean log) cost.
     """
 
@@ -118,7 +119,7 @@ class EscalationCost:
         a, b, c = self.coef[tier - 1]
         out = math.exp(a + b * math.log1p(answer_chars) + c * math.log1p(prompt_chars))
         pin, pout = self.prices[tier]
-        return math.log((max(1, math.ceil(prompt_chars / 4)) * pin + out * pout) / 1e6 + 1e-12)
+        return math.log((prompt_tokens(prompt_chars) * pin + out * pout) / 1e6 + 1e-12)
 
     def z(self, tier: int, answer_chars: int, prompt_chars: int) -> float:
         return self.log_cost(tier, answer_chars, prompt_chars) - self.ref[tier - 1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, overload
 
 DEFAULT_REASON = "policy"
@@ -43,7 +43,6 @@ class Decision:
     p_pass: dict[str, float]
     router_version: str
     reason: str = _LazyReason()  # type: ignore[assignment]
-    inference: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]) -> Decision:

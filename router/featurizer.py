@@ -15,15 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from router.bundle import ENCODER_TOKENIZER, STATIC_TABLE, STATIC_TOKENIZER
 from router.static_embedder import StaticEmbedder
 from router.text_features import FEATURE_NAMES, text_features
 from router.wordpiece import WordPieceTokenizer
-
-FEATURIZER_FILE = "featurizer.json"
-STATIC_TOKENIZER = "static_tokenizer.json"
-STATIC_TABLE = "static_table.npy"
-ENCODER_MODEL = "encoder.onnx"
-ENCODER_TOKENIZER = "encoder_tokenizer.json"
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from router.bundle import JOINT_SPACE_FILE
 from router.text_features import FEATURE_NAMES
 
-JOINT_SPACE_FILE = "joint_space.json"
 EPS = 1e-12
 CLIP_SD = 3.0
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,19 @@ class Tier:
     max_tokens: int = 1024
     temperature: float | None = None
     top_p: float | None = None
+    # Bedrock `additionalModelRequestFields` sent with every call on this tier, e.g. an
+    # extended-thinking budget. Bedrock bills reasoning tokens as output tokens, so the
+    # tier's output price covers them; `thinking_budget` only says how many to expect.
+    additional_request_fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def thinking_budget(self) -> int:
+        """Extended-thinking token budget set in `additional_request_fields` (0: none)."""
+        thinking = self.additional_request_fields.get("thinking")
+        if isinstance(thinking, Mapping) and thinking.get("type") == "enabled":
+            budget = thinking.get("budget_tokens", 0)
+            return budget if isinstance(budget, int) and not isinstance(budget, bool) else 0
+        return 0
 
     def cost_usd(self, input_tokens: float, output_tokens: float) -> float:
         return (
@@ -45,6 +60,8 @@ class Tier:
             d["temperature"] = self.temperature
         if self.top_p is not None:
             d["top_p"] = self.top_p
+        if self.additional_request_fields:
+            d["additional_request_fields"] = _plain(self.additional_request_fields)
         return d
 
 
@@ -141,7 +158,8 @@ class Ladder:
 
 
 _REQUIRED = ("name", "model_id", "outcomes_key", "price_in_per_mtok", "price_out_per_mtok")
-_KNOWN = {*_REQUIRED, "max_tokens", "temperature", "top_p"}
+_KNOWN = {*_REQUIRED, "max_tokens", "temperature", "top_p", "additional_request_fields"}
+_MAX_FIELD_DEPTH = 8
 
 
 def _parse_tier(t: Any, source: str, i: int | str) -> Tier:
@@ -174,6 +192,22 @@ def _parse_tier(t: Any, source: str, i: int | str) -> Tier:
         ):
             raise LadderError(f"{where}.{k}: expected a number in [{lo}, {hi}], got {v!r}")
         opt[k] = None if v is None else float(v)
+    extra = t.get("additional_request_fields", {})
+    if not isinstance(extra, dict):
+        raise LadderError(
+            f"{where}.additional_request_fields: expected a table, got {type(extra).__name__}"
+        )
+    _check_fields(extra, f"{where}.additional_request_fields", 0)
+    thinking = extra.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or not 1024 <= budget < max_tokens
+    ):
+        raise LadderError(
+            f"{where}.additional_request_fields.thinking.budget_tokens: expected an integer "
+            f"in [1024, max_tokens={max_tokens}) (Bedrock counts thinking in maxTokens), "
+            f"got {budget!r}"
+        )
     return Tier(
         name=t["name"],
         model_id=t["model_id"],
@@ -181,11 +215,43 @@ def _parse_tier(t: Any, source: str, i: int | str) -> Tier:
         max_tokens=max_tokens,
         temperature=opt["temperature"],
         top_p=opt["top_p"],
+        additional_request_fields=extra,
         **prices,
     )
 
 
+def _check_fields(v: Any, where: str, depth: int) -> None:
+    """JSON-able TOML values only (Bedrock takes a JSON document), not too deep."""
+    if depth > _MAX_FIELD_DEPTH:
+        raise LadderError(f"{where}: nested more than {_MAX_FIELD_DEPTH} levels")
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _check_fields(x, f"{where}.{k}", depth + 1)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _check_fields(x, f"{where}[{i}]", depth + 1)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise LadderError(f"{where}: expected a finite number, got {v!r}")
+    elif not isinstance(v, str | int | float | bool):
+        raise LadderError(f"{where}: {type(v).__name__} values cannot be sent to Bedrock")
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return v
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # A JSON string is a TOML basic string, once DEL (legal in JSON) is escaped too.
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Mapping):  # an inline table; keys quoted, so any key round-trips
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-POLICY_FILE = "policy.json"
 # At most one point of quality below always-top: the goal `train` fits to unless told.
 # Matching the top tier exactly leaves a policy nothing to trade, and one point is within
 # the noise of one test split of a few thousand prompts.

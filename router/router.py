@@ -9,41 +9,36 @@ from typing import Any
 
 import numpy as np
 
-from router.bundle import BundleError, Manifest, open_bundle
-from router.cascade import CASCADE_FILE, CascadeFile
-from router.cluster_predictor import ClusterPredictor
-from router.compiled_route import PROBES, TOLERANCE, CompiledRoute
-from router.decision import Decision
-from router.featurizer import (
+from router.bundle import (
+    CASCADE_FILE,
     ENCODER_MODEL,
     ENCODER_TOKENIZER,
     FEATURIZER_FILE,
+    JOINT_SPACE_FILE,
+    LADDER_FILE,
+    MODEL_FILE,
+    POLICY_FILE,
     STATIC_TABLE,
     STATIC_TOKENIZER,
-    Featurizer,
-    FeaturizerConfig,
-    pad_ids,
+    VERIFIER_FILE,
+    VERIFIER_MODEL,
+    BundleError,
+    Manifest,
+    open_bundle,
 )
-from router.joint_space import JOINT_SPACE_FILE, JointSpace
-from router.ladder import Ladder, LadderError, Tier
-from router.policy import POLICY_FILE, ThresholdPolicy
-from router.verifier import VERIFIER_FILE, VERIFIER_INPUT, VERIFIER_MODEL, Verifier
+from router.cascade import CascadeFile
+from router.cluster_predictor import ClusterPredictor
+from router.compiled_route import PROBES, TOLERANCE, CompiledRoute
+from router.decision import Decision
+from router.featurizer import Featurizer, FeaturizerConfig, pad_ids
+from router.joint_space import JointSpace
+from router.ladder import Ladder, LadderError
+from router.policy import ThresholdPolicy
+from router.verifier import VERIFIER_INPUT, Verifier
 
-MODEL_FILE = "model.onnx"
 FEATURES_INPUT = "features"
-LADDER_FILE = "ladder.toml"
 BATCH_CHUNK = 256
 EMPTY_PROMPT_NOTE = "empty or whitespace-only prompt: no text to route by; "
-
-
-def _inference_settings(tier: Tier) -> dict[str, Any]:
-    """Converse inferenceConfig for a tier, built once per bundle rather than per call."""
-    inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
-    if tier.temperature is not None:
-        inference["temperature"] = tier.temperature
-    if tier.top_p is not None:
-        inference["topP"] = tier.top_p
-    return inference
 
 
 def _session(path: Path, threads: int) -> Any:
@@ -97,7 +92,6 @@ class Router:
                 f"{source}: {MODEL_FILE} takes inputs {[i.name for i in inputs]}, "
                 f"expected [{FEATURES_INPUT!r}]; re-train the bundle with this tier-router"
             )
-        self._inference = [_inference_settings(t) for t in ladder.tiers]
         self._decision_fields = [  # what a decision for each tier always carries
             {
                 "tier": t.name,
@@ -280,7 +274,6 @@ class Router:
             {
                 **self._decision_fields[idx],
                 "p_pass": dict(zip(self._tier_names, p, strict=True)),
-                "inference": dict(self._inference[idx]),
             },
             self.policy.explain,
             self._tier_names,

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from router.answer_features import FEATURE_NAMES, agreement, answer_features, final_answer
+from router.bundle import VERIFIER_FILE, VERIFIER_MODEL
 from router.onnx_initializers import read_initializers
 
-VERIFIER_MODEL = "verifier.onnx"
-VERIFIER_FILE = "verifier.json"
 VERIFIER_INPUT = "answer_features"
 WEIGHTS, BIAS = "verifier_weights", "verifier_bias"
 

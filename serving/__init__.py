@@ -3,6 +3,7 @@
 Owns boto3 and everything about talking to Bedrock; `router/` never imports this.
 """
 
+from serving.async_client import AsyncTieredClient
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import (
     Answer,
@@ -22,6 +23,8 @@ from serving.routing import FixedTierRouter, RouterLike
 from serving.s3_sink import S3Sink, S3SinkConfig
 from serving.tiered_client import (
     Attempt,
+    StreamDelta,
+    StreamDone,
     TieredClient,
     TieredClientConfig,
     TieredClientError,
@@ -30,6 +33,7 @@ from serving.tiered_client import (
 
 __all__ = [
     "Answer",
+    "AsyncTieredClient",
     "Attempt",
     "BedrockClientConfig",
     "CachePricing",
@@ -50,6 +54,8 @@ __all__ = [
     "S3SinkConfig",
     "SelfCheckConfig",
     "StopReasonCheck",
+    "StreamDelta",
+    "StreamDone",
     "TieredClient",
     "TieredClientConfig",
     "TieredClientError",

@@ -19,6 +19,9 @@ ESCALATING_STOP_REASONS = frozenset(
     {"max_tokens", "guardrail_intervened", "content_filtered", "malformed_model_output"}
 )
 
+# A turn that asks for a tool call: the answer comes in a later turn, so it is not a failure.
+TOOL_USE = "tool_use"
+
 # Refusals and admissions of not knowing, looked for near the start of an answer,
 # where a model says them; deeper in a long answer such phrases are usually content.
 DEFAULT_REFUSAL_PATTERNS: tuple[str, ...] = (
@@ -75,6 +78,8 @@ class EmptyCheck:
     name: str = "empty"
 
     def __call__(self, answer: Answer) -> str | None:
+        if answer.stop_reason == TOOL_USE:  # a tool call may carry no text at all
+            return None
         return "empty" if not answer.text.strip() else None
 
 
@@ -94,6 +99,8 @@ class RefusalCheck:
         self._window = window
 
     def __call__(self, answer: Answer) -> str | None:
+        if answer.stop_reason == TOOL_USE:  # "I don't know the rate, let me look it up"
+            return None
         head = answer.text[: self._window]
         for p in self._patterns:
             if p.search(head):

@@ -3,6 +3,10 @@
 A multi-turn request is routed on the whole conversation (a follow-up "and why?"
 is only as hard as what came before). A conversation id pins the conversation to
 the tier it is on, so Bedrock's prompt cache, which is per model, keeps hitting.
+
+Agents: `toolConfig` and the toolUse / toolResult blocks of earlier turns go to every
+tier unchanged. An agent conversation is routed once, on its first turn; later turns
+start on the pinned tier and may escalate (the pin moves up), never down mid-task.
 """
 
 from __future__ import annotations
@@ -27,14 +31,20 @@ class ConverseRequest:
 
     messages: tuple[Mapping[str, Any], ...]
     system: str | None = None
+    tool_config: Mapping[str, Any] | None = None  # Converse `toolConfig`, passed through
 
     @classmethod
-    def from_prompt(cls, prompt: str, system: str | None = None) -> ConverseRequest:
-        return cls.build([{"role": "user", "content": [{"text": prompt}]}], system)
+    def from_prompt(
+        cls, prompt: str, system: str | None = None, tool_config: Mapping[str, Any] | None = None
+    ) -> ConverseRequest:
+        return cls.build([{"role": "user", "content": [{"text": prompt}]}], system, tool_config)
 
     @classmethod
     def build(
-        cls, messages: Sequence[Mapping[str, Any]], system: str | None = None
+        cls,
+        messages: Sequence[Mapping[str, Any]],
+        system: str | None = None,
+        tool_config: Mapping[str, Any] | None = None,
     ) -> ConverseRequest:
         if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
             raise RequestError("messages must be a list of {role, content} objects")
@@ -55,12 +65,21 @@ class ConverseRequest:
                     raise RequestError(f"messages[{i}].content[{j}] must be one content block")
                 if "text" in b and not isinstance(b["text"], str):
                     raise RequestError(f"messages[{i}].content[{j}].text must be a string")
+                tool = b.get("toolUse", b.get("toolResult"))
+                if tool is not None and (
+                    not isinstance(tool, Mapping) or not isinstance(tool.get("toolUseId"), str)
+                ):
+                    raise RequestError(
+                        f"messages[{i}].content[{j}]: a toolUse/toolResult block needs a "
+                        "string toolUseId"
+                    )
+        _check_tool_config(messages, tool_config)
         if messages[0]["role"] != "user" or messages[-1]["role"] != "user":
             raise RequestError("a conversation must start and end with a user message")
         for i in range(1, len(messages)):
             if messages[i]["role"] == messages[i - 1]["role"]:
                 raise RequestError(f"messages[{i}] repeats role {messages[i]['role']!r}")
-        return cls(tuple(messages), system)
+        return cls(tuple(messages), system, tool_config)
 
     def routing_text(self) -> str:
         """The text the router scores: the prompt alone, or the whole conversation."""
@@ -79,11 +98,36 @@ class ConverseRequest:
         out: dict[str, Any] = {"messages": messages}
         if self.system:
             out["system"] = [{"text": self.system}]
+        if self.tool_config is not None:
+            out["toolConfig"] = dict(self.tool_config)
         if cache_points:
             if self.system:
                 out["system"].append({"cachePoint": {"type": "default"}})
             messages[-1]["content"].append({"cachePoint": {"type": "default"}})
         return out
+
+
+def _check_tool_config(
+    messages: Sequence[Mapping[str, Any]], tool_config: Mapping[str, Any] | None
+) -> None:
+    """Bedrock refuses tool blocks without a toolConfig; say so before any call."""
+    if tool_config is not None:
+        tools = tool_config.get("tools") if isinstance(tool_config, Mapping) else None
+        if not isinstance(tools, list) or not tools:
+            raise RequestError("tool_config must be a Converse toolConfig with a non-empty tools")
+        for k, t in enumerate(tools):
+            spec = t.get("toolSpec") if isinstance(t, Mapping) else None
+            if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+                raise RequestError(f"tool_config.tools[{k}] must be a {{toolSpec: {{name, ...}}}}")
+        return
+    for i, m in enumerate(messages):
+        if any("toolUse" in b or "toolResult" in b for b in m["content"]):
+            raise RequestError(f"messages[{i}] has tool blocks but no tool_config was given")
+
+
+def has_tool_use(message: Mapping[str, Any]) -> bool:
+    """Whether an assistant message asks for a tool call."""
+    return any(isinstance(b, Mapping) and "toolUse" in b for b in message.get("content", []))
 
 
 def message_text(message: Mapping[str, Any]) -> str:

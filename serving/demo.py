@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from router.outcomes import OutcomeRecord, read_outcomes
+from outcomes import OutcomeRecord, read_outcomes
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import Answer, CallableCheck
 from serving.local_bedrock import (

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outcomes import ModelResult, OutcomeRecord, write_outcomes
 from router.ladder import Ladder
-from router.outcomes import ModelResult, OutcomeRecord, write_outcomes
 from serving.outcome_log import ReadStats, read_log
 
 QUALITY_OUTCOMES = {"passed": 1.0, "failed": 0.0}

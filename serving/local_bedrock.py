@@ -2,7 +2,10 @@
 
 It speaks the wire format boto3 expects (restJson: `POST /model/{modelId}/converse`,
 errors named by the `x-amzn-ErrorType` header, throttling as HTTP 429), so the real
-boto3 client, its retries and its error parsing are exercised unchanged. For a
+boto3 client, its retries and its error parsing are exercised unchanged.
+`POST /model/{modelId}/converse-stream` answers the same way as an
+`application/vnd.amazon.eventstream` body (binary frames with CRC32s, one chunk each),
+so botocore's own event-stream parser reads it; faults hit before the first frame. For a
 prompt found in an outcomes file it answers as the recorded model did: the recorded
 output length, truncated with `stopReason: max_tokens` past `maxTokens`. Whether that
 answer passed is not in the text; a validator that knows the record looks it up
@@ -24,12 +27,14 @@ each as Converse would and writes `<output>/<job id>/<input name>.out` plus
 
 from __future__ import annotations
 
+import binascii
 import datetime as _dt
 import hashlib
 import json
 import math
 import random
 import re
+import struct
 import tempfile
 import threading
 import time
@@ -41,16 +46,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Ladder, Tier
-from router.outcomes import ModelResult, OutcomeRecord
+from router.tokens import estimate_tokens
 
 _ERROR_NS = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 DEFAULT_OUTPUT_TOKENS = 200
-
-
-def estimate_tokens(chars: int) -> int:
-    """Tokens for `chars` characters: the outcomes contract's ceil(chars / 4)."""
-    return math.ceil(chars / 4)
 
 
 def recorded_output_tokens(result: ModelResult) -> int:
@@ -110,11 +111,17 @@ class FaultConfig:
 
 @dataclass(frozen=True)
 class Reply:
-    """A scripted answer (tests use these to produce any stop reason or text)."""
+    """A scripted answer (tests use these to produce any stop reason or text); `content`
+    adds blocks after the text, e.g. `{"toolUse": {...}}` for a tool call."""
 
     text: str
     stop_reason: str = "end_turn"
     output_tokens: int | None = None
+    content: tuple[Mapping[str, Any], ...] = ()
+
+    def blocks(self) -> list[dict[str, Any]]:
+        head = [{"text": self.text}] if self.text or not self.content else []
+        return head + [dict(b) for b in self.content]
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,7 @@ class LocalBedrock:
                 self.requests.append({"modelId": model_id, "body": dict(body)})
         self._count("answered")
         return {
-            "output": {"message": {"role": "assistant", "content": [{"text": reply.text}]}},
+            "output": {"message": {"role": "assistant", "content": reply.blocks()}},
             "stopReason": reply.stop_reason,
             "usage": usage,
             "metrics": {"latencyMs": int(self.faults.latency_ms) + 1},
@@ -416,6 +423,34 @@ def _parse_request(body: Mapping[str, Any]) -> tuple[int, _Segments, str]:
     max_tokens = inference.get("maxTokens", 4096)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise BedrockError(400, "ValidationException", "inferenceConfig.maxTokens must be >= 1")
+    extra = body.get("additionalModelRequestFields")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise BedrockError(
+                400, "ValidationException", "additionalModelRequestFields must be an object"
+            )
+        thinking = extra.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or not 1024 <= budget < max_tokens:
+                raise BedrockError(
+                    400,
+                    "ValidationException",
+                    "thinking.budget_tokens must be >= 1024 and less than max_tokens",
+                )
+    tool_blocks = any(
+        isinstance(b, dict) and ("toolUse" in b or "toolResult" in b)
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for b in m["content"]
+    )
+    if tool_blocks and not isinstance(body.get("toolConfig"), dict):
+        raise BedrockError(
+            400,
+            "ValidationException",
+            "The toolConfig field must be defined when using toolUse and toolResult content "
+            "blocks.",
+        )
     segs = _Segments("")
     pieces: list[str] = []
     offset = 0
@@ -456,6 +491,59 @@ def _parse_request(body: Mapping[str, Any]) -> tuple[int, _Segments, str]:
             )
     segs.text = "".join(pieces)
     return max_tokens, segs, last_user
+
+
+# ---------------------------------------------------------------- event stream
+def _header(name: str, value: str) -> bytes:
+    n, v = name.encode("utf-8"), value.encode("utf-8")
+    return bytes([len(n)]) + n + b"\x07" + struct.pack(">H", len(v)) + v
+
+
+def event_frame(event_type: str, payload: Mapping[str, Any]) -> bytes:
+    """One `application/vnd.amazon.eventstream` message: prelude (total and headers
+    length, CRC32 of both), string headers, the JSON payload, CRC32 of all before it."""
+    headers = (
+        _header(":event-type", event_type)
+        + _header(":content-type", "application/json")
+        + _header(":message-type", "event")
+    )
+    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+    head = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    return head + struct.pack(">I", binascii.crc32(head))
+
+
+def _text_pieces(text: str, size: int = 24) -> list[str]:
+    """A text cut at word ends into deltas of about `size` characters."""
+    out, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        while end < len(text) and not text[end - 1].isspace():
+            end += 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+def stream_events(resp: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A Converse response as ConverseStream's events, in Bedrock's order."""
+    events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
+    for i, block in enumerate(resp["output"]["message"]["content"]):
+        if "toolUse" in block:
+            tool = block["toolUse"]
+            start = {"toolUse": {"toolUseId": tool["toolUseId"], "name": tool["name"]}}
+            events.append(("contentBlockStart", {"contentBlockIndex": i, "start": start}))
+            delta = {"toolUse": {"input": json.dumps(tool.get("input", {}))}}
+            events.append(("contentBlockDelta", {"contentBlockIndex": i, "delta": delta}))
+        else:
+            for piece in _text_pieces(str(block.get("text", ""))):
+                events.append(
+                    ("contentBlockDelta", {"contentBlockIndex": i, "delta": {"text": piece}})
+                )
+        events.append(("contentBlockStop", {"contentBlockIndex": i}))
+    events.append(("messageStop", {"stopReason": resp["stopReason"]}))
+    events.append(("metadata", {"usage": resp["usage"], "metrics": resp["metrics"]}))
+    return events
 
 
 # ---------------------------------------------------------------- batch inference
@@ -861,7 +949,9 @@ def _make_handler(service: LocalBedrock) -> type[BaseHTTPRequestHandler]:
             if len(parts) >= 2 and parts[1] == "model-invocation-job":
                 self._control_post(parts, raw)
                 return
-            if len(parts) != 4 or parts[1] != "model" or parts[3] != "converse":
+            stream = len(parts) == 4 and parts[3] == "converse-stream"
+            ops = ("converse", "converse-stream")
+            if len(parts) != 4 or parts[1] != "model" or parts[3] not in ops:
                 self._error(404, "UnknownOperationException", f"no operation at {self.path}")
                 return
             model_id = unquote(parts[2])
@@ -880,7 +970,23 @@ def _make_handler(service: LocalBedrock) -> type[BaseHTTPRequestHandler]:
             except Exception as e:  # a bug here must look like a 500, not a hang
                 self._error(500, "InternalServerException", f"{type(e).__name__}: {e}")
                 return
+            if stream:
+                self._send_stream(resp)
+                return
             self._send(200, resp, {})
+
+        def _send_stream(self, resp: Mapping[str, Any]) -> None:
+            """The answer as event-stream frames, one HTTP chunk each, flushed as it goes."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.amazon.eventstream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            self.end_headers()
+            for event_type, payload in stream_events(resp):
+                frame = event_frame(event_type, payload)
+                self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
 
         def do_GET(self) -> None:
             path, _, qs = self.path.partition("?")

@@ -3,6 +3,11 @@
 Bedrock reports cached prompt tokens apart from `inputTokens`; Anthropic models
 bill a cache write at 1.25x and a cache read at 0.1x the input price, so a
 conversation kept on one tier is cheaper than the same tokens billed fresh.
+
+Extended thinking (a tier's `additional_request_fields.thinking`): Bedrock bills the
+reasoning tokens as output tokens and counts them in `usage.outputTokens`, so `cost_usd`
+prices them at the tier's output price with no extra term; `thinking_cost_bound` is the
+most a thinking budget can add to one call, for budgeting before the call.
 """
 
 from __future__ import annotations
@@ -85,3 +90,8 @@ def cost_usd(tier: Tier, usage: Usage, cache: CachePricing | None = None) -> flo
         + usage.cache_read_input_tokens * c.read_multiplier
     )
     return tier.cost_usd(usage.input_tokens + cached, usage.output_tokens)
+
+
+def thinking_cost_bound(tier: Tier) -> float:
+    """Dollars the tier's thinking budget adds to a call at most (0 without thinking)."""
+    return tier.thinking_budget * tier.price_out_per_mtok / 1e6

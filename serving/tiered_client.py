@@ -10,14 +10,17 @@ record before returning or raising; those records are the next router's labels.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import itertools
+import json
 import logging
 import math
 import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from router.cascade import CascadeFile, CascadePolicy, Walk, walk
 from router.decision import Decision
+from router.inference import inference_config
 from router.ladder import Ladder, Tier
 from router.verifier import Verifier
-from serving.checks import Answer, Check, SelfCheckConfig, builtin_checks, parse_verdict
+from serving.checks import (
+    TOOL_USE,
+    Answer,
+    Check,
+    SelfCheckConfig,
+    builtin_checks,
+    parse_verdict,
+)
 from serving.conversation import ConverseRequest, RequestError, StickyTiers, message_text
 from serving.outcome_log import SCHEMA, OutcomeLogger, PromptStorage, prompt_field
 from serving.pricing import CachePricing, Usage, cost_usd
@@ -174,6 +185,7 @@ class TieredResponse:
     cost_usd: float
     latency_ms: float
     decision: Decision
+    deltas: tuple[str, ...] = ()  # the text as it was streamed (converse_stream only)
 
     @property
     def tiers_tried(self) -> list[str]:
@@ -204,6 +216,117 @@ class _Answered:
     text: str
     message: Mapping[str, Any]
     stop_reason: str
+    deltas: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """A piece of the answer's text, yielded as it arrives."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamDone:
+    """The end of a stream: the full response (usage, cost, tier) and its outcome record."""
+
+    response: TieredResponse
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated, routed request: everything the walk and the record need."""
+
+    t0: float
+    req: ConverseRequest
+    text: str
+    request_id: str
+    tags: dict[str, str]
+    decision: Decision
+    route_error: str | None
+    cascade: CascadePolicy | None
+    p_router: list[float]
+    start: int
+    conversation_id: str | None
+    sticky: bool
+    pinned_index: int | None
+    exploration: dict[str, Any] | None
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True)
+class _NoStream:
+    """A stream that did not start, and why."""
+
+    outcome: str
+    code: str | None
+    reason: str
+
+
+class _ToolTurn(Exception):
+    """Ends a cascade walk: a tool-use turn is returned as it is, never judged."""
+
+    def __init__(self, answered: _Answered) -> None:
+        super().__init__("tool_use")
+        self.answered = answered
+
+
+class _StreamAssembler:
+    """ConverseStream events -> text deltas, then a Converse-shaped response."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.deltas: list[str] = []
+        self.stop_reason = ""
+        self.usage: dict[str, Any] = {}
+        self.first_at: float | None = None
+
+    def feed(self, event: Mapping[str, Any]) -> str | None:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        if "contentBlockStart" in event:
+            ev = event["contentBlockStart"]
+            tool = ev.get("start", {}).get("toolUse")
+            if tool is not None:
+                self.blocks[ev["contentBlockIndex"]] = {"toolUse": {**tool, "input": ""}}
+        elif "contentBlockDelta" in event:
+            ev = event["contentBlockDelta"]
+            block = self.blocks.setdefault(ev["contentBlockIndex"], {})
+            delta = ev.get("delta", {})
+            if "text" in delta:
+                block["text"] = block.get("text", "") + delta["text"]
+                self.deltas.append(delta["text"])
+                return str(delta["text"])
+            if "toolUse" in delta:
+                block.setdefault("toolUse", {"input": ""})["input"] += delta["toolUse"]["input"]
+            # reasoningContent (extended thinking) is billed, not shown: not a text delta
+        elif "messageStop" in event:
+            self.stop_reason = str(event["messageStop"].get("stopReason", ""))
+        elif "metadata" in event:
+            self.usage = dict(event["metadata"].get("usage", {}))
+        return None
+
+    def first_ms(self, t0: float) -> float:
+        return ((self.first_at or t0) - t0) * 1000
+
+    def response(self) -> dict[str, Any]:
+        content = []
+        for _, block in sorted(self.blocks.items()):
+            if "toolUse" in block:
+                tool = dict(block["toolUse"])
+                try:
+                    tool["input"] = json.loads(tool["input"] or "{}")
+                except ValueError:
+                    tool["input"] = {}
+                content.append({"toolUse": tool})
+            elif "text" in block:
+                content.append({"text": block["text"]})
+        return {
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": self.stop_reason,
+            "usage": self.usage,
+        }
 
 
 class TieredClient:
@@ -268,6 +391,7 @@ class TieredClient:
         request: str | ConverseRequest | Sequence[Mapping[str, Any]],
         *,
         system: str | None = None,
+        tool_config: Mapping[str, Any] | None = None,
         conversation_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         checks: Sequence[Check] = (),
@@ -275,9 +399,70 @@ class TieredClient:
     ) -> TieredResponse:
         """Answer `request` (a prompt, a message list, or a ConverseRequest) on the cheapest
         tier that passes. Raises RequestError for a malformed request, TieredClientError
-        only when no model could answer; logs an outcome record either way."""
+        only when no model could answer; logs an outcome record either way.
+
+        A turn that ends in `stopReason: tool_use` is an answer, not a failure: it is not
+        escalated, and the cascade verifier does not judge it (the caller runs the tool and
+        sends the result in the next turn, with the same `conversation_id`)."""
+        plan = self._prepare(
+            request, system, conversation_id, tags, checks, request_id, tool_config
+        )
+        return self._complete(plan, stream=False)[0]
+
+    def converse_stream(
+        self,
+        request: str | ConverseRequest | Sequence[Mapping[str, Any]],
+        *,
+        system: str | None = None,
+        tool_config: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        checks: Sequence[Check] = (),
+        request_id: str | None = None,
+        verify: bool = False,
+    ) -> Iterator[StreamDelta | StreamDone]:
+        """Route, then stream the tier's answer through Bedrock ConverseStream: yields a
+        StreamDelta per text delta as it arrives, then one StreamDone (response with usage
+        and cost, and the outcome record, which is logged before it is yielded).
+
+        Escalation policy for streams:
+        - Before the first token the client may still change tier: a stream that cannot
+          start (throttled past botocore's retries, 5xx, unavailable, an error on the first
+          event) fails over exactly as `converse` does (up, fallback, then down), and the
+          router's start tier (a cascade's included) is used as decided.
+        - Once a token has been yielded the answer is committed: checks still run and the
+          record says whether it passed, but nothing escalates; a stream that breaks mid-way
+          is logged and raises TieredClientError.
+        - `verify=True` buffers: every tier's stream is read whole, checked (explicit checks
+          and, when the bundle has one, the cascade verifier) and escalated exactly as
+          `converse` would, and only the answer that is returned is released as deltas.
+        Raises RequestError before anything is sent, TieredClientError when nothing answered.
+        """
+        plan = self._prepare(
+            request, system, conversation_id, tags, checks, request_id, tool_config
+        )
+        if verify:
+            response, record = self._complete(plan, stream=True)
+            for piece in response.deltas:
+                yield StreamDelta(piece)
+            yield StreamDone(response, record)
+            return
+        yield from self._stream_live(plan)
+
+    # ------------------------------------------------------------ one request
+    def _prepare(
+        self,
+        request: str | ConverseRequest | Sequence[Mapping[str, Any]],
+        system: str | None,
+        conversation_id: str | None,
+        tags: Mapping[str, str] | None,
+        checks: Sequence[Check],
+        request_id: str | None,
+        tool_config: Mapping[str, Any] | None,
+    ) -> _Plan:
+        """Validate, route, apply the sticky pin and exploration: where the walk starts."""
         t0 = time.perf_counter()
-        req = _normalize(request, system)
+        req = _normalize(request, system, tool_config)
         call_tags = {**self.config.tags, **(tags or {})}
         _check_tags(call_tags, "tags")
         rid = request_id or uuid.uuid4().hex
@@ -287,36 +472,76 @@ class TieredClient:
         p_router = [float(decision.p_pass[n]) for n in self.ladder.names] if cascade else []
         start = cascade.start_tier(p_router) if cascade else decision.tier_index
         sticky = False
+        pinned_index: int | None = None
         if conversation_id is not None:
             pinned = self._sticky.get(conversation_id)
             if pinned is not None and pinned in self.ladder.names:
+                # Routed once, on the first turn; later turns start where it is (never lower).
                 start, sticky = self.ladder.index(pinned), True
+                pinned_index = start
         exploration = None if sticky else self._explore(start)
         if exploration is not None and exploration["explored"]:
             start -= 1
-
         all_checks = (builtin_checks() if self.config.use_builtin_checks else ()) + self.checks
         all_checks += tuple(checks)
+        return _Plan(
+            t0,
+            req,
+            text,
+            rid,
+            call_tags,
+            decision,
+            route_error,
+            cascade,
+            p_router,
+            start,
+            conversation_id,
+            sticky,
+            pinned_index,
+            exploration,
+            all_checks,
+        )
+
+    def _complete(self, plan: _Plan, stream: bool) -> tuple[TieredResponse, dict[str, Any]]:
+        """The whole policy (cascade or ladder walk) for one request, then its record."""
         walked: Walk | None = None
-        if cascade is not None:
+        if plan.cascade is not None:
             attempts, final, stopped_on_quality, escalations, walked = self._run_cascade(
-                cascade, req, text, start, all_checks, p_router
+                plan.cascade, plan.req, plan.text, plan.start, plan.checks, plan.p_router, stream
             )
         else:
             attempts, final, stopped_on_quality, escalations = self._run(
-                req, text, start, all_checks
+                plan.req, plan.text, plan.start, plan.checks, stream
             )
+        extra = {"stream": {"verify": True}} if stream else {}
+        return self._finish(plan, attempts, final, stopped_on_quality, escalations, walked, extra)
 
-        latency_ms = (time.perf_counter() - t0) * 1000
+    def _finish(
+        self,
+        plan: _Plan,
+        attempts: list[Attempt],
+        final: _Answered | None,
+        stopped_on_quality: bool,
+        escalations: int,
+        walked: Walk | None,
+        extra: Mapping[str, Any],
+    ) -> tuple[TieredResponse, dict[str, Any]]:
+        """Write the outcome record (always), then return the response or raise."""
+        decision, cascade, rid = plan.decision, plan.cascade, plan.request_id
+        latency_ms = (time.perf_counter() - plan.t0) * 1000
         usage = sum((a.usage for a in attempts), Usage())
         cost = sum(a.cost_usd for a in attempts)
         ok = final is not None and final.attempt.outcome == PASSED
         if (
             final is not None
-            and conversation_id is not None
+            and plan.conversation_id is not None
             and final.attempt.tier in self.ladder.names
+            and (
+                plan.pinned_index is None
+                or self.ladder.index(final.attempt.tier) >= plan.pinned_index
+            )
         ):
-            self._sticky.set(conversation_id, final.attempt.tier)
+            self._sticky.set(plan.conversation_id, final.attempt.tier)
         record = {
             "schema": SCHEMA,
             "request_id": rid,
@@ -328,15 +553,16 @@ class TieredClient:
                 "p_pass": dict(decision.p_pass),
                 "reason": decision.reason,
             },
-            "route_error": route_error,
-            "start_tier": self.ladder.tiers[start].name,
-            "conversation_id": conversation_id,
-            "sticky": sticky,
-            "turns": len(req.messages),
-            "exploration": exploration,
+            "route_error": plan.route_error,
+            "start_tier": self.ladder.tiers[plan.start].name,
+            "conversation_id": plan.conversation_id,
+            "sticky": plan.sticky,
+            "turns": len(plan.req.messages),
+            "exploration": plan.exploration,
             "attempts": [a.to_dict() for a in attempts],
             "final_tier": final.attempt.tier if final else None,
             "final_model_id": final.attempt.model_id if final else None,
+            "final_stop_reason": final.stop_reason if final else None,
             "ok": ok,
             "failure_reason": None if ok else (final.attempt.reason if final else "no_answer"),
             "escalations": escalations,
@@ -352,14 +578,17 @@ class TieredClient:
             "usage": usage.to_dict(),
             "cost_usd": cost,
             "latency_ms": round(latency_ms, 3),
-            "tags": call_tags,
-            "prompt": prompt_field(text, self.config.prompt_storage, self.config.prompt_hash_key),
+            "tags": plan.tags,
+            "prompt": prompt_field(
+                plan.text, self.config.prompt_storage, self.config.prompt_hash_key
+            ),
+            **extra,
         }
         if self.logger is not None:
             self.logger.write(record)
         if final is None:
             raise TieredClientError(rid, attempts)
-        return TieredResponse(
+        response = TieredResponse(
             request_id=rid,
             text=final.text,
             message=final.message,
@@ -374,7 +603,126 @@ class TieredClient:
             cost_usd=cost,
             latency_ms=latency_ms,
             decision=decision,
+            deltas=final.deltas,
         )
+        return response, record
+
+    def _stream_live(self, plan: _Plan) -> Iterator[StreamDelta | StreamDone]:
+        """Unbuffered: fail over until a stream yields its first event, then commit."""
+        top = len(self.ladder) - 1
+        order: list[tuple[Tier, int | None, str]] = [
+            (self.ladder.tiers[i], i, "decided" if i == plan.start else "failover")
+            for i in range(plan.start, top + 1)
+        ]
+        if self.config.fallback is not None:
+            order.append((self.config.fallback, None, "fallback"))
+        if self.config.failover_down:
+            order += [
+                (self.ladder.tiers[i], i, "failover_down") for i in range(plan.start - 1, -1, -1)
+            ]
+        attempts: list[Attempt] = []
+        body = plan.req.to_bedrock(self.config.prompt_caching)
+        for tier, _idx, role in order:
+            t = time.perf_counter()
+            opened = self._open_stream(tier, body)
+            if isinstance(opened, _NoStream):  # no stream: fail over, the caller saw nothing
+                outcome, code, reason = opened.outcome, opened.code, opened.reason
+                attempts.append(
+                    Attempt(
+                        tier.name,
+                        tier.model_id,
+                        role,
+                        outcome,
+                        reason,
+                        None,
+                        Usage(),
+                        0.0,
+                        _ms(t),
+                        code,
+                    )
+                )
+                continue
+            first, events = opened
+            asm = _StreamAssembler()
+            try:
+                for event in itertools.chain((first,), events):
+                    piece = asm.feed(event)
+                    if piece:
+                        yield StreamDelta(piece)
+            except GeneratorExit:  # the caller stopped reading: still one record
+                usage = Usage.from_bedrock(asm.usage)
+                attempts.append(
+                    Attempt(
+                        tier.name,
+                        tier.model_id,
+                        role,
+                        ERROR,
+                        "caller_closed_stream",
+                        None,
+                        usage,
+                        cost_usd(tier, usage, self.config.cache_pricing),
+                        _ms(t),
+                    )
+                )
+                with contextlib.suppress(TieredClientError):
+                    self._finish(
+                        plan, attempts, None, False, 0, None, {"stream": {"verify": False}}
+                    )
+                raise
+            except (ClientError, BotoCoreError) as e:  # broken mid-stream: committed, so fail
+                usage = Usage.from_bedrock(asm.usage)
+                attempts.append(
+                    Attempt(
+                        tier.name,
+                        tier.model_id,
+                        role,
+                        ERROR,
+                        f"stream_broken: {e}"[:300],
+                        None,
+                        usage,
+                        cost_usd(tier, usage, self.config.cache_pricing),
+                        _ms(t),
+                        type(e).__name__,
+                    )
+                )
+                self._finish(plan, attempts, None, False, 0, None, {"stream": {"verify": False}})
+                return
+            got = self._judge(
+                tier, role, asm.response(), plan.text, plan.checks, _ms(t), asm.deltas
+            )
+            attempts.append(got.attempt if isinstance(got, _Answered) else got)
+            if isinstance(got, Attempt):  # a malformed stream before any text: fail over
+                if not asm.deltas:
+                    continue
+                break
+            extra = {"stream": {"verify": False, "first_event_ms": round(asm.first_ms(t), 3)}}
+            response, record = self._finish(plan, attempts, got, False, 0, None, extra)
+            yield StreamDone(response, record)
+            return
+        self._finish(plan, attempts, None, False, 0, None, {"stream": {"verify": False}})
+
+    def _open_stream(
+        self, tier: Tier, body: dict[str, Any]
+    ) -> tuple[Mapping[str, Any], Iterator[Mapping[str, Any]]] | _NoStream:
+        """Start ConverseStream on `tier` and read its first event (botocore retries the
+        start); (first event, the rest) or, when it did not start, (outcome, code, reason)."""
+        try:
+            resp = self.bedrock.converse_stream(modelId=tier.model_id, **self._params(tier), **body)
+            events = iter(resp["stream"])
+            first = next(events)
+        except StopIteration:
+            return _NoStream(ERROR, "EmptyStream", "the stream ended before its first event")
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", "ClientError"))
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            outcome = UNAVAILABLE if code in UNAVAILABLE_CODES or status >= 500 else ERROR
+            return _NoStream(outcome, code, f"{code} (HTTP {status})")
+        except BotoCoreError as e:
+            return _NoStream(UNAVAILABLE, type(e).__name__, f"{type(e).__name__}: {e}"[:300])
+        except Exception as e:
+            log.exception("unexpected error streaming from %s", tier.model_id)
+            return _NoStream(ERROR, type(e).__name__, str(e)[:300])
+        return first, events
 
     # ---------------------------------------------------------------- routing
     def _decide(self, text: str) -> tuple[Decision, str | None]:
@@ -405,7 +753,12 @@ class TieredClient:
 
     # ------------------------------------------------------------- the ladder
     def _run(
-        self, req: ConverseRequest, text: str, start: int, checks: tuple[Check, ...]
+        self,
+        req: ConverseRequest,
+        text: str,
+        start: int,
+        checks: tuple[Check, ...],
+        stream: bool = False,
     ) -> tuple[list[Attempt], _Answered | None, bool, int]:
         """Walk the ladder; returns attempts, the answer to return, whether the
         escalation cap stopped it, and the number of quality escalations."""
@@ -415,7 +768,7 @@ class TieredClient:
         role = "decided"
         top = len(self.ladder) - 1
         for idx in range(start, top + 1):
-            got = self._attempt(self.ladder.tiers[idx], idx, role, req, text, checks)
+            got = self._attempt(self.ladder.tiers[idx], idx, role, req, text, checks, stream)
             attempts.append(got.attempt if isinstance(got, _Answered) else got)
             if isinstance(got, Attempt):  # unavailable or errored: fail over
                 role = "failover"
@@ -436,13 +789,15 @@ class TieredClient:
         # The top of the ladder did not answer (or errored).
         fb = self.config.fallback
         if fb is not None:
-            got = self._attempt(fb, None, "fallback", req, text, checks)
+            got = self._attempt(fb, None, "fallback", req, text, checks, stream)
             attempts.append(got.attempt if isinstance(got, _Answered) else got)
             if isinstance(got, _Answered):
                 return attempts, got, False, escalations
         if last is None and self.config.failover_down:
             for idx in range(start - 1, -1, -1):
-                got = self._attempt(self.ladder.tiers[idx], idx, "failover_down", req, text, checks)
+                got = self._attempt(
+                    self.ladder.tiers[idx], idx, "failover_down", req, text, checks, stream
+                )
                 attempts.append(got.attempt if isinstance(got, _Answered) else got)
                 if isinstance(got, _Answered):
                     return attempts, got, False, escalations
@@ -456,6 +811,7 @@ class TieredClient:
         start: int,
         checks: tuple[Check, ...],
         p_router: list[float],
+        stream: bool = False,
     ) -> tuple[list[Attempt], _Answered | None, bool, int, Walk]:
         """router.cascade.walk with live calls: a tier's answer that fails an explicit check
         (or does not come) moves the walk up as a rejected one would; every call, the
@@ -467,12 +823,14 @@ class TieredClient:
         state = _WalkState()
 
         def answer(idx: int) -> str | None:
-            got = self._attempt(self.ladder.tiers[idx], idx, state.role, req, text, checks)
+            got = self._attempt(self.ladder.tiers[idx], idx, state.role, req, text, checks, stream)
             if isinstance(got, Attempt):
                 attempts.append(got)
                 state.role = "failover"
                 return None
             attempts.append(got.attempt)
+            if got.stop_reason == TOOL_USE and got.attempt.outcome == PASSED:
+                raise _ToolTurn(got)
             last.append(got)
             if got.attempt.outcome != PASSED:
                 state.role = "failover" if got.attempt.outcome == ERROR else "escalation"
@@ -486,7 +844,7 @@ class TieredClient:
 
         def second() -> str | None:
             assert second_tier is not None
-            got = self._attempt(second_tier, None, "second_opinion", req, text, ())
+            got = self._attempt(second_tier, None, "second_opinion", req, text, (), stream)
             if isinstance(got, Attempt):
                 attempts.append(got)
                 return None
@@ -494,16 +852,19 @@ class TieredClient:
             return got.text
 
         use_second = second_tier is not None and self.cascade_file.second_opinion
-        w = walk(
-            policy,
-            self.cascade_file.cost,
-            self.verifier,
-            text,
-            p_router,
-            answer,
-            second if use_second else None,
-            start=start,
-        )
+        try:
+            w = walk(
+                policy,
+                self.cascade_file.cost,
+                self.verifier,
+                text,
+                p_router,
+                answer,
+                second if use_second else None,
+                start=start,
+            )
+        except _ToolTurn as turn:  # the tool call goes back to the caller, unjudged
+            return attempts, turn.answered, False, state.escalations, Walk()
         # Each judged tier's attempt carries its judgement; a rejected answer is REJECTED.
         for j in w.judgements:
             if j.tier not in answered or j.verdict == "consult":
@@ -530,17 +891,19 @@ class TieredClient:
         top_name = self.ladder.tiers[-1].name
         fb = self.config.fallback
         if fb is not None and not any(a.attempt.tier == top_name for a in last):
-            fb_got = self._attempt(fb, None, "fallback", req, text, checks)
+            fb_got = self._attempt(fb, None, "fallback", req, text, checks, stream)
             attempts.append(fb_got.attempt if isinstance(fb_got, _Answered) else fb_got)
             if isinstance(fb_got, _Answered):
                 return attempts, fb_got, False, state.escalations, w
+        if last and last[-1].attempt.tier == top_name:  # the top answered but failed a
+            return attempts, last[-1], False, state.escalations, w  # check: as _run does
         if answered:  # the best judged answer there is, though rejected: ok is False
             return attempts, answered[max(answered)][1], False, state.escalations, w
         final = last[-1] if last else None
         if final is None and self.config.failover_down:
             for idx in range(start - 1, -1, -1):
                 down = self._attempt(
-                    self.ladder.tiers[idx], idx, "failover_down", req, text, checks
+                    self.ladder.tiers[idx], idx, "failover_down", req, text, checks, stream
                 )
                 attempts.append(down.attempt if isinstance(down, _Answered) else down)
                 if isinstance(down, _Answered):
@@ -555,13 +918,20 @@ class TieredClient:
         req: ConverseRequest,
         text: str,
         checks: tuple[Check, ...],
+        stream: bool = False,
     ) -> _Answered | Attempt:
-        """One tier: call it, then check the answer. An Attempt alone means no answer."""
-        resp, usage, latency_ms, err_outcome, err_code, err_reason = self._call(
-            tier, req.to_bedrock(self.config.prompt_caching)
-        )
-        cost = cost_usd(tier, usage, self.config.cache_pricing)
+        """One tier: call it (whole, or streamed and buffered), then check the answer.
+        An Attempt alone means no answer."""
+        body = req.to_bedrock(self.config.prompt_caching)
+        if stream:
+            resp, usage, latency_ms, err_outcome, err_code, err_reason, deltas = (
+                self._call_streamed(tier, body)
+            )
+        else:
+            resp, usage, latency_ms, err_outcome, err_code, err_reason = self._call(tier, body)
+            deltas = ()
         if resp is None:
+            cost = cost_usd(tier, usage, self.config.cache_pricing)
             return Attempt(
                 tier.name,
                 tier.model_id,
@@ -574,6 +944,22 @@ class TieredClient:
                 latency_ms,
                 err_code,
             )
+        return self._judge(tier, role, resp, text, checks, latency_ms, deltas, idx)
+
+    def _judge(
+        self,
+        tier: Tier,
+        role: str,
+        resp: Mapping[str, Any],
+        text: str,
+        checks: tuple[Check, ...],
+        latency_ms: float,
+        deltas: Sequence[str] = (),
+        idx: int | None = None,
+    ) -> _Answered | Attempt:
+        """Explicit checks (and the self-check) on one tier's response."""
+        usage = Usage.from_bedrock(resp.get("usage"))
+        cost = cost_usd(tier, usage, self.config.cache_pricing)
         try:
             message = resp["output"]["message"]
             stop_reason = str(resp.get("stopReason", ""))
@@ -603,7 +989,12 @@ class TieredClient:
                 outcome, reason = FAILED, failure
                 break
         self_check: dict[str, Any] | None = None
-        if outcome == PASSED and idx == 0 and self.config.self_check.enabled:
+        if (
+            outcome == PASSED
+            and idx == 0
+            and self.config.self_check.enabled
+            and stop_reason != TOOL_USE
+        ):
             self_check, sc_usage, sc_latency = self._self_check(tier, text, answer_text)
             usage = usage + sc_usage
             cost += cost_usd(tier, sc_usage, self.config.cache_pricing)
@@ -625,20 +1016,22 @@ class TieredClient:
             None,
             prompt_field(answer_text, self.config.prompt_storage, self.config.prompt_hash_key),
         )
-        return _Answered(attempt, answer_text, message, stop_reason)
+        return _Answered(attempt, answer_text, message, stop_reason, tuple(deltas))
+
+    def _params(self, tier: Tier) -> dict[str, Any]:
+        """The tier's inference settings and extra model fields, as Converse takes them."""
+        out: dict[str, Any] = {"inferenceConfig": inference_config(tier)}
+        if tier.additional_request_fields:
+            out["additionalModelRequestFields"] = dict(tier.additional_request_fields)
+        return out
 
     def _call(
         self, tier: Tier, body: dict[str, Any]
     ) -> tuple[dict[str, Any] | None, Usage, float, str, str | None, str | None]:
         """Bedrock Converse on `tier` (botocore retries inside). Never raises."""
-        inference: dict[str, Any] = {"maxTokens": tier.max_tokens}
-        if tier.temperature is not None:
-            inference["temperature"] = tier.temperature
-        if tier.top_p is not None:
-            inference["topP"] = tier.top_p
         t = time.perf_counter()
         try:
-            resp = self.bedrock.converse(modelId=tier.model_id, inferenceConfig=inference, **body)
+            resp = self.bedrock.converse(modelId=tier.model_id, **self._params(tier), **body)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", "ClientError"))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -651,6 +1044,41 @@ class TieredClient:
             log.exception("unexpected error calling %s", tier.model_id)
             return None, Usage(), _ms(t), ERROR, type(e).__name__, str(e)[:300]
         return resp, Usage.from_bedrock(resp.get("usage")), _ms(t), PASSED, None, None
+
+    def _call_streamed(
+        self, tier: Tier, body: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, Usage, float, str, str | None, str | None, tuple[str, ...]]:
+        """ConverseStream on `tier`, read whole (buffered verification). Never raises."""
+        t = time.perf_counter()
+        opened = self._open_stream(tier, body)
+        if isinstance(opened, _NoStream):
+            return None, Usage(), _ms(t), opened.outcome, opened.code, opened.reason, ()
+        first, events = opened
+        asm = _StreamAssembler()
+        try:
+            for event in itertools.chain((first,), events):
+                asm.feed(event)
+        except (ClientError, BotoCoreError) as e:
+            usage = Usage.from_bedrock(asm.usage)
+            return (
+                None,
+                usage,
+                _ms(t),
+                UNAVAILABLE,
+                type(e).__name__,
+                f"stream_broken: {e}"[:300],
+                (),
+            )
+        resp = asm.response()
+        return (
+            resp,
+            Usage.from_bedrock(resp["usage"]),
+            _ms(t),
+            PASSED,
+            None,
+            None,
+            tuple(asm.deltas),
+        )
 
     def _self_check(
         self, tier: Tier, prompt: str, answer: str
@@ -682,14 +1110,18 @@ def _ms(t0: float) -> float:
 
 
 def _normalize(
-    request: str | ConverseRequest | Sequence[Mapping[str, Any]], system: str | None
+    request: str | ConverseRequest | Sequence[Mapping[str, Any]],
+    system: str | None,
+    tool_config: Mapping[str, Any] | None = None,
 ) -> ConverseRequest:
     if isinstance(request, ConverseRequest):
-        if system is not None:
-            return ConverseRequest.build(request.messages, system)
+        if system is not None or tool_config is not None:
+            return ConverseRequest.build(
+                request.messages, system or request.system, tool_config or request.tool_config
+            )
         return request
     if isinstance(request, str):
         if not request.strip():
             raise RequestError("prompt must be a non-empty string")
-        return ConverseRequest.from_prompt(request, system)
-    return ConverseRequest.build(request, system)
+        return ConverseRequest.from_prompt(request, system, tool_config)
+    return ConverseRequest.build(request, system, tool_config)

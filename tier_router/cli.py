@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from outcomes import OutcomesError
 from router.bundle import BundleError
 from router.ladder import LadderError
-from router.outcomes import OutcomesError
 from router.policy import DEFAULT_GOAL
 from tier_router.argtypes import DefaultsHelpFormatter, add_bootstrap
 from tier_router.argtypes import existing_bundle as _bundle
@@ -26,6 +26,7 @@ from tier_router.argtypes import out_file as _out_file
 from tier_router.argtypes import positive_float as _positive_float
 from tier_router.argtypes import positive_int as _positive_int
 from tier_router.argtypes import rate as _rate
+from training.registry import DEFAULT_REGISTERED_MODEL
 
 log = logging.getLogger("tier_router")
 
@@ -243,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     t.add_argument(
         "--registered-model",
-        default="tier-router",
+        default=DEFAULT_REGISTERED_MODEL,
         help="MLflow registered model name ('' to skip registration)",
     )
     t.set_defaults(func=cmd_train)
@@ -291,11 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     _add_policy_parser(sub)
-    _register_optional(sub, "serving.cli", "serve", ("local-bedrock", "demo", "feedback"))
     _register_optional(
-        sub, "training.registry_cli", "train", ("promote", "pull", "compare", "retrain")
+        sub, "tier_router.serving_cli", "serve", ("local-bedrock", "demo", "feedback")
     )
-    _register_optional(sub, "labeling.cli", "serve", ("label",))
+    _register_optional(
+        sub, "tier_router.registry_cli", "train", ("promote", "pull", "compare", "retrain")
+    )
+    _register_optional(sub, "tier_router.labeling_cli", "serve", ("label",))
+    _register_optional(sub, "tier_router.monitor_cli", "serve", ("monitor",))
     for command in sub.choices.values():  # subparsers do not inherit the formatter
         command.formatter_class = DefaultsHelpFormatter
     return p

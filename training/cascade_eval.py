@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from outcomes import OutcomeRecord
 from router import Router
-from router.outcomes import OutcomeRecord
 from training.cascade_fit import call_cost
 from training.evaluate import envelope_metrics, upper_envelope
 from training.replay import replay_records, replayable

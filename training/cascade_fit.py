@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -21,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from outcomes import OutcomeRecord
 from router.answer_features import prompt_options
 from router.cascade import NEVER, CascadeFile, CascadePolicy, EscalationCost
 from router.ladder import Ladder, Tier
-from router.outcomes import OutcomeRecord
+from router.tokens import CHARS_PER_TOKEN, prompt_tokens
 from router.verifier import (
     BIAS,
     CONTEXT_NAMES,
@@ -86,8 +88,8 @@ def call_cost(prompt: str, rec: OutcomeRecord, tier: Tier) -> float:
     if r is not None and r.output_tokens is not None:
         out = float(r.output_tokens)
     elif r is not None and r.output_chars:
-        out = float(r.output_chars) / 4.0
-    return tier.cost_usd(max(1, math.ceil(len(prompt) / 4)), out)
+        out = float(r.output_chars) / CHARS_PER_TOKEN
+    return tier.cost_usd(prompt_tokens(len(prompt)), out)
 
 
 def has_answers(records: Sequence[OutcomeRecord], ladder: Ladder) -> bool:
@@ -227,6 +229,57 @@ class CascadeData:
     c2: np.ndarray  # (n,) second-opinion call cost
     has_second: bool
     z: np.ndarray  # (n, T - 1) log predicted cost of the next tier over its typical cost
+
+
+_DATA_VERSION = 1
+
+
+def save_cascade_data(d: CascadeData, path: Path, max_calls: int) -> None:
+    """The out-of-fold matrices the cascade policy was fitted on, so `tier-router policy`
+    refits it to another goal without retraining: one float64 .npy (no pickles), a header
+    (version, n, tiers, contexts, second opinion, max calls) then the arrays in order."""
+    n, tiers = d.q.shape
+    head = [_DATA_VERSION, n, tiers, d.v.shape[2], float(d.has_second), max_calls]
+    parts = [d.p_router, d.v, d.q, d.c, d.c2, d.z]
+    flat = np.concatenate([np.asarray(head, dtype=np.float64), *(np.ravel(a) for a in parts)])
+    np.save(path, flat.astype(np.float64), allow_pickle=False)
+
+
+def load_cascade_data(path: Path) -> tuple[CascadeData, int]:
+    try:
+        flat = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path.name}: unreadable cascade data ({e})") from None
+    if flat.ndim != 1 or len(flat) < 6 or int(flat[0]) != _DATA_VERSION:
+        raise ValueError(f"{path.name}: not cascade data this tier-router reads")
+    n, tiers, k, second, max_calls = (int(x) for x in flat[1:6])
+    shapes = [(n, tiers), (n, tiers, k), (n, tiers), (n, tiers), (n,), (n, tiers - 1)]
+    sizes = [int(np.prod(sh)) for sh in shapes]
+    if len(flat) != 6 + sum(sizes):
+        raise ValueError(f"{path.name}: cascade data arrays do not line up")
+    arrays, at = [], 6
+    for sh, size in zip(shapes, sizes, strict=True):
+        arrays.append(flat[at : at + size].reshape(sh))
+        at += size
+    p_router, v, q, c, c2, z = arrays
+    return CascadeData(p_router, v, q, c, c2, bool(second), z), max_calls
+
+
+def refit_cascade(
+    file: CascadeFile,
+    d: CascadeData,
+    max_calls: int,
+    *,
+    goal_tier: int,
+    goal_points: float,
+    goal_text: str,
+    routing_start: Sequence[float],
+) -> CascadeFile:
+    """The cascade policy (and its sweep) fitted again to another goal, on the same rows."""
+    target = float(d.q[:, goal_tier].mean()) - goal_points / 100.0
+    search = fit_cascade(d, target, routing_start, max_calls=max_calls, goal_tier=goal_tier)
+    extra = routing_points(d.p_router, max_calls)
+    return cascade_file(search, extra, file.second_opinion, goal_text, file.cost)
 
 
 def simulate(pol: CascadePolicy, d: CascadeData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -372,6 +425,11 @@ def fit_cascade(
         ],
         "cost_weight": [0.0] * free,
     }
+    # Routing alone is one of the cascade's settings (accept every answer): try its whole
+    # grid of start thresholds, so the frontier below is never worse than routing's.
+    if free <= 2:
+        for combo in itertools.product(*grids["start"]):
+            evaluate({**routing, "start": [float(x) for x in combo]})
     points: list[CascadePolicy] = []
     warm = [routing, cascade]
     for i, lam in enumerate(np.geomspace(30.0, 0.01, n_lambdas)):
@@ -390,7 +448,7 @@ def fit_cascade(
 
     # More operating points: for a ladder of quality levels, the cheapest setting tried.
     qs = [q for _, q in tried.values()]
-    for i, level in enumerate(np.linspace(min(qs), max(qs), 24)):
+    for i, level in enumerate(np.linspace(min(qs), max(qs), 40)):
         found = cheapest(float(level))
         if found is not None:
             points.append(make(unpack(found), f"q{i:02d}"))
@@ -519,7 +577,7 @@ def fit_escalation_cost(
     """Least squares of each tier's log output tokens on the tier below's answer length and
     the prompt's length; `answer_log_chars` is (n, T) log1p(chars)."""
     prompt_chars = np.array([len(p) for p in prompts], dtype=np.float64)
-    in_tok = np.maximum(1, np.ceil(prompt_chars / 4))
+    in_tok = np.maximum(1, np.ceil(prompt_chars / CHARS_PER_TOKEN))  # prompt_tokens, vectorized
     prices = tuple((t.price_in_per_mtok, t.price_out_per_mtok) for t in ladder.tiers)
     coef, ref = [], []
     for t in range(1, len(ladder)):

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from outcomes import iter_outcomes
 from router import Router
-from router.outcomes import iter_outcomes
 from training.evaluate import (
     Point,
     cost_for_quality,

@@ -13,13 +13,13 @@ tiers (mixing two policies is allowed), then
 
 from __future__ import annotations
 
-import math
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 
 from router.ladder import Ladder
+from router.tokens import prompt_tokens
 
 DEFAULT_OUTPUT_TOKENS = 200.0
 Point = tuple[float, float]
@@ -32,7 +32,7 @@ def prompt_costs(prompts: list[str], output_tokens: np.ndarray, ladder: Ladder) 
     ../shared/tools/routeval.py reads a recorded 0 as missing, so it differs from this
     only for a recorded 0.
     """
-    in_tok = np.array([max(1, math.ceil(len(p) / 4)) for p in prompts], dtype=np.float64)
+    in_tok = np.array([prompt_tokens(len(p)) for p in prompts], dtype=np.float64)
     out = np.where(np.isnan(output_tokens), DEFAULT_OUTPUT_TOKENS, output_tokens)
     pin = np.array([t.price_in_per_mtok for t in ladder.tiers])
     pout = np.array([t.price_out_per_mtok for t in ladder.tiers])

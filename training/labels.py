@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from outcomes import PASS_THRESHOLD, OutcomeRecord
 from router.ladder import Ladder
-from router.outcomes import PASS_THRESHOLD, OutcomeRecord
+from router.tokens import CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def output_tokens_of(rec: OutcomeRecord, key: str, default: float = 200.0) -> fl
     if r.output_tokens is not None:
         return float(r.output_tokens)
     if r.output_chars is not None:
-        return float(r.output_chars) / 4.0
+        return float(r.output_chars) / CHARS_PER_TOKEN
     return default
 
 

@@ -46,12 +46,6 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
-    def l2_normalize(self, x: str) -> str:
-        sq = self.op("ReduceSumSquare", [x], axes=[1], keepdims=1)
-        norm = self.op("Sqrt", [sq])
-        norm = self.op("Max", [norm, self.const(np.array(1e-12, dtype=np.float32))])
-        return self.op("Div", [x, norm])
-
 
 def build_model(
     b: GraphBuilder,

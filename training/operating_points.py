@@ -1,7 +1,7 @@
 """Operating points a user chooses from, refitted from what the bundle keeps.
 
 A bundle keeps the out-of-fold P(pass) its policy was fitted on, with each training
-prompt's per-tier quality and cost (POLICY_DATA, one float64 .npy: no pickles), so
+prompt's per-tier quality and cost (router.bundle.POLICY_DATA, one float64 .npy: no pickles), so
 `tier-router policy --goal G` refits the thresholds (training/policy_fit.py) in
 seconds instead of retraining. The trade-off table lists, for a handful of goals, the
 out-of-fold quality, cost against always-top and always-middle, and tier mix.
@@ -17,7 +17,6 @@ import numpy as np
 from router.ladder import Ladder
 from training.policy_fit import GridScores, fit_threshold, grid_scores, parse_goal
 
-POLICY_DATA = "policy_data.npy"
 TABLE_GOALS = ("top", "top-0.5", "top-1", "top-2", "mid", "mid-1", "cheapest")
 
 

@@ -16,23 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from router.bundle import decision_digest, sha256_file, staged_bundle, write_manifest
-from router.cascade import CASCADE_FILE
-from router.featurizer import (
-    ENCODER_MODEL,
-    ENCODER_TOKENIZER,
-    FEATURIZER_FILE,
-    STATIC_TABLE,
-    STATIC_TOKENIZER,
-    Featurizer,
-    FeaturizerConfig,
-)
-from router.joint_space import JOINT_SPACE_FILE
+from outcomes import OutcomeRecord, read_outcomes
+from router import bundle as layout
+from router.bundle import seal_bundle, sha256_file, staged_bundle
+from router.featurizer import Featurizer, FeaturizerConfig
 from router.ladder import Ladder
-from router.outcomes import OutcomeRecord, read_outcomes
-from router.policy import DEFAULT_GOAL, POLICY_FILE, ThresholdPolicy
-from router.router import FEATURES_INPUT, LADDER_FILE, MODEL_FILE
-from router.verifier import VERIFIER_FILE, VERIFIER_MODEL
+from router.policy import DEFAULT_GOAL, ThresholdPolicy
+from router.router import FEATURES_INPUT
 from training import assets
 from training.candidates import SetModel
 from training.cascade_fit import (
@@ -40,6 +30,7 @@ from training.cascade_fit import (
     export_verifier,
     fit_answer_cascade,
     has_answers,
+    save_cascade_data,
 )
 from training.evaluate import calibration_error, curve_metrics, prompt_costs
 from training.featurize import Features, featurize
@@ -47,7 +38,6 @@ from training.labels import LabelSet, build_labels, missing_tier_report
 from training.model import ModelConfig, SoftClusterModel
 from training.onnx_graph import GraphBuilder, build_model
 from training.operating_points import (
-    POLICY_DATA,
     PolicyData,
     format_table,
     gap_line,
@@ -57,7 +47,6 @@ from training.policy_fit import fit_threshold, parse_goal
 from training.selection import SelectionConfig, fold_ids, select_model
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "train_report.json"
 
 
 @dataclass(frozen=True)
@@ -203,7 +192,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     t = time.monotonic()
     target = cfg.out
-    if target.exists() and not (target / "manifest.json").exists() and any(target.iterdir()):
+    if target.exists() and not (target / layout.MANIFEST).exists() and any(target.iterdir()):
         raise FileExistsError(f"{target} exists and is not a bundle; refusing to overwrite it")
     # Written beside the old bundle and renamed into place: a failed export or a concurrent
     # hot swap never sees half a bundle.
@@ -216,21 +205,24 @@ def train(cfg: TrainConfig) -> TrainResult:
             dims=model.centroids_[0].shape[1],
             n_tiers=len(ladder),
             doc=f"tier-router {cfg.featurizer} model for {ladder.names}",
-            path=out / MODEL_FILE,
+            path=out / layout.MODEL_FILE,
         )
-        shutil.copy(static.tokenizer_json, out / STATIC_TOKENIZER)
-        np.save(out / STATIC_TABLE, static.table.astype(np.float32), allow_pickle=False)
+        shutil.copy(static.tokenizer_json, out / layout.STATIC_TOKENIZER)
+        np.save(out / layout.STATIC_TABLE, static.table.astype(np.float32), allow_pickle=False)
         if encoder is not None:
-            shutil.copy(encoder.model, out / ENCODER_MODEL)
-            shutil.copy(encoder.tokenizer_json, out / ENCODER_TOKENIZER)
-        (out / LADDER_FILE).write_text(ladder.to_toml(), encoding="utf-8")
-        (out / POLICY_FILE).write_text(policy.to_json() + "\n", encoding="utf-8")
-        (out / FEATURIZER_FILE).write_text(fcfg.to_json() + "\n", encoding="utf-8")
-        (out / JOINT_SPACE_FILE).write_text(model.space_.to_json() + "\n", encoding="utf-8")
+            shutil.copy(encoder.model, out / layout.ENCODER_MODEL)
+            shutil.copy(encoder.tokenizer_json, out / layout.ENCODER_TOKENIZER)
+        (out / layout.LADDER_FILE).write_text(ladder.to_toml(), encoding="utf-8")
+        (out / layout.POLICY_FILE).write_text(policy.to_json() + "\n", encoding="utf-8")
+        (out / layout.FEATURIZER_FILE).write_text(fcfg.to_json() + "\n", encoding="utf-8")
+        (out / layout.JOINT_SPACE_FILE).write_text(model.space_.to_json() + "\n", encoding="utf-8")
         if cascade is not None:
-            export_verifier(cascade.verifier, ladder, out / VERIFIER_MODEL)
-            (out / VERIFIER_FILE).write_text(cascade.spec.to_json() + "\n", encoding="utf-8")
-            (out / CASCADE_FILE).write_text(cascade.file.to_json() + "\n", encoding="utf-8")
+            export_verifier(cascade.verifier, ladder, out / layout.VERIFIER_MODEL)
+            (out / layout.VERIFIER_FILE).write_text(cascade.spec.to_json() + "\n", encoding="utf-8")
+            (out / layout.CASCADE_FILE).write_text(cascade.file.to_json() + "\n", encoding="utf-8")
+            save_cascade_data(
+                cascade.data, out / layout.CASCADE_DATA, cascade.file.policy.max_calls
+            )
         report = {
             "outcomes": str(cfg.outcomes),
             "outcomes_sha256": sha256_file(cfg.outcomes),
@@ -252,20 +244,17 @@ def train(cfg: TrainConfig) -> TrainResult:
             "cascade": cascade.report if cascade is not None else None,
         }
         policy_data = PolicyData(oof.astype(np.float64), labels.scores, c)
-        policy_data.save(out / POLICY_DATA)  # what `tier-router policy` refits from
+        policy_data.save(out / layout.POLICY_DATA)  # what `tier-router policy` refits from
         report["model_selection"] = selection.report
         report["operating_points"] = tradeoff_table(policy_data, ladder)
         report["routing_alone"] = gap_line(val_metrics)
         table = format_table(report["operating_points"], policy_data, ladder)
         log.info("%s\n%s", table, report["routing_alone"])
-        (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        digest = decision_digest(out)  # every file that changes a decision
-        version = f"{cfg.featurizer}-{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}"
-        write_manifest(
+        (out / layout.REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        version = seal_bundle(
             out,
-            version,
+            cfg.featurizer,
             {
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "featurizer": cfg.featurizer,
                 "tiers": ladder.names,
                 "goal": goal.text,
@@ -274,7 +263,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 },
                 "model_families": list(cfg.selection.families),
             },
-        )
+        ).router_version
     out = target
     timings["export_s"] = time.monotonic() - t
     timings["total_s"] = time.monotonic() - t_start

@@ -18,19 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from router.bundle import BundleError, Manifest, decision_digest, staged_bundle, write_manifest
-from router.ladder import Ladder
-from router.policy import POLICY_FILE
-from router.router import LADDER_FILE
-from training.operating_points import (
+from router.bundle import (
+    CASCADE_DATA,
+    CASCADE_FILE,
+    LADDER_FILE,
     POLICY_DATA,
+    POLICY_FILE,
+    REPORT_FILE,
+    BundleError,
+    Manifest,
+    seal_bundle,
+    staged_bundle,
+)
+from router.cascade import CascadeFile
+from router.ladder import Ladder
+from training.cascade_fit import load_cascade_data, refit_cascade
+from training.operating_points import (
     PolicyData,
     format_table,
     tradeoff_table,
 )
-from training.policy_fit import fit_threshold, parse_goal
-
-REPORT_FILE = "train_report.json"
+from training.policy_fit import Goal, fit_threshold, parse_goal
 
 
 @dataclass(frozen=True)
@@ -78,24 +86,27 @@ def refit_policy(bundle: Path, goal_text: str, out: Path | None, *, in_place: bo
         for name in manifest.files:
             shutil.copy2(bundle / name, tmp / name)
         (tmp / POLICY_FILE).write_text(policy.to_json() + "\n", encoding="utf-8")
+        cascade = _refit_cascade(tmp, goal, policy.thresholds)
         if (tmp / REPORT_FILE).exists():
             report = json.loads((tmp / REPORT_FILE).read_text("utf-8"))
             report["goal"] = goal.text
             report["policy_expected"] = policy.expected
             report["policy_refit_from"] = manifest.router_version
+            if cascade is not None and isinstance(report.get("cascade"), dict):
+                report["cascade"]["cascade_policy"] = cascade.policy.to_dict()
             (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         kind = str(manifest.info.get("featurizer", "fast"))
-        version = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{decision_digest(tmp)[:8]}"
         info = {k: v for k, v in manifest.info.items() if k != "runtime"}
-        info.update(
-            {
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "goal": goal.text,
-                "policy_refit_from": manifest.router_version,
-            }
-        )
-        write_manifest(tmp, version, info)
+        info.update({"goal": goal.text, "policy_refit_from": manifest.router_version})
+        version = seal_bundle(tmp, kind, info).router_version
     table = format_table(tradeoff_table(data, ladder), data, ladder)
+    if cascade is not None:
+        e = cascade.policy.expected
+        table += (
+            f"\ncascade policy for {goal.text!r}: quality {e['validation_quality']:.4f} at "
+            f"{e['validation_cost_vs_top']:.1%} of always-top cost, "
+            f"{e['validation_calls_per_request']:.2f} calls per request (out of fold)"
+        )
     return Refit(
         target,
         version,
@@ -104,3 +115,30 @@ def refit_policy(bundle: Path, goal_text: str, out: Path | None, *, in_place: bo
         table,
         time.monotonic() - t0,
     )
+
+
+def _refit_cascade(bundle: Path, goal: Goal, thresholds: tuple[float, ...]) -> CascadeFile | None:
+    """Refit the bundle's cascade.json to the goal, when it has one and its data."""
+    if not (bundle / CASCADE_FILE).exists():
+        return None
+    if not (bundle / CASCADE_DATA).exists():
+        raise BundleError(
+            f"{bundle}: the bundle's cascade has no {CASCADE_DATA} to refit from (trained "
+            "before `policy` could refit cascades): retrain it to change the cascade's goal"
+        )
+    try:
+        current = CascadeFile.from_json((bundle / CASCADE_FILE).read_text("utf-8"))
+        data, max_calls = load_cascade_data(bundle / CASCADE_DATA)
+    except ValueError as e:
+        raise BundleError(f"{bundle}: {e}") from None
+    cascade = refit_cascade(
+        current,
+        data,
+        max_calls,
+        goal_tier=goal.tier_index,
+        goal_points=goal.points,
+        goal_text=goal.text,
+        routing_start=thresholds,
+    )
+    (bundle / CASCADE_FILE).write_text(cascade.to_json() + "\n", encoding="utf-8")
+    return cascade

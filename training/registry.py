@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-DEFAULT_MODEL = "tier-router"
+# The registered model a training run adds a version to unless told otherwise.
+DEFAULT_REGISTERED_MODEL = "tier-router"
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from outcomes import OutcomeRecord, read_outcomes
 from router import Router
 from router.cascade import CascadePolicy, walk
-from router.outcomes import OutcomeRecord, read_outcomes
 from router.verifier import ReadAnswer, Verifier
 from training.cascade_fit import answer_text
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from outcomes import OutcomeRecord, iter_outcomes, write_outcomes
 from router import Router
 from router.ladder import Ladder
-from router.outcomes import OutcomeRecord, iter_outcomes, write_outcomes
 from training.compare import (
     DEFAULT_MAX_QUALITY_DROP,
     EvalData,

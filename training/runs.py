@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from outcomes import iter_outcomes
 from router import Router
-from router.outcomes import iter_outcomes
 from training.evaluate import calibration_error
 from training.pipeline import TrainConfig, TrainResult, train
+from training.registry import DEFAULT_REGISTERED_MODEL
 from training.scoring import (
     Evaluation,
     add_intervals,
@@ -102,7 +103,7 @@ def train_evaluate_log(
     *,
     eval_split: str | None = "test",
     mlflow: bool = True,
-    registered_model: str | None = "tier-router",
+    registered_model: str | None = DEFAULT_REGISTERED_MODEL,
     extra_params: dict[str, Any] | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:

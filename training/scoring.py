@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from outcomes import iter_outcomes
 from router import Router
-from router.outcomes import iter_outcomes
 from training.cascade_eval import SystemCurve, system_curve, system_report
 from training.evaluate import (
     bootstrap_intervals,

@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from training.registry import DEFAULT_REGISTERED_MODEL
+
 log = logging.getLogger(__name__)
-DEFAULT_REGISTERED_MODEL = "tier-router"
 EXPERIMENT = "tier-router"
 
 

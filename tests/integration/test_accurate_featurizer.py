@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from outcomes import read_outcomes
 from router import Router
-from router.outcomes import read_outcomes
 from training.featurize import featurize
 from training.model import ModelConfig
 from training.pipeline import TrainConfig, train

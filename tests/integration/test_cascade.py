@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from realdata import REPO
 
+from outcomes import read_outcomes
 from router import Router
 from router.answer_features import prompt_options
 from router.bundle import BundleError
-from router.outcomes import read_outcomes
 from router.verifier import CONTEXTS, VERIFIER_INPUT, VERIFIER_MODEL, context_of, feature_vector
 from tier_router.cli import main
 from training.cascade_eval import system_curve
@@ -244,3 +244,29 @@ def test_a_tampered_verifier_is_refused(cascade_train, tmp_path) -> None:
     (copy / VERIFIER_MODEL).write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"verifier\.onnx"):
         Router.load(copy)
+
+
+def test_policy_refits_the_cascade_as_train_fitted_it(cascade_train, tmp_path) -> None:
+    """`tier-router policy` refits cascade.json from the bundle's cascade_data.npz: to
+    another goal and back gives the very policy `train` fitted."""
+    from router.cascade import CascadeFile
+
+    original = CascadeFile.from_json((cascade_train.bundle / "cascade.json").read_text())
+    goal = original.goal
+    other, back = tmp_path / "mid", tmp_path / "back"
+    assert (
+        main(
+            ["policy", "--bundle", str(cascade_train.bundle), "--goal", "mid", "--out", str(other)]
+        )
+        == 0
+    )
+    moved = CascadeFile.from_json((other / "cascade.json").read_text())
+    assert moved.goal == "mid" and moved.policy != original.policy
+    assert (
+        moved.policy.expected["validation_cost_vs_top"]
+        < original.policy.expected["validation_cost_vs_top"]
+    )
+    assert main(["policy", "--bundle", str(other), "--goal", goal, "--out", str(back)]) == 0
+    again = CascadeFile.from_json((back / "cascade.json").read_text())
+    assert again.policy == original.policy
+    assert Router.load(back).cascade.policy == original.policy

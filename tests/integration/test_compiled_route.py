@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from compiled_kernels import require_compiled
 
+from outcomes import read_outcomes
 from router import Router
 from router.compiled_route import PROBES, CompiledRoute
-from router.outcomes import read_outcomes
 from router.static_embedder import StaticEmbedder
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from outcomes import read_outcomes
 from router import BundleError, Router
 from router.bundle import Manifest, write_manifest
 from router.cluster_predictor import BIAS, CENTROIDS, RATES, SET_SHAPE
 from router.onnx_initializers import OnnxFormatError, read_initializers
-from router.outcomes import read_outcomes
 
 PROMPTS = ["", "What is 2 + 2?", "def f(x):\n    return x ** 2", "x" * 50_000]
 

@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 from loopback import free_port as _free_port
 
+from outcomes import read_outcomes
 from router import Router
 from router.bundle import sha256_file
-from router.outcomes import read_outcomes
+from tier_router.registry_cli import main as cli
 from training.model import ModelConfig
 from training.pipeline import TrainConfig
-from training.registry_cli import main as cli
 from training.selection import SelectionConfig
 
 MODEL = "tier-router"

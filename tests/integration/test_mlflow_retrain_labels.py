@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from outcomes import read_outcomes
 from router.ladder import Ladder
-from router.outcomes import read_outcomes
 from training.retrain import MergeStats, RetrainConfig, feedback_records, merge
 
 
@@ -121,8 +121,8 @@ def test_retrain_without_clusters_trains_with_the_model_default(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from tier_router.registry_cli import main as cli
     from training.model import ModelConfig
-    from training.registry_cli import main as cli
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "challenger"

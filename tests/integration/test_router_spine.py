@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from outcomes import read_outcomes
 from router import BundleError, Router
 from router.bundle import Manifest, pack_bundle
-from router.outcomes import read_outcomes
 from training.featurize import featurize
 
 

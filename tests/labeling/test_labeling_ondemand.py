@@ -101,7 +101,8 @@ def test_cascade_stops_at_the_first_pass(
 
 
 CLI_RUNNER = (
-    "import argparse, sys; sys.path.insert(0, {repo!r}); from labeling.cli import register; "
+    "import argparse, sys; sys.path.insert(0, {repo!r}); "
+    "from tier_router.labeling_cli import register; "
     "p = argparse.ArgumentParser(); register(p.add_subparsers()); "
     "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
 )

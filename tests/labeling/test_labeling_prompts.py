@@ -13,7 +13,7 @@ from labeling.graders import ChoiceGrader, GraderSet
 from labeling.ondemand import validate_prompts
 from labeling.prompts import PromptsError, iter_prompts
 from labeling.store import OutcomeAppender
-from router.outcomes import ModelResult, OutcomeRecord, OutcomesError
+from outcomes import ModelResult, OutcomeRecord, OutcomesError
 
 
 def write(tmp_path: Path, *lines: str) -> Path:

@@ -34,8 +34,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from labeling.config import AwsConfig  # noqa: E402
+from outcomes import parse_record  # noqa: E402
 from router.ladder import Ladder  # noqa: E402
-from router.outcomes import parse_record  # noqa: E402
 from serving.local_bedrock import LocalBedrock, OutcomeIndex  # noqa: E402
 
 SHARED = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -198,7 +198,7 @@ def run_cli(argv: list[str]) -> int:
     """`tier-router label ...` through the real parser and command, in-process."""
     import argparse
 
-    from labeling.cli import register
+    from tier_router.labeling_cli import register
 
     parser = argparse.ArgumentParser(prog="tier-router")
     register(parser.add_subparsers(dest="cmd", required=True))

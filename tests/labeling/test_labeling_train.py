@@ -11,8 +11,8 @@ from labeling.batch import BatchClients, run_batch
 from labeling.clients import control_client, s3_client
 from labeling.config import BatchConfig, LabelConfig
 from labeling.graders import ChoiceGrader, GraderSet
+from outcomes import read_outcomes
 from router.ladder import Ladder
-from router.outcomes import read_outcomes
 
 
 def test_labeled_prompts_train_a_router(

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from outcomes import OutcomeRecord, OutcomesError, iter_outcomes
 from router.bundle import BundleError, Manifest
 from router.ladder import Ladder, LadderError
-from router.outcomes import OutcomeRecord, OutcomesError, iter_outcomes
 from serving.outcome_log import ReadStats, encode_record, read_log
 
 REPO = Path(__file__).resolve().parents[2]

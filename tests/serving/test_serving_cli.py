@@ -14,7 +14,7 @@ import pytest
 from serving_support import REPO, client_for
 
 from router.ladder import Ladder
-from serving.cli import register
+from tier_router.serving_cli import register
 
 TIERS = REPO / "data" / "ladders" / "mmlu_pro.toml"
 
@@ -112,7 +112,7 @@ def test_demo_without_a_loadable_bundle_exits_2(
 LAUNCH = """
 import argparse, sys
 from router.ladder import Ladder
-from serving.cli import register
+from tier_router.serving_cli import register
 p = argparse.ArgumentParser(prog="tier-router")
 register(p.add_subparsers(dest="command", required=True))
 a = p.parse_args(sys.argv[1:])

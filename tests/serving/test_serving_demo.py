@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from outcomes import ModelResult, OutcomeRecord, write_outcomes
 from router.ladder import Ladder
-from router.outcomes import ModelResult, OutcomeRecord, write_outcomes
-from serving.cli import register
 from serving.demo import DemoConfig, run_demo
 from serving.outcome_log import read_log
 from serving.routing import FixedTierRouter
+from tier_router.serving_cli import register
 
 
 def synthetic(ladder: Ladder, path: Path, n: int = 120) -> Path:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from serving_support import REPO
 
+from outcomes import read_outcomes
 from router.ladder import Ladder
-from router.outcomes import read_outcomes
-from serving.cli import register
 from serving.local_bedrock import ErrorReply, LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage
 from serving.routing import FixedTierRouter
 from serving.tiered_client import TieredClient, TieredClientConfig
+from tier_router.serving_cli import register
 
 TIERS = REPO / "data" / "ladders" / "mmlu_pro.toml"
 

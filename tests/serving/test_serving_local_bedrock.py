@@ -11,8 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 from serving_support import client_for
 
+from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Ladder
-from router.outcomes import ModelResult, OutcomeRecord
 from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from outcomes import OutcomesError, read_outcomes
 from router.cascade import CascadeFile, CascadePolicy, EscalationCost
 from router.ladder import Ladder, LadderError
-from router.outcomes import OutcomesError, read_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
 TIER = (

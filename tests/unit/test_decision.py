@@ -16,7 +16,6 @@ FIELDS = {
     "p_pass": {"haiku": 0.2, "sonnet": 0.7},
     "router_version": "v1",
     "reason": "policy",
-    "inference": {"maxTokens": 512},
 }
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Ladder
-from router.outcomes import ModelResult, OutcomeRecord
 from training.labels import build_labels, missing_tier_report
 
 LADDER = Ladder.load(Path(__file__).resolve().parents[2] / "data/ladders/mmlu_pro.toml")

@@ -9,10 +9,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_shipped_ladders_load_cheapest_first() -> None:
     shipped = sorted((REPO / "data" / "ladders").glob("*.toml"))
-    assert len(shipped) == 6
+    assert len(shipped) == 7
+    sizes = {"routellm": 2, "routerarena": 2, "mmlu_pro_thinking": 4}
     for p in shipped:
         lad = Ladder.load(p)
-        assert len(lad) == (2 if p.stem in ("routellm", "routerarena") else 3), p.name
+        assert len(lad) == sizes.get(p.stem, 3), p.name
         prices = [t.price_out_per_mtok for t in lad.tiers]
         assert prices == sorted(prices)
 
@@ -67,3 +68,33 @@ def test_duplicate_names_and_unknown_fields(tmp_path: Path) -> None:
     p.write_text(tier + tier.replace("'a'", "'b'") + "colour='red'\n")
     with pytest.raises(LadderError, match="unknown field"):
         Ladder.load(p)
+
+
+def test_thinking_tier_round_trips_and_is_validated(tmp_path: Path) -> None:
+    lad = Ladder.load(REPO / "data" / "ladders" / "mmlu_pro_thinking.toml")
+    assert lad.names == ["haiku", "sonnet", "sonnet-thinking", "opus"]
+    thinking = lad.tiers[2]
+    assert thinking.additional_request_fields == {
+        "thinking": {"type": "enabled", "budget_tokens": 4096}
+    }
+    assert thinking.thinking_budget == 4096 and lad.tiers[1].thinking_budget == 0
+    assert "additional_request_fields" not in lad.tiers[1].to_dict()
+    p = tmp_path / "t.toml"
+    p.write_text(lad.to_toml(), encoding="utf-8")
+    assert Ladder.load(p) == lad
+    hash(thinking)  # still usable as a dict key
+
+    def with_fields(fields: str, max_tokens: int = 4096) -> Path:
+        body = lad.to_toml().split("[[tier]]")
+        body[1] += f"additional_request_fields = {fields}\n"
+        body[1] = body[1].replace("max_tokens = 1024", f"max_tokens = {max_tokens}")
+        p.write_text("[[tier]]".join(body), encoding="utf-8")
+        return p
+
+    with pytest.raises(LadderError, match=r"additional_request_fields: expected a table"):
+        Ladder.load(with_fields("[1, 2]"))
+    with pytest.raises(LadderError, match=r"budget_tokens: expected an integer in \[1024, max"):
+        Ladder.load(with_fields('{thinking = {type = "enabled", budget_tokens = 8192}}'))
+    odd = Ladder.load(with_fields('{"a.b" = "x\\u007f\\"y", list = [1, 2.5, true]}'))
+    p.write_text(odd.to_toml(), encoding="utf-8")
+    assert Ladder.load(p) == odd

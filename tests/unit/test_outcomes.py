@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from router.outcomes import OutcomesError, read_outcomes, write_outcomes
+from outcomes import OutcomesError, read_outcomes, write_outcomes
 
 
 def _write(p: Path, lines: list[str]) -> Path:
@@ -104,7 +104,7 @@ def test_scores_just_outside_the_range_are_clipped_with_one_warning(
         '{"id": "b", "prompt": "y", "results": {"m": {"score": 0.7}}}',
     ]
     p = _write(tmp_path / "o.jsonl", lines)
-    with caplog.at_level("WARNING", logger="router.outcomes"):
+    with caplog.at_level("WARNING", logger="outcomes"):
         recs = read_outcomes(p)
     assert [r.results["m"].score for r in recs] == [0.0, 0.7]
     assert recs[0].results["n"].score == 1.0 and recs[0].results["n"].passed

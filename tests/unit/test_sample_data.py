@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from labeling.prompts import iter_prompts
+from outcomes import read_outcomes
 from router.ladder import Ladder
-from router.outcomes import read_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"

@@ -17,7 +17,7 @@ def minilm_tokenizer_json() -> Path:
 def test_matches_hf_tokenizers_on_real_prompts(minilm_tokenizer_json: Path, shared_data: Path):
     from tokenizers import Tokenizer
 
-    from router.outcomes import iter_outcomes
+    from outcomes import iter_outcomes
 
     ref = Tokenizer.from_file(str(minilm_tokenizer_json))
     ref.no_padding()

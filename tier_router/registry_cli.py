@@ -81,8 +81,8 @@ def _guarded(name: str, fn: Handler) -> Handler:
     def run(a: argparse.Namespace) -> int:
         from mlflow.exceptions import MlflowException
 
+        from outcomes import OutcomesError
         from router.bundle import BundleError
-        from router.outcomes import OutcomesError
 
         try:
             return fn(a)
@@ -291,12 +291,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add promote, pull, compare and retrain to the `tier-router` subparsers."""
-    from training.registry import DEFAULT_MODEL
+    from training.registry import DEFAULT_REGISTERED_MODEL
 
     p = subparsers.add_parser(
         "promote", help="move the champion alias to a version (refuses a worse one unless --force)"
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
+    p.add_argument("--model", default=DEFAULT_REGISTERED_MODEL, help="registered model name")
     p.add_argument("--version", type=_version, required=True, help="version to promote")
     _eval_args(p)
     p.add_argument(
@@ -312,14 +312,14 @@ def register(subparsers: Any) -> None:
     q = subparsers.add_parser("pull", help="download a registered version's bundle")
     q.add_argument(
         "--model",
-        default=f"{DEFAULT_MODEL}@champion",
+        default=f"{DEFAULT_REGISTERED_MODEL}@champion",
         help="NAME@ALIAS, NAME/VERSION or NAME (latest); default tier-router@champion",
     )
     q.add_argument("--out", type=_out_dir, required=True, help="bundle directory to write")
     q.set_defaults(func=_guarded("pull", cmd_pull))
 
     c = subparsers.add_parser("compare", help="registered versions side by side on one split")
-    c.add_argument("--model", default=DEFAULT_MODEL, help="registered model name")
+    c.add_argument("--model", default=DEFAULT_REGISTERED_MODEL, help="registered model name")
     c.add_argument(
         "--versions",
         type=_versions,
@@ -376,7 +376,7 @@ def register(subparsers: Any) -> None:
     )
     r.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=DEFAULT_REGISTERED_MODEL,
         help="registered model ('' to skip registration and the champion check)",
     )
     r.add_argument(

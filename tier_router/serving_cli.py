@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from outcomes import OutcomesError, read_outcomes
 from router.ladder import Ladder, LadderError
-from router.outcomes import OutcomesError, read_outcomes
 from tier_router.argtypes import DefaultsHelpFormatter
 from tier_router.argtypes import existing_dir as _existing_dir
 from tier_router.argtypes import existing_file as _existing_file

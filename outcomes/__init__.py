@@ -1,7 +1,9 @@
 """Reader and writer for the outcomes file contract (JSONL, optionally gzipped).
 
-Pure standard library so training, serving and the local Bedrock server share one
-parser and every caller gets the same file/line/field error messages.
+Its own package, beside `router` rather than in it: the runtime never reads outcomes,
+while training, labeling, feedback and the local Bedrock server all do. Pure standard
+library and no import of the project, so each of them shares one parser and every
+caller gets the same file/line/field error messages.
 """
 
 from __future__ import annotations

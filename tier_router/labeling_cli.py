@@ -19,8 +19,8 @@ from typing import Any
 from labeling.config import STRATEGIES, AwsConfig, BatchConfig, LabelConfig
 from labeling.graders import GRADER_NAMES, GraderSet, JudgeConfig, JudgeGrader, parse_grader_spec
 from labeling.prompts import PromptsError
+from outcomes import OutcomesError
 from router.ladder import Ladder, LadderError
-from router.outcomes import OutcomesError
 from tier_router.argtypes import DefaultsHelpFormatter
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
