@@ -39,6 +39,9 @@ class CascadePolicy:
     # How much the predicted cost of the next tier moves the bar: the verifier's P(pass) is
     # compared as p + cost_weight * z, z = log(predicted next-tier cost / its typical cost).
     cost_weight: tuple[float, ...] = ()
+    # >= 0: start at argmax over tiers of P(pass) - start_lambda * predicted cost / scale
+    # (EscalationCost.start_costs) instead of at the first tier clearing `start`.
+    start_lambda: float = -1.0
     max_calls: int = 4
     label: str = "policy"
     expected: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +55,10 @@ class CascadePolicy:
         for name in ("accept", "consult", "accept_second", "cost_weight"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"cascade {name} has {len(getattr(self, name))} values, need {n}")
+        if not (isinstance(self.start_lambda, int | float) and math.isfinite(self.start_lambda)):
+            raise ValueError(
+                f"cascade start_lambda must be a finite number, got {self.start_lambda!r}"
+            )
         for name in ("start", "accept", "consult", "accept_second"):
             for v in getattr(self, name):
                 if not (isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= NEVER):
@@ -71,7 +78,11 @@ class CascadePolicy:
     def n_tiers(self) -> int:
         return len(self.start) + 1
 
-    def start_tier(self, p_router: Sequence[float]) -> int:
+    def start_tier(self, p_router: Sequence[float], costs: Sequence[float] = ()) -> int:
+        """`costs`: each tier's predicted cost over its scale, for a `start_lambda` rule."""
+        if self.start_lambda >= 0 and costs:
+            utility = [p - self.start_lambda * c for p, c in zip(p_router, costs, strict=True)]
+            return max(range(len(utility)), key=lambda i: (utility[i], -i))
         for i, t in enumerate(self.start):
             if p_router[i] >= t:
                 return i
@@ -94,6 +105,7 @@ class CascadePolicy:
                 consult=tuple(float(v) for v in d["consult"]),
                 accept_second=tuple(float(v) for v in d["accept_second"]),
                 cost_weight=tuple(float(v) for v in d.get("cost_weight") or ()),
+                start_lambda=float(d.get("start_lambda", -1.0)),
                 max_calls=int(d.get("max_calls", 4)),
                 label=str(d.get("label", "policy")),
                 expected=dict(d.get("expected") or {}),
@@ -114,6 +126,18 @@ class EscalationCost:
     coef: tuple[tuple[float, float, float], ...]  # per tier above the cheapest: a, b, c
     prices: tuple[tuple[float, float], ...]  # per tier: $/Mtok in, out
     ref: tuple[float, ...]  # per tier above the cheapest: mean log predicted cost
+    # Before any call: per tier, log output tokens = a + c * log1p(prompt chars); and the
+    # mean predicted cost over tiers, the scale a start_lambda is in.
+    prompt_coef: tuple[tuple[float, float], ...] = ()
+    scale: float = 1.0
+
+    def start_costs(self, prompt_chars: int) -> list[float]:
+        """Each tier's predicted cost for this prompt over `scale` ([] when not fitted)."""
+        out = []
+        for (a, c), (pin, pout) in zip(self.prompt_coef, self.prices, strict=False):
+            tokens = math.exp(a + c * math.log1p(prompt_chars))
+            out.append((prompt_tokens(prompt_chars) * pin + tokens * pout) / 1e6 / self.scale)
+        return out
 
     def log_cost(self, tier: int, answer_chars: int, prompt_chars: int) -> float:
         a, b, c = self.coef[tier - 1]
@@ -129,6 +153,8 @@ class EscalationCost:
             "coef": [list(c) for c in self.coef],
             "prices": [list(p) for p in self.prices],
             "ref": list(self.ref),
+            "prompt_coef": [list(c) for c in self.prompt_coef],
+            "scale": self.scale,
         }
 
     @classmethod
@@ -138,6 +164,8 @@ class EscalationCost:
                 coef=tuple((float(a), float(b), float(c)) for a, b, c in d["coef"]),
                 prices=tuple((float(i), float(o)) for i, o in d["prices"]),
                 ref=tuple(float(r) for r in d["ref"]),
+                prompt_coef=tuple((float(a), float(c)) for a, c in d.get("prompt_coef", ())),
+                scale=float(d.get("scale", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{CASCADE_FILE}: invalid escalation_cost ({e})") from None
@@ -239,7 +267,8 @@ def walk(
     second_read: ReadAnswer | None = None
     second_asked = False
     prev: ReadAnswer | None = None
-    tier = policy.start_tier(p_router) if start is None else start
+    costs = cost.start_costs(len(prompt)) if start is None else []
+    tier = policy.start_tier(p_router, costs) if start is None else start
     while tier <= top:
         w.calls.append(f"tier:{tier}")
         text = answer(tier)

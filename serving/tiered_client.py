@@ -470,7 +470,11 @@ class TieredClient:
         decision, route_error = self._decide(text)
         cascade = self.cascade_policy if route_error is None else None
         p_router = [float(decision.p_pass[n]) for n in self.ladder.names] if cascade else []
-        start = cascade.start_tier(p_router) if cascade else decision.tier_index
+        if cascade is not None and self.cascade_file is not None:
+            costs = self.cascade_file.cost.start_costs(len(text))
+            start = cascade.start_tier(p_router, costs)
+        else:
+            start = decision.tier_index
         sticky = False
         pinned_index: int | None = None
         if conversation_id is not None:

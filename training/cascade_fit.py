@@ -229,9 +229,11 @@ class CascadeData:
     c2: np.ndarray  # (n,) second-opinion call cost
     has_second: bool
     z: np.ndarray  # (n, T - 1) log predicted cost of the next tier over its typical cost
+    # (n, T) each tier's cost predicted from the prompt alone, over its scale (start_lambda)
+    c_hat: np.ndarray | None = None
 
 
-_DATA_VERSION = 1
+_DATA_VERSION = 2
 
 
 def save_cascade_data(d: CascadeData, path: Path, max_calls: int) -> None:
@@ -240,7 +242,8 @@ def save_cascade_data(d: CascadeData, path: Path, max_calls: int) -> None:
     (version, n, tiers, contexts, second opinion, max calls) then the arrays in order."""
     n, tiers = d.q.shape
     head = [_DATA_VERSION, n, tiers, d.v.shape[2], float(d.has_second), max_calls]
-    parts = [d.p_router, d.v, d.q, d.c, d.c2, d.z]
+    c_hat = d.c_hat if d.c_hat is not None else np.zeros_like(d.q)
+    parts = [d.p_router, d.v, d.q, d.c, d.c2, d.z, c_hat]
     flat = np.concatenate([np.asarray(head, dtype=np.float64), *(np.ravel(a) for a in parts)])
     np.save(path, flat.astype(np.float64), allow_pickle=False)
 
@@ -253,7 +256,7 @@ def load_cascade_data(path: Path) -> tuple[CascadeData, int]:
     if flat.ndim != 1 or len(flat) < 6 or int(flat[0]) != _DATA_VERSION:
         raise ValueError(f"{path.name}: not cascade data this tier-router reads")
     n, tiers, k, second, max_calls = (int(x) for x in flat[1:6])
-    shapes = [(n, tiers), (n, tiers, k), (n, tiers), (n, tiers), (n,), (n, tiers - 1)]
+    shapes = [(n, tiers), (n, tiers, k), (n, tiers), (n, tiers), (n,), (n, tiers - 1), (n, tiers)]
     sizes = [int(np.prod(sh)) for sh in shapes]
     if len(flat) != 6 + sum(sizes):
         raise ValueError(f"{path.name}: cascade data arrays do not line up")
@@ -261,8 +264,8 @@ def load_cascade_data(path: Path) -> tuple[CascadeData, int]:
     for sh, size in zip(shapes, sizes, strict=True):
         arrays.append(flat[at : at + size].reshape(sh))
         at += size
-    p_router, v, q, c, c2, z = arrays
-    return CascadeData(p_router, v, q, c, c2, bool(second), z), max_calls
+    p_router, v, q, c, c2, z, c_hat = arrays
+    return CascadeData(p_router, v, q, c, c2, bool(second), z, c_hat), max_calls
 
 
 def refit_cascade(
@@ -286,7 +289,10 @@ def simulate(pol: CascadePolicy, d: CascadeData) -> tuple[np.ndarray, np.ndarray
     """Per prompt cost, quality and calls of `pol`: router.cascade.walk's rules on matrices."""
     n, tiers = d.q.shape
     rows = np.arange(n)
-    start = _start(d.p_router, np.asarray(pol.start))
+    if pol.start_lambda >= 0 and d.c_hat is not None:
+        start = np.argmax(d.p_router - pol.start_lambda * d.c_hat, axis=1)
+    else:
+        start = _start(d.p_router, np.asarray(pol.start))
     cost = np.zeros(n)
     calls = np.zeros(n, dtype=np.int64)
     final = np.full(n, -1)
@@ -376,12 +382,13 @@ def fit_cascade(
             consult=tuple(th["consult"]),
             accept_second=tuple(th["accept_second"]),
             cost_weight=tuple(th["cost_weight"]),
+            start_lambda=th.get("start_lambda", [-1.0])[0],
             max_calls=max_calls,
             label=label,
         )
 
     def evaluate(th: dict[str, list[float]]) -> tuple[float, float]:
-        key = tuple(v for nm in _PARAMS for v in th[nm])
+        key = (*(v for nm in _PARAMS for v in th[nm]), th.get("start_lambda", [-1.0])[0])
         if key not in tried:
             cost, qual, _ = simulate(make(th, ""), d)
             tried[key] = (float(cost.mean()), float(qual.mean()))
@@ -430,6 +437,10 @@ def fit_cascade(
     if free <= 2:
         for combo in itertools.product(*grids["start"]):
             evaluate({**routing, "start": [float(x) for x in combo]})
+    # And routing by P(pass) minus a price on each tier's cost predicted from the prompt.
+    if d.c_hat is not None:
+        for lam in (0.0, *np.geomspace(1e-3, 1e3, 60)):
+            evaluate({**routing, "start_lambda": [float(lam)]})
     points: list[CascadePolicy] = []
     warm = [routing, cascade]
     for i, lam in enumerate(np.geomspace(30.0, 0.01, n_lambdas)):
@@ -440,7 +451,9 @@ def fit_cascade(
 
     def unpack(key: tuple) -> dict[str, list[float]]:
         vals = list(key)
-        return {nm: vals[i * free : (i + 1) * free] for i, nm in enumerate(_PARAMS)}
+        out = {nm: vals[i * free : (i + 1) * free] for i, nm in enumerate(_PARAMS)}
+        out["start_lambda"] = [vals[-1]]
+        return out
 
     def cheapest(q_min: float) -> tuple | None:
         ok = [(c, -q, k) for k, (c, q) in tried.items() if q >= q_min - 1e-12]
@@ -588,7 +601,16 @@ def fit_escalation_cost(
         coef.append((a, b, c))
         pred = np.exp(x @ np.array([a, b, c]))
         ref.append(float(np.mean(np.log((in_tok * pin + pred * pout) / 1e6 + 1e-12))))
-    return EscalationCost(tuple(coef), prices, tuple(ref))
+    prompt_coef, predicted = [], []
+    for t in range(len(ladder)):
+        pin, pout = prices[t]
+        out = np.maximum((costs[:, t] * 1e6 - in_tok * pin) / max(pout, 1e-12), 1.0)
+        x = np.stack([np.ones(len(out)), np.log1p(prompt_chars)], 1)
+        a, c = (float(v) for v in np.linalg.lstsq(x, np.log(out), rcond=None)[0])
+        prompt_coef.append((a, c))
+        predicted.append((in_tok * pin + np.exp(x @ np.array([a, c])) * pout) / 1e6)
+    scale = float(np.mean(predicted)) or 1.0
+    return EscalationCost(tuple(coef), prices, tuple(ref), tuple(prompt_coef), scale)
 
 
 def escalation_z(
@@ -670,6 +692,7 @@ def fit_answer_cascade(
         answers.second_cost[rows],
         has_second,
         escalation_z(cost_model, log_chars, kept_prompts),
+        np.array([cost_model.start_costs(len(p)) for p in kept_prompts]),
     )
     target = float(data.q[:, goal_tier].mean()) - goal_points / 100.0
     search = fit_cascade(data, target, routing_start, max_calls=calls_cap, goal_tier=goal_tier)

@@ -106,7 +106,8 @@ def test_training_simulation_equals_the_runtime_walk(router, answers_slice) -> N
     q = np.array([[r.results[k].score for k in keys] for r in recs])
     c = np.array([[call_cost(r.prompt, r, t) for t in ladder.tiers] for r in recs])
     c2 = np.array([call_cost(r.prompt, r, ladder.second_opinion) for r in recs])
-    data = CascadeData(p, v, q, c, c2, True, z)
+    c_hat = np.array([cost.start_costs(len(r.prompt)) for r in recs])
+    data = CascadeData(p, v, q, c, c2, True, z, c_hat)
     points = [router.cascade.policy, *router.cascade.points]
     replay_cost: dict[str, list[float]] = defaultdict(list)
     replay_q: dict[str, list[float]] = defaultdict(list)
