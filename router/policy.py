@@ -59,8 +59,8 @@ class ThresholdPolicy:
         parts = []
         for i in range(min(chosen + 1, len(self.thresholds))):
             t = self.thresholds[i]
-            bar = "never (> 1)" if t > 1.0 else f"{t:.2f}"
-            parts.append(f"{names[i]} p={p_pass[i]:.2f} {'>=' if p_pass[i] >= t else '<'} {bar}")
+            bar = "never (> 1)" if t > 1.0 else f"{t:.3f}"
+            parts.append(f"{names[i]} p={p_pass[i]:.3f} {'>=' if p_pass[i] >= t else '<'} {bar}")
         if chosen == len(self.thresholds):
             parts.append(f"{names[chosen]}: the top tier, taken when no cheaper tier clears")
         return f"{note}policy: " + "; ".join(parts)

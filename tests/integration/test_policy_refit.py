@@ -94,7 +94,7 @@ def test_decisions_explain_themselves(top: TrainResult) -> None:
         assert d.reason.startswith("policy: ")
         for i in range(min(d.tier_index + 1, len(th))):
             sign = ">=" if p[i] >= th[i] else "<"
-            assert f"{names[i]} p={p[i]:.2f} {sign}" in d.reason
+            assert f"{names[i]} p={p[i]:.3f} {sign}" in d.reason
         assert d.to_dict()["reason"] == d.reason
     for empty in ("", " \n\t"):
         d = r.route(empty)
