@@ -30,11 +30,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex  # noqa: E402
 from outcomes import read_outcomes  # noqa: E402
 from router.ladder import Ladder  # noqa: E402
 from serving.async_client import AsyncTieredClient  # noqa: E402
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client  # noqa: E402
-from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex  # noqa: E402
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log  # noqa: E402
 from serving.routing import FixedTierRouter, RouterLike  # noqa: E402
 from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError  # noqa: E402

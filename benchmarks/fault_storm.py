@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 import boto3  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
+from fake_bedrock import FaultConfig, LocalBedrock  # noqa: E402
 from router.ladder import Ladder  # noqa: E402
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client  # noqa: E402
-from serving.local_bedrock import FaultConfig, LocalBedrock  # noqa: E402
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log  # noqa: E402
 from serving.routing import FixedTierRouter  # noqa: E402
 from serving.s3_sink import S3Sink, S3SinkConfig  # noqa: E402

@@ -76,9 +76,9 @@ def serve(outcomes: Path) -> None:
 
     from moto.server import ThreadedMotoServer
 
+    from fake_bedrock import LocalBedrock, OutcomeIndex
     from outcomes import iter_outcomes
     from router.ladder import Ladder
-    from serving.local_bedrock import LocalBedrock, OutcomeIndex
 
     logging.disable(logging.CRITICAL)
     ladder = Ladder.load(LADDER)

@@ -19,16 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
 from outcomes import OutcomeRecord, read_outcomes
+from router.tokens import estimate_tokens
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import Answer, CallableCheck
-from serving.local_bedrock import (
-    FaultConfig,
-    LocalBedrock,
-    OutcomeIndex,
-    estimate_tokens,
-    recorded_output_tokens,
-)
 from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, read_log
 from serving.routing import RouterLike
 from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError

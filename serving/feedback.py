@@ -10,22 +10,29 @@ was hashed or dropped cannot be trained on, and are counted as such. So are stic
 conversation turns (`"sticky": true`): they start at the previous turn's final tier,
 which after an escalation is one the router did not pick, so their first verdict would
 carry the escalation's bias and no exploration propensity describes how it was chosen.
+The rules themselves are `serving.outcome_record.labels_of`; this module counts and writes.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from outcomes import ModelResult, OutcomeRecord, write_outcomes
+from outcomes import OutcomeRecord, write_outcomes
 from router.ladder import Ladder
 from serving.outcome_log import ReadStats, read_log
-
-QUALITY_OUTCOMES = {"passed": 1.0, "failed": 0.0}
+from serving.outcome_record import (
+    SKIP_NO_LABELS,
+    SKIP_PROMPT_DROPPED,
+    SKIP_PROMPT_HASHED,
+    SKIP_STICKY,
+    NotAnOutcomeRecord,
+    OutcomeLogRecord,
+    labels_of,
+)
 
 
 @dataclass
@@ -61,98 +68,80 @@ class FeedbackStats:
 
 
 def record_to_outcome(
-    rec: dict[str, Any], ladder: Ladder, split: str, stats: FeedbackStats
+    rec: Mapping[str, Any] | OutcomeLogRecord, ladder: Ladder, split: str, stats: FeedbackStats
 ) -> OutcomeRecord | None:
     """One log record -> one outcomes record, or None (and a count saying why)."""
-    if not isinstance(rec.get("request_id"), str) or not isinstance(rec.get("attempts"), list):
-        stats.skipped_not_outcome_record += 1
-        return None
-    if rec.get("sticky") is True:  # started at an earlier turn's tier: not the router's pick
-        stats.skipped_sticky += 1
-        return None
-    prompt = rec.get("prompt") or {}
-    storage = prompt.get("storage") if isinstance(prompt, dict) else None
-    if storage != "store" or not isinstance(prompt.get("text"), str):
-        if storage == "hash":
-            stats.skipped_prompt_hashed += 1
-        else:
-            stats.skipped_prompt_dropped += 1
-        return None
-    by_name = {t.name: t for t in ladder.tiers}
-    results: dict[str, ModelResult] = {}
-    for a in rec["attempts"]:
-        if not isinstance(a, dict):
-            stats.attempts_unlabelled += 1
-            continue
-        tier = by_name.get(str(a.get("tier")))
-        score = QUALITY_OUTCOMES.get(str(a.get("outcome")))
-        if tier is None or score is None:
-            stats.attempts_unlabelled += 1
-            continue
-        if tier.model_id != a.get("model_id"):  # a fallback model reusing a tier name
-            stats.attempts_unlabelled += 1
-            continue
-        usage = a.get("usage") or {}
-        out_tok = usage.get("output_tokens")
-        in_tok = _sum_inputs(usage)
-        why: dict[str, Any] = {"reason": a["reason"]} if a.get("reason") else {}
-        answer: dict[str, Any] = a["answer"] if isinstance(a.get("answer"), dict) else {}
-        if answer.get("storage") == "store" and isinstance(answer.get("text"), str):
-            why["answer"] = answer["text"]  # so the next verifier trains on it
-        results[tier.outcomes_key] = ModelResult(
-            score=score,
-            output_tokens=float(out_tok) if isinstance(out_tok, int | float) else None,
-            input_tokens=in_tok,
-            cost_usd=float(a["cost_usd"]) if _num(a.get("cost_usd")) else None,
-            extra=why,
-        )
-        stats.labels.setdefault(tier.name, Counter())["pass" if score else "fail"] += 1
-    if not results:
-        stats.skipped_no_labels += 1
+    if not isinstance(rec, OutcomeLogRecord):
+        try:
+            rec = OutcomeLogRecord.from_dict(rec)
+        except NotAnOutcomeRecord:
+            stats.skipped_not_outcome_record += 1
+            return None
+    lab = labels_of(rec, ladder)
+    stats.attempts_unlabelled += lab.unlabelled
+    for tier, passed in lab.verdicts:
+        stats.labels.setdefault(tier, Counter())["pass" if passed else "fail"] += 1
+    if lab.skipped is not None or lab.prompt is None:
+        counter = _SKIP_COUNTERS.get(lab.skipped or SKIP_NO_LABELS, "skipped_no_labels")
+        setattr(stats, counter, getattr(stats, counter) + 1)
         return None
     extra: dict[str, Any] = {"source": "feedback"}  # record-level fields, incl. propensity
-    for k in ("time", "router_version", "exploration", "decision", "tags"):
-        if rec.get(k) is not None:
-            extra[k] = rec[k]
+    if rec.time is not None:
+        extra["time"] = rec.time
+    if rec.router_version is not None:
+        extra["router_version"] = rec.router_version
+    if rec.exploration is not None:
+        extra["exploration"] = dict(rec.exploration)
+    if rec.decision is not None:
+        extra["decision"] = rec.decision.to_dict()
+    extra["tags"] = dict(rec.tags)
     return OutcomeRecord(
-        id=rec["request_id"], prompt=prompt["text"], results=results, split=split, extra=extra
+        id=rec.request_id, prompt=lab.prompt, results=dict(lab.results), split=split, extra=extra
     )
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+_SKIP_COUNTERS = {
+    SKIP_STICKY: "skipped_sticky",
+    SKIP_PROMPT_HASHED: "skipped_prompt_hashed",
+    SKIP_PROMPT_DROPPED: "skipped_prompt_dropped",
+    SKIP_NO_LABELS: "skipped_no_labels",
+}
 
 
-def _sum_inputs(usage: dict[str, Any]) -> float | None:
-    keys = ("input_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
-    if not _num(usage.get("input_tokens")):
-        return None
-    total = 0.0
-    for k in keys:
-        v = usage.get(k)
-        if isinstance(v, int | float) and math.isfinite(v):
-            total += float(v)
-    return total
+def iter_labelled(
+    logs: Iterable[str | Path], ladder: Ladder, split: str, stats: FeedbackStats
+) -> Iterator[tuple[OutcomeLogRecord, OutcomeRecord]]:
+    """The one read loop: each distinct request's log record with its outcomes record.
+
+    A request id seen before (the same batch read from two places) is skipped."""
+    seen: set[str] = set()
+    read_stats = ReadStats()
+    for raw in read_log(logs, read_stats):
+        stats.records_read += 1
+        rid = raw.get("request_id")
+        if isinstance(rid, str) and rid in seen:
+            stats.skipped_duplicate += 1
+            continue
+        if isinstance(rid, str):
+            seen.add(rid)
+        try:
+            rec = OutcomeLogRecord.from_dict(raw)
+        except NotAnOutcomeRecord:
+            stats.skipped_not_outcome_record += 1
+            continue
+        out = record_to_outcome(rec, ladder, split, stats)
+        if out is not None:
+            yield rec, out
+    stats.bad_lines = read_stats.bad_lines
 
 
 def iter_feedback(
     logs: Iterable[str | Path], ladder: Ladder, split: str, stats: FeedbackStats
 ) -> Iterator[OutcomeRecord]:
-    seen: set[str] = set()
-    read_stats = ReadStats()
-    for rec in read_log(logs, read_stats):
-        stats.records_read += 1
-        rid = rec.get("request_id")
-        if isinstance(rid, str) and rid in seen:  # the same batch read from two places
-            stats.skipped_duplicate += 1
-            continue
-        if isinstance(rid, str):
-            seen.add(rid)
-        out = record_to_outcome(rec, ladder, split, stats)
-        if out is not None:
-            stats.written += 1
-            yield out
-    stats.bad_lines = read_stats.bad_lines
+    """Outcomes records of the logs' labelled requests (counted in `stats.written`)."""
+    for _, out in iter_labelled(logs, ladder, split, stats):
+        stats.written += 1
+        yield out
 
 
 def build_outcomes(

@@ -25,6 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.outcome_record import (
+    QUALITY_OUTCOMES,
+    DecisionRecord,
+    NotAnOutcomeRecord,
+    OutcomeLogRecord,
+)
+
 TV_BOUND = 0.10
 Z_BOUND = 3.29  # two-sided p < 0.001
 CALIBRATION_MARGIN = 0.05
@@ -129,26 +136,24 @@ class Window:
     def tier(self, name: str) -> TierStats:
         return self.tiers.setdefault(name, TierStats())
 
-    def add(self, rec: Mapping[str, Any]) -> None:
+    def add(self, rec: OutcomeLogRecord) -> None:
         self.requests += 1
-        self.escalated += int(rec.get("escalations") or 0) > 0
-        self.failed += not rec.get("ok", False)
-        self.cost_usd += float(rec.get("cost_usd") or 0.0)
-        self.latencies.append(float(rec.get("latency_ms") or 0.0))
-        self.router_versions.add(str(rec.get("router_version")))
-        decision = rec.get("decision") or {}
-        decided = decision.get("tier")
-        if isinstance(decided, str):
-            self.tier(decided).decided += 1
-        if isinstance(rec.get("final_tier"), str):
-            self.tier(rec["final_tier"]).final += 1
-        p_pass = decision.get("p_pass") or {}
-        for a in rec.get("attempts") or []:
-            if a.get("role") != "decided" or a.get("outcome") not in ("passed", "failed"):
+        self.escalated += rec.escalations > 0
+        self.failed += not rec.ok
+        self.cost_usd += rec.cost_usd
+        self.latencies.append(rec.latency_ms)
+        self.router_versions.add(str(rec.router_version))
+        decision = rec.decision or DecisionRecord()
+        if decision.tier is not None:
+            self.tier(decision.tier).decided += 1
+        if rec.final_tier is not None:
+            self.tier(rec.final_tier).final += 1
+        for a in rec.attempts:
+            if a.role != "decided" or a.outcome not in QUALITY_OUTCOMES:
                 continue
-            p = p_pass.get(a.get("tier"))
-            if isinstance(p, int | float) and 0 <= p <= 1 and not rec.get("route_error"):
-                self.tier(a["tier"]).label(float(p), int(a["outcome"] == "passed"))
+            p = decision.p_pass.get(a.tier)
+            if p is not None and 0 <= p <= 1 and not rec.route_error:
+                self.tier(a.tier).label(float(p), int(a.outcome == "passed"))
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies:
@@ -186,8 +191,21 @@ class Window:
         }
 
 
+def parse_records(
+    records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
+) -> list[OutcomeLogRecord]:
+    """Log lines (or records) as typed records; a line that is not one is an error."""
+    out: list[OutcomeLogRecord] = []
+    for i, r in enumerate(records):
+        try:
+            out.append(r if isinstance(r, OutcomeLogRecord) else OutcomeLogRecord.from_dict(r))
+        except NotAnOutcomeRecord as e:
+            raise MetricsError(f"record {i + 1} is not an outcome record: {e}") from None
+    return out
+
+
 def windows(
-    records: Iterable[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
     window_s: float | None = 300.0,
     window_requests: int | None = None,
 ) -> list[Window]:
@@ -199,9 +217,9 @@ def windows(
     out: list[Window] = []
     current: Window | None = None
     start_t = 0.0
-    for rec in sorted(records, key=lambda r: str(r.get("time", ""))):
-        t = _time(rec)
-        stamp = str(rec.get("time", ""))
+    for rec in sorted(parse_records(records), key=lambda r: r.time or ""):
+        t = _time(rec.time, rec.request_id)
+        stamp = rec.time or ""
         if window_requests is not None:
             fresh = current is None or current.requests >= window_requests
         else:
@@ -218,11 +236,11 @@ def windows(
     return out
 
 
-def _time(rec: Mapping[str, Any]) -> float:
+def _time(stamp: str | None, request_id: str | None = None) -> float:
     try:
-        return _dt.datetime.fromisoformat(str(rec["time"])).timestamp()
-    except (KeyError, ValueError):
-        raise MetricsError(f"record {rec.get('request_id')!r} has no ISO time") from None
+        return _dt.datetime.fromisoformat(str(stamp)).timestamp()
+    except ValueError:
+        raise MetricsError(f"record {request_id!r} has no ISO time") from None
 
 
 def check_drift(w: Window, exp: Expectation) -> list[str]:
@@ -269,7 +287,7 @@ def _fmt(xs: Sequence[float]) -> str:
 
 def emf_lines(w: Window, names: Sequence[str], namespace: str = NAMESPACE) -> list[str]:
     """CloudWatch Embedded Metric Format: one line for the window, one per tier."""
-    ts = int(_time({"time": w.end}) * 1000)
+    ts = int(_time(w.end) * 1000)
     version = ",".join(sorted(w.router_versions))
     s = w.summary(names)
     head = {
@@ -338,10 +356,9 @@ def emf_lines(w: Window, names: Sequence[str], namespace: str = NAMESPACE) -> li
     return lines
 
 
-def tier_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
+def tier_names(records: Iterable[Mapping[str, Any] | OutcomeLogRecord]) -> list[str]:
     """Tier names in ladder order, from the records' decisions (p_pass keys keep it)."""
-    for r in records:
-        p = (r.get("decision") or {}).get("p_pass")
-        if isinstance(p, Mapping) and p:
-            return [str(k) for k in p]
+    for r in parse_records(records):
+        if r.decision is not None and r.decision.p_pass:
+            return list(r.decision.p_pass)
     raise MetricsError("no record has a decision with per-tier p_pass")

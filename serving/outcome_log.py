@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-log = logging.getLogger(__name__)
+from serving.outcome_record import SCHEMA as SCHEMA  # the record's format lives there
 
-SCHEMA = "tier-router.outcome/1"
+log = logging.getLogger(__name__)
 
 
 class PromptStorage(enum.Enum):

@@ -41,7 +41,8 @@ from serving.checks import (
     parse_verdict,
 )
 from serving.conversation import ConverseRequest, RequestError, StickyTiers, message_text
-from serving.outcome_log import SCHEMA, OutcomeLogger, PromptStorage, prompt_field
+from serving.outcome_log import OutcomeLogger, PromptStorage, prompt_field
+from serving.outcome_record import AttemptRecord, DecisionRecord, OutcomeLogRecord
 from serving.pricing import CachePricing, Usage, cost_usd
 from serving.routing import FixedTierRouter, RouterLike, load_router_or_failsafe
 
@@ -143,27 +144,26 @@ class Attempt:
     verifier: Mapping[str, Any] | None = None  # the cascade's judgement of this answer
     answer: Mapping[str, Any] | None = None  # the answer text, stored / hashed / dropped
 
+    def record(self) -> AttemptRecord:
+        """This attempt as the outcome log holds it."""
+        return AttemptRecord(
+            tier=self.tier,
+            model_id=self.model_id,
+            role=self.role,
+            outcome=self.outcome,
+            reason=self.reason,
+            stop_reason=self.stop_reason,
+            usage=self.usage.to_dict(),
+            cost_usd=self.cost_usd,
+            latency_ms=self.latency_ms,
+            error_code=self.error_code,
+            self_check=self.self_check,
+            verifier=self.verifier,
+            answer=self.answer,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "tier": self.tier,
-            "model_id": self.model_id,
-            "role": self.role,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "stop_reason": self.stop_reason,
-            "usage": self.usage.to_dict(),
-            "cost_usd": self.cost_usd,
-            "latency_ms": round(self.latency_ms, 3),
-        }
-        if self.error_code is not None:
-            d["error_code"] = self.error_code
-        if self.self_check is not None:
-            d["self_check"] = dict(self.self_check)
-        if self.verifier is not None:
-            d["verifier"] = dict(self.verifier)
-        if self.answer is not None:
-            d["answer"] = dict(self.answer)
-        return d
+        return self.record().to_dict()
 
 
 @dataclass(frozen=True)
@@ -517,8 +517,10 @@ class TieredClient:
             attempts, final, stopped_on_quality, escalations = self._run(
                 plan.req, plan.text, plan.start, plan.checks, stream
             )
-        extra = {"stream": {"verify": True}} if stream else {}
-        return self._finish(plan, attempts, final, stopped_on_quality, escalations, walked, extra)
+        streamed = {"verify": True} if stream else None
+        return self._finish(
+            plan, attempts, final, stopped_on_quality, escalations, walked, streamed
+        )
 
     def _finish(
         self,
@@ -528,7 +530,7 @@ class TieredClient:
         stopped_on_quality: bool,
         escalations: int,
         walked: Walk | None,
-        extra: Mapping[str, Any],
+        stream: Mapping[str, Any] | None,
     ) -> tuple[TieredResponse, dict[str, Any]]:
         """Write the outcome record (always), then return the response or raise."""
         decision, cascade, rid = plan.decision, plan.cascade, plan.request_id
@@ -546,32 +548,28 @@ class TieredClient:
             )
         ):
             self._sticky.set(plan.conversation_id, final.attempt.tier)
-        record = {
-            "schema": SCHEMA,
-            "request_id": rid,
-            "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
-            "router_version": decision.router_version,
-            "decision": {
-                "tier": decision.tier,
-                "tier_index": decision.tier_index,
-                "p_pass": dict(decision.p_pass),
-                "reason": decision.reason,
-            },
-            "route_error": plan.route_error,
-            "start_tier": self.ladder.tiers[plan.start].name,
-            "conversation_id": plan.conversation_id,
-            "sticky": plan.sticky,
-            "turns": len(plan.req.messages),
-            "exploration": plan.exploration,
-            "attempts": [a.to_dict() for a in attempts],
-            "final_tier": final.attempt.tier if final else None,
-            "final_model_id": final.attempt.model_id if final else None,
-            "final_stop_reason": final.stop_reason if final else None,
-            "ok": ok,
-            "failure_reason": None if ok else (final.attempt.reason if final else "no_answer"),
-            "escalations": escalations,
-            "stopped_by_max_escalations": stopped_on_quality,
-            "cascade": None
+        record = OutcomeLogRecord(
+            request_id=rid,
+            attempts=tuple(a.record() for a in attempts),
+            time=_dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
+            router_version=decision.router_version,
+            decision=DecisionRecord(
+                decision.tier, decision.tier_index, dict(decision.p_pass), decision.reason
+            ),
+            route_error=plan.route_error,
+            start_tier=self.ladder.tiers[plan.start].name,
+            conversation_id=plan.conversation_id,
+            sticky=plan.sticky,
+            turns=len(plan.req.messages),
+            exploration=plan.exploration,
+            final_tier=final.attempt.tier if final else None,
+            final_model_id=final.attempt.model_id if final else None,
+            final_stop_reason=final.stop_reason if final else None,
+            ok=ok,
+            failure_reason=None if ok else (final.attempt.reason if final else "no_answer"),
+            escalations=escalations,
+            stopped_by_max_escalations=stopped_on_quality,
+            cascade=None
             if walked is None or cascade is None
             else {
                 "point": cascade.label,
@@ -579,15 +577,13 @@ class TieredClient:
                 "final_tier": None if walked.final is None else self.ladder.names[walked.final],
                 "judgements": [j.reason for j in walked.judgements],
             },
-            "usage": usage.to_dict(),
-            "cost_usd": cost,
-            "latency_ms": round(latency_ms, 3),
-            "tags": plan.tags,
-            "prompt": prompt_field(
-                plan.text, self.config.prompt_storage, self.config.prompt_hash_key
-            ),
-            **extra,
-        }
+            usage=usage.to_dict(),
+            cost_usd=cost,
+            latency_ms=round(latency_ms, 3),
+            tags=plan.tags,
+            prompt=prompt_field(plan.text, self.config.prompt_storage, self.config.prompt_hash_key),
+            stream=stream,
+        ).to_dict()
         if self.logger is not None:
             self.logger.write(record)
         if final is None:
@@ -669,9 +665,7 @@ class TieredClient:
                     )
                 )
                 with contextlib.suppress(TieredClientError):
-                    self._finish(
-                        plan, attempts, None, False, 0, None, {"stream": {"verify": False}}
-                    )
+                    self._finish(plan, attempts, None, False, 0, None, {"verify": False})
                 raise
             except (ClientError, BotoCoreError) as e:  # broken mid-stream: committed, so fail
                 usage = Usage.from_bedrock(asm.usage)
@@ -689,7 +683,7 @@ class TieredClient:
                         type(e).__name__,
                     )
                 )
-                self._finish(plan, attempts, None, False, 0, None, {"stream": {"verify": False}})
+                self._finish(plan, attempts, None, False, 0, None, {"verify": False})
                 return
             got = self._judge(
                 tier, role, asm.response(), plan.text, plan.checks, _ms(t), asm.deltas
@@ -699,11 +693,11 @@ class TieredClient:
                 if not asm.deltas:
                     continue
                 break
-            extra = {"stream": {"verify": False, "first_event_ms": round(asm.first_ms(t), 3)}}
-            response, record = self._finish(plan, attempts, got, False, 0, None, extra)
+            live = {"verify": False, "first_event_ms": round(asm.first_ms(t), 3)}
+            response, record = self._finish(plan, attempts, got, False, 0, None, live)
             yield StreamDone(response, record)
             return
-        self._finish(plan, attempts, None, False, 0, None, {"stream": {"verify": False}})
+        self._finish(plan, attempts, None, False, 0, None, {"verify": False})
 
     def _open_stream(
         self, tier: Tier, body: dict[str, Any]

@@ -21,6 +21,7 @@ from serving.metrics import (
     MetricsError,
     check_drift,
     emf_lines,
+    parse_records,
     tier_names,
     windows,
 )
@@ -71,7 +72,7 @@ def cmd_monitor(a: argparse.Namespace) -> int:
     try:
         exp = None if a.bundle is None else Expectation.from_bundle(a.bundle)
         stats = ReadStats()
-        records = list(read_log([Path(x) for x in a.log], stats))
+        records = parse_records(read_log([Path(x) for x in a.log], stats))
         if not records:
             raise MetricsError(f"no outcome records in {', '.join(map(str, a.log))}")
         names = list(exp.tiers) if exp is not None else tier_names(records)

@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_local_bedrock(args: argparse.Namespace) -> int:
-    from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
+    from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
 
     ladder = _load_ladder("local-bedrock", args.tiers)
     if isinstance(ladder, int):

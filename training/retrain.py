@@ -46,7 +46,6 @@ from training.pipeline import TrainConfig
 log = logging.getLogger(__name__)
 
 LABEL_RULES = ("first-attempt", "all-tried")
-_QUALITY = ("passed", "failed")
 
 
 @dataclass(frozen=True)
@@ -145,63 +144,31 @@ def no_labels_message(cfg: RetrainConfig, st: MergeStats) -> str:
     return f"{head}, {st.feedback_records} labelled; dropped per reason: {counts}; cause: {cause}"
 
 
-def _kept_tiers(rec: dict[str, Any], rule: str) -> set[str] | None:
-    """Tier names whose labels the rule keeps (None: keep all tried)."""
-    if rule == "all-tried":
-        return None
-    for a in rec.get("attempts") or []:
-        if isinstance(a, dict) and a.get("outcome") in _QUALITY:
-            return {str(a.get("tier"))}
-    return set()
-
-
-def _propensity(rec: dict[str, Any]) -> float:
-    ex = rec.get("exploration")
-    if isinstance(ex, dict):
-        p = ex.get("propensity")
-        if isinstance(p, int | float) and 0 < p <= 1:
-            return float(p)
-    return 1.0
-
-
 def feedback_records(
     logs: Iterable[Path], ladder: Ladder, rule: str, exclude_prompts: set[str], st: MergeStats
 ) -> Iterator[OutcomeRecord]:
     """Outcome-log records -> training records (split 'train') under the label rule."""
-    from serving.feedback import FeedbackStats, record_to_outcome
-    from serving.outcome_log import ReadStats, read_log
+    from serving.feedback import FeedbackStats, iter_labelled
 
     fs = FeedbackStats()
-    rs = ReadStats()
     key_of = {t.name: t.outcomes_key for t in ladder.tiers}
-    seen: set[str] = set()
-    for raw in read_log(list(logs), rs):
-        fs.records_read += 1
-        rid = raw.get("request_id")
-        if isinstance(rid, str):
-            if rid in seen:
-                fs.skipped_duplicate += 1
-                continue
-            seen.add(rid)
-        rec = record_to_outcome(raw, ladder, "train", fs)
-        if rec is None:
-            continue
+    for raw, rec in iter_labelled(list(logs), ladder, "train", fs):
         st.feedback_records += 1
         if rec.prompt in exclude_prompts:
             st.dropped_eval_overlap += 1
             continue
-        keep = _kept_tiers(raw, rule)
         results = dict(rec.results)
-        if keep is not None:
-            wanted = {key_of[t] for t in keep if t in key_of}
+        if rule == "first-attempt":
+            first = raw.first_verdict_tier()
+            wanted = {key_of[first]} if first in key_of else set()
             st.dropped_escalation_labels += sum(1 for k in results if k not in wanted)
             results = {k: v for k, v in results.items() if k in wanted}
         if not results:
             st.dropped_by_label_rule += 1
             continue
-        prop = _propensity(raw)
-        st.explored_rows += int(bool((raw.get("exploration") or {}).get("explored")))
-        results = {k: dataclasses.replace(v, extra={**v.extra, "ipw": 1.0 / prop})
+        st.explored_rows += int(raw.explored)
+        ipw = 1.0 / raw.propensity
+        results = {k: dataclasses.replace(v, extra={**v.extra, "ipw": ipw})
                    for k, v in results.items()}
         for t in ladder.tiers:
             if t.outcomes_key in results:
@@ -210,7 +177,6 @@ def feedback_records(
         st.feedback_rows += 1
         yield dataclasses.replace(rec, id=f"feedback-{rec.id}", results=results,
                                   extra={**rec.extra, "label_rule": rule})
-    fs.bad_lines = rs.bad_lines
     st.conversion = fs.to_dict()
 
 

@@ -33,10 +33,10 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from fake_bedrock import LocalBedrock, OutcomeIndex  # noqa: E402
 from labeling.config import AwsConfig  # noqa: E402
 from outcomes import parse_record  # noqa: E402
 from router.ladder import Ladder  # noqa: E402
-from serving.local_bedrock import LocalBedrock, OutcomeIndex  # noqa: E402
 
 SHARED = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
 ROLE = "arn:aws:iam::123456789012:role/bedrock-batch"
@@ -181,8 +181,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def judge_responder(model_id: str, body: Any) -> Any:
     """A scripted judge for the local server: answers only rubric prompts, comparing the
     answer's final line with the reference; every other request gets the recorded reply."""
+    from fake_bedrock import Reply
     from labeling.answers import final_answer
-    from serving.local_bedrock import Reply
 
     text = body["messages"][0]["content"][0]["text"]
     if "<answer>" not in text:

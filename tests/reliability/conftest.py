@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from loopback import free_port as _free_port
 
+from fake_bedrock import LocalBedrock
 from router.ladder import Ladder
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
-from serving.local_bedrock import LocalBedrock
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from fake_bedrock import LocalBedrock, Reply
 from router import Router
 from router.ladder import Ladder, Tier
-from serving.local_bedrock import LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
 from serving.tiered_client import TieredClient, TieredClientConfig
 

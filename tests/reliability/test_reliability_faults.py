@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fake_bedrock import FaultConfig, LocalBedrock
 from router.ladder import Ladder
-from serving.local_bedrock import FaultConfig, LocalBedrock
 from serving.outcome_log import OutcomeLogger
 from serving.routing import FixedTierRouter
 from serving.s3_sink import S3Sink, S3SinkConfig

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from fake_bedrock import ErrorReply, LocalBedrock, Reply
 from router.ladder import Ladder
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
-from serving.local_bedrock import ErrorReply, LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage
 from serving.routing import FixedTierRouter
 from serving.s3_sink import S3Sink, S3SinkConfig

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from serving_support import REPO, client_for
 
+from fake_bedrock import LocalBedrock
 from router.ladder import Ladder
-from serving.local_bedrock import LocalBedrock
 
 
 @pytest.fixture(scope="session")

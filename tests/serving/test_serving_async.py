@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from realdata import require_shared, slice_outcomes
 
+from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
 from outcomes import read_outcomes
 from router.ladder import Ladder
 from serving.async_client import AsyncTieredClient
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
-from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
 from serving.routing import FixedTierRouter
 from serving.tiered_client import StreamDelta, StreamDone, TieredClient, TieredClientConfig

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from serving_support import client_for
 
+from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
 from outcomes import read_outcomes
 from router import Router
-from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, read_log
 from serving.tiered_client import REJECTED, TieredClient, TieredClientConfig
 from training.replay import replay_records

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from fake_bedrock import LocalBedrock, Reply
 from router.decision import Decision
 from router.ladder import Ladder
 from serving.conversation import ConverseRequest, RequestError
-from serving.local_bedrock import LocalBedrock, Reply
 from serving.pricing import CachePricing, cost_usd
 from serving.tiered_client import TieredClient, TieredClientConfig
 

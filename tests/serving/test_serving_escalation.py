@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from fake_bedrock import LocalBedrock, Reply
 from router.ladder import Ladder
 from serving.checks import Answer, CallableCheck, JsonSchemaCheck, RegexCheck, SelfCheckConfig
-from serving.local_bedrock import LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
 from serving.pricing import Usage, cost_usd
 from serving.routing import FixedTierRouter

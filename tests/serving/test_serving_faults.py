@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from serving_support import client_for, free_port
 
+from fake_bedrock import ErrorReply, LocalBedrock, Reply
 from router.decision import Decision
 from router.ladder import Ladder, Tier
-from serving.local_bedrock import ErrorReply, LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
 from serving.routing import FixedTierRouter
 from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError

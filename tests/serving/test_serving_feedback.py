@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from serving_support import REPO
 
+from fake_bedrock import ErrorReply, LocalBedrock, Reply
 from outcomes import read_outcomes
 from router.ladder import Ladder
-from serving.local_bedrock import ErrorReply, LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage
 from serving.routing import FixedTierRouter
 from serving.tiered_client import TieredClient, TieredClientConfig

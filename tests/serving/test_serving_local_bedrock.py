@@ -11,9 +11,9 @@ import pytest
 from botocore.exceptions import ClientError
 from serving_support import client_for
 
+from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
 from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Ladder
-from serving.local_bedrock import FaultConfig, LocalBedrock, OutcomeIndex
 
 
 def records(ladder: Ladder) -> list[OutcomeRecord]:

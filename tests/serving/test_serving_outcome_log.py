@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from fake_bedrock import LocalBedrock, Reply
 from router.decision import Decision
 from router.ladder import Ladder
-from serving.local_bedrock import LocalBedrock, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, ReadStats, read_log
 from serving.routing import FixedTierRouter
 from serving.tiered_client import TieredClient, TieredClientConfig

@@ -12,10 +12,10 @@ import pytest
 from realdata import require_shared, slice_outcomes
 from serving_support import client_for
 
+from fake_bedrock import ErrorReply, LocalBedrock, OutcomeIndex, Reply
 from outcomes import OutcomeRecord, read_outcomes
 from router.ladder import Ladder
 from serving.checks import Answer, CallableCheck
-from serving.local_bedrock import ErrorReply, LocalBedrock, OutcomeIndex, Reply
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
 from serving.pricing import thinking_cost_bound
 from serving.routing import FixedTierRouter
@@ -338,7 +338,7 @@ def test_cascade_does_not_judge_a_tool_turn_and_verifies_buffered_streams(
 def test_event_frames_parse_with_botocore_and_reject_corruption() -> None:
     from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
-    from serving.local_bedrock import event_frame
+    from fake_bedrock import event_frame
 
     frame = event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "héllo"}})
     buf = EventStreamBuffer()

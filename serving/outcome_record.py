@@ -1,0 +1,364 @@
+"""The outcome-log record: one typed definition for the writer and every reader.
+
+`TieredClient` builds an `OutcomeLogRecord` per request and logs `to_dict()`; the
+readers (feedback, retrain, the monitor) parse lines back with `from_dict`, which
+checks types and fills fields an older writer did not have with their defaults, so a
+log format change is made here once. `labels_of` holds the labeling rules: which
+attempts of a record are observations a router may be trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from outcomes import ModelResult
+from router.ladder import Ladder
+
+SCHEMA = "tier-router.outcome/1"
+_SCHEMA_FAMILY = "tier-router.outcome/"
+
+# Attempt outcomes that are quality observations (the label); the others say nothing about
+# the answer: rejected is the verifier's prediction, unavailable/error mean no answer.
+QUALITY_OUTCOMES = {"passed": 1.0, "failed": 0.0}
+
+
+class NotAnOutcomeRecord(ValueError):
+    """A JSON object that is not a tier-router outcome record; the message says why."""
+
+
+def _get(d: Mapping[str, Any], key: str, types: type | tuple[type, ...], default: Any) -> Any:
+    """d[key] if it has one of `types`; `default` when missing or null; else raise."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise NotAnOutcomeRecord(f"field {key!r}: expected {types}, got {v!r}")
+    if not isinstance(v, types):
+        raise NotAnOutcomeRecord(f"field {key!r}: expected {types}, got {type(v).__name__}")
+    return v
+
+
+_NUM = (int, float)
+
+
+def _numbers(d: Mapping[str, Any], key: str) -> dict[str, int | float]:
+    """A token-count object: its numeric entries (a mapping is required when present)."""
+    raw = _get(d, key, dict, {})
+    return {k: v for k, v in raw.items() if isinstance(v, _NUM) and not isinstance(v, bool)}
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One model call of a request as logged: which tier, in what role, what came of it."""
+
+    tier: str
+    model_id: str
+    role: str  # decided | escalation | failover | fallback | failover_down | ...
+    outcome: str  # passed | failed | rejected | answered | unavailable | error
+    reason: str | None = None
+    stop_reason: str | None = None
+    usage: Mapping[str, int | float] = field(default_factory=dict)
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    error_code: str | None = None
+    self_check: Mapping[str, Any] | None = None
+    verifier: Mapping[str, Any] | None = None
+    answer: Mapping[str, Any] | None = None  # {"storage": store|hash|drop, ...}
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "tier": self.tier,
+            "model_id": self.model_id,
+            "role": self.role,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "stop_reason": self.stop_reason,
+            "usage": dict(self.usage),
+            "cost_usd": self.cost_usd,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
+        }
+        if self.error_code is not None:
+            d["error_code"] = self.error_code
+        if self.self_check is not None:
+            d["self_check"] = dict(self.self_check)
+        if self.verifier is not None:
+            d["verifier"] = dict(self.verifier)
+        if self.answer is not None:
+            d["answer"] = dict(self.answer)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> AttemptRecord:
+        if not isinstance(d, dict):
+            raise NotAnOutcomeRecord(f"attempt: expected an object, got {type(d).__name__}")
+        cost = _get(d, "cost_usd", _NUM, None)
+        latency = _get(d, "latency_ms", _NUM, None)
+        return cls(
+            tier=_get(d, "tier", str, ""),
+            model_id=_get(d, "model_id", str, ""),
+            role=_get(d, "role", str, ""),
+            outcome=_get(d, "outcome", str, ""),
+            reason=_get(d, "reason", str, None),
+            stop_reason=_get(d, "stop_reason", str, None),
+            usage=_numbers(d, "usage"),
+            cost_usd=None if cost is None else float(cost),
+            latency_ms=None if latency is None else float(latency),
+            error_code=_get(d, "error_code", str, None),
+            self_check=_get(d, "self_check", dict, None),
+            verifier=_get(d, "verifier", dict, None),
+            answer=_get(d, "answer", dict, None),
+        )
+
+    @property
+    def stored_answer(self) -> str | None:
+        """The answer text when it was logged in full (prompt_storage=store)."""
+        a = self.answer or {}
+        text = a.get("text")
+        return text if a.get("storage") == "store" and isinstance(text, str) else None
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """The router's decision as logged: its tier and the per-tier P(pass) behind it."""
+
+    tier: str | None = None
+    tier_index: int | None = None
+    p_pass: Mapping[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "tier_index": self.tier_index,
+            "p_pass": dict(self.p_pass),
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DecisionRecord:
+        p = _get(d, "p_pass", dict, {})
+        return cls(
+            tier=_get(d, "tier", str, None),
+            tier_index=_get(d, "tier_index", int, None),
+            p_pass={str(k): v for k, v in p.items() if isinstance(v, _NUM)},
+            reason=_get(d, "reason", str, None),
+        )
+
+
+@dataclass(frozen=True)
+class OutcomeLogRecord:
+    """One request as the outcome log holds it; `to_dict()` is the line's JSON object.
+
+    Fields an older writer did not log default to "absent" (None, False, empty), so old
+    logs stay readable; a present field of the wrong type is an error.
+    """
+
+    request_id: str
+    attempts: tuple[AttemptRecord, ...]
+    time: str | None = None
+    router_version: str | None = None
+    decision: DecisionRecord | None = None
+    route_error: str | None = None
+    start_tier: str | None = None
+    conversation_id: str | None = None
+    sticky: bool = False
+    turns: int | None = None
+    exploration: Mapping[str, Any] | None = None  # rate, explored, propensity, decided_tier
+    final_tier: str | None = None
+    final_model_id: str | None = None
+    final_stop_reason: str | None = None
+    ok: bool = False
+    failure_reason: str | None = None
+    escalations: int = 0
+    stopped_by_max_escalations: bool = False
+    cascade: Mapping[str, Any] | None = None  # point, calls, final_tier, judgements
+    usage: Mapping[str, int | float] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    tags: Mapping[str, str] = field(default_factory=dict)
+    prompt: Mapping[str, Any] = field(default_factory=dict)  # serving.outcome_log.prompt_field
+    stream: Mapping[str, Any] | None = None  # only streamed requests: {"verify": bool}
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schema": self.schema,
+            "request_id": self.request_id,
+            "time": self.time,
+            "router_version": self.router_version,
+            "decision": None if self.decision is None else self.decision.to_dict(),
+            "route_error": self.route_error,
+            "start_tier": self.start_tier,
+            "conversation_id": self.conversation_id,
+            "sticky": self.sticky,
+            "turns": self.turns,
+            "exploration": None if self.exploration is None else dict(self.exploration),
+            "attempts": [a.to_dict() for a in self.attempts],
+            "final_tier": self.final_tier,
+            "final_model_id": self.final_model_id,
+            "final_stop_reason": self.final_stop_reason,
+            "ok": self.ok,
+            "failure_reason": self.failure_reason,
+            "escalations": self.escalations,
+            "stopped_by_max_escalations": self.stopped_by_max_escalations,
+            "cascade": None if self.cascade is None else dict(self.cascade),
+            "usage": dict(self.usage),
+            "cost_usd": self.cost_usd,
+            "latency_ms": self.latency_ms,
+            "tags": dict(self.tags),
+            "prompt": dict(self.prompt),
+        }
+        if self.stream is not None:
+            d["stream"] = dict(self.stream)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> OutcomeLogRecord:
+        """Parse one log line's object; raises NotAnOutcomeRecord when it is not one."""
+        if not isinstance(d, dict):
+            raise NotAnOutcomeRecord(f"expected a JSON object, got {type(d).__name__}")
+        if not isinstance(d.get("request_id"), str):
+            raise NotAnOutcomeRecord("no string 'request_id'")
+        if not isinstance(d.get("attempts"), list):
+            raise NotAnOutcomeRecord("no 'attempts' list")
+        schema = _get(d, "schema", str, SCHEMA)
+        if not schema.startswith(_SCHEMA_FAMILY):
+            raise NotAnOutcomeRecord(f"schema {schema!r} is not {_SCHEMA_FAMILY}*")
+        decision = _get(d, "decision", dict, None)
+        return cls(
+            schema=schema,
+            request_id=d["request_id"],
+            attempts=tuple(AttemptRecord.from_dict(a) for a in d["attempts"]),
+            time=_get(d, "time", str, None),
+            router_version=_get(d, "router_version", str, None),
+            decision=None if decision is None else DecisionRecord.from_dict(decision),
+            route_error=_get(d, "route_error", str, None),
+            start_tier=_get(d, "start_tier", str, None),
+            conversation_id=_get(d, "conversation_id", str, None),
+            sticky=_get(d, "sticky", bool, False),
+            turns=_get(d, "turns", int, None),
+            exploration=_get(d, "exploration", dict, None),
+            final_tier=_get(d, "final_tier", str, None),
+            final_model_id=_get(d, "final_model_id", str, None),
+            final_stop_reason=_get(d, "final_stop_reason", str, None),
+            ok=_get(d, "ok", bool, False),
+            failure_reason=_get(d, "failure_reason", str, None),
+            escalations=_get(d, "escalations", int, 0),
+            stopped_by_max_escalations=_get(d, "stopped_by_max_escalations", bool, False),
+            cascade=_get(d, "cascade", dict, None),
+            usage=_numbers(d, "usage"),
+            cost_usd=float(_get(d, "cost_usd", _NUM, 0.0)),
+            latency_ms=float(_get(d, "latency_ms", _NUM, 0.0)),
+            tags=_get(d, "tags", dict, {}),
+            prompt=_get(d, "prompt", dict, {}),
+            stream=_get(d, "stream", dict, None),
+        )
+
+    @property
+    def prompt_storage(self) -> str | None:
+        s = self.prompt.get("storage")
+        return s if isinstance(s, str) else None
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The prompt, when it was logged in full; hashed or dropped prompts have none."""
+        text = self.prompt.get("text")
+        return text if self.prompt_storage == "store" and isinstance(text, str) else None
+
+    @property
+    def explored(self) -> bool:
+        return bool((self.exploration or {}).get("explored"))
+
+    @property
+    def propensity(self) -> float:
+        """P(this start tier | the decision) under the client's exploration; 1 without it."""
+        p = (self.exploration or {}).get("propensity")
+        if isinstance(p, int | float) and not isinstance(p, bool) and 0 < p <= 1:
+            return float(p)
+        return 1.0
+
+    def first_verdict_tier(self) -> str | None:
+        """The tier of the first attempt with a quality verdict (the router's, or the
+        exploration's, pick once unavailable tiers are skipped)."""
+        for a in self.attempts:
+            if a.outcome in QUALITY_OUTCOMES:
+                return a.tier
+        return None
+
+
+# Why `labels_of` found nothing to train on.
+SKIP_STICKY = "sticky"
+SKIP_PROMPT_HASHED = "prompt_hashed"
+SKIP_PROMPT_DROPPED = "prompt_dropped"
+SKIP_NO_LABELS = "no_labels"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the labeling rules made of one record.
+
+    `results` maps outcomes keys to observed labels; `verdicts` lists (tier name, passed)
+    per labelled attempt; `unlabelled` counts attempts that are not observations on a
+    ladder tier; `skipped` says why the record gives no training row (None: it does).
+    """
+
+    prompt: str | None
+    results: Mapping[str, ModelResult]
+    verdicts: tuple[tuple[str, bool], ...] = ()
+    unlabelled: int = 0
+    skipped: str | None = None
+
+
+def labels_of(rec: OutcomeLogRecord, ladder: Ladder) -> Labels:
+    """The labeling rules: a record's observed pass/fail per tier, or why there are none.
+
+    - passed -> 1, failed -> 0; rejected (the verifier's prediction), unavailable and
+      error attempts are not observations and stay unlabelled, like untried tiers;
+    - an attempt whose model is not its tier's (a fallback reusing a name) is unlabelled;
+    - sticky turns start at an earlier turn's final tier, not the router's pick: skipped;
+    - hashed or dropped prompts cannot be trained on: skipped;
+    - a stored answer text travels with its label (`extra["answer"]`), for the verifier.
+    """
+    if rec.sticky:
+        return Labels(None, {}, skipped=SKIP_STICKY)
+    prompt = rec.prompt_text
+    if prompt is None:
+        why = SKIP_PROMPT_HASHED if rec.prompt_storage == "hash" else SKIP_PROMPT_DROPPED
+        return Labels(None, {}, skipped=why)
+    by_name = {t.name: t for t in ladder.tiers}
+    results: dict[str, ModelResult] = {}
+    verdicts: list[tuple[str, bool]] = []
+    unlabelled = 0
+    for a in rec.attempts:
+        tier = by_name.get(a.tier)
+        score = QUALITY_OUTCOMES.get(a.outcome)
+        if tier is None or score is None or tier.model_id != a.model_id:
+            unlabelled += 1
+            continue
+        out_tok = a.usage.get("output_tokens")
+        extra: dict[str, Any] = {"reason": a.reason} if a.reason else {}
+        if a.stored_answer is not None:
+            extra["answer"] = a.stored_answer  # so the next verifier trains on it
+        cost = a.cost_usd
+        results[tier.outcomes_key] = ModelResult(
+            score=score,
+            output_tokens=None if out_tok is None else float(out_tok),
+            input_tokens=_sum_inputs(a.usage),
+            cost_usd=cost if cost is not None and math.isfinite(cost) else None,
+            extra=extra,
+        )
+        verdicts.append((tier.name, bool(score)))
+    skipped = None if results else SKIP_NO_LABELS
+    return Labels(prompt, results, tuple(verdicts), unlabelled, skipped)
+
+
+def _sum_inputs(usage: Mapping[str, int | float]) -> float | None:
+    """Fresh plus cached input tokens; None when the fresh count is missing."""
+    first = usage.get("input_tokens")
+    if first is None or not math.isfinite(first):
+        return None
+    keys = ("input_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
+    return sum(float(v) for k in keys if (v := usage.get(k)) is not None and math.isfinite(v))
