@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from router.cluster_predictor import BIAS, CENTROIDS, MAX_LOGIT, RATES, SET_SHAPE
+from router.cluster_predictor import MAX_LOGIT
 from router.joint_space import JointSpace
 from training.featurize import Features
 from training.model import ModelConfig, SoftClusterModel
@@ -129,17 +129,7 @@ class SetModel:
             weights[:, i * k : i * k + n] = s.weights.T
             bias[i * k : i * k + n] = s.bias
             rates[i * k : i * k + n] = s.rates
-        logits = b.op(
-            "Add",
-            [
-                b.op("MatMul", [x, b.const(weights, CENTROIDS, exact=True)]),
-                b.const(bias, BIAS, exact=True),
-            ],
-        )
-        shape = b.const(np.array([0, g, k], dtype=np.int64), SET_SHAPE, exact=True)
-        w = b.op("Softmax", [b.op("Reshape", [logits, shape])], axis=-1)
-        flat = b.op("Reshape", [w, b.const(np.array([0, g * k], dtype=np.int64))])
-        return b.op("MatMul", [flat, b.const(rates, RATES, exact=True)])
+        return b.softmax_sets(x, weights, bias, rates, g, k)
 
 
 def fit_space(config: ModelConfig, f: Features) -> JointSpace:

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from router.cluster_predictor import BIAS, CENTROIDS, RATES, SET_SHAPE
 from router.joint_space import EPS, JointSpace
 from router.text_features import FEATURE_NAMES
 from training.featurize import Features
@@ -233,15 +232,4 @@ class SoftClusterModel:
             weights[:, i * k : i * k + len(cen)] = cen.T
             bias[i * k : i * k + len(cen)] = 0.0
             rates[i * k : i * k + len(cen)] = r * share
-        # Exact names: router.cluster_predictor reads these weights for single requests.
-        logits = b.op(
-            "Add",
-            [
-                b.op("MatMul", [x, b.const(weights, CENTROIDS, exact=True)]),
-                b.const(bias, BIAS, exact=True),
-            ],
-        )
-        shape = b.const(np.array([0, g, k], dtype=np.int64), SET_SHAPE, exact=True)
-        w = b.op("Softmax", [b.op("Reshape", [logits, shape])], axis=-1)
-        flat = b.op("Reshape", [w, b.const(np.array([0, g * k], dtype=np.int64))])
-        return b.op("MatMul", [flat, b.const(rates, RATES, exact=True)])
+        return b.softmax_sets(x, weights, bias, rates, g, k)

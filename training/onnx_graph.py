@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from router.cluster_predictor import BIAS, CENTROIDS, RATES, SET_SHAPE
 from router.router import FEATURES_INPUT
 
 OPSET = 17
@@ -45,6 +46,25 @@ class GraphBuilder:
         out = self.name(stem or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
+
+    def softmax_sets(
+        self, x: str, weights: np.ndarray, bias: np.ndarray, rates: np.ndarray, g: int, k: int
+    ) -> str:
+        """P(pass) as soft-membership-weighted rates: logits x @ weights + bias, a softmax
+        within each of `g` sets of `k` columns, then @ rates. Every model family exports
+        this one form; exact names, since router.cluster_predictor reads the weights back
+        for single requests."""
+        logits = self.op(
+            "Add",
+            [
+                self.op("MatMul", [x, self.const(weights, CENTROIDS, exact=True)]),
+                self.const(bias, BIAS, exact=True),
+            ],
+        )
+        shape = self.const(np.array([0, g, k], dtype=np.int64), SET_SHAPE, exact=True)
+        w = self.op("Softmax", [self.op("Reshape", [logits, shape])], axis=-1)
+        flat = self.op("Reshape", [w, self.const(np.array([0, g * k], dtype=np.int64))])
+        return self.op("MatMul", [flat, self.const(rates, RATES, exact=True)])
 
 
 def build_model(
