@@ -10,7 +10,8 @@ setup(
     ext_modules=[
         Extension(
             "router._hotpath",
-            sources=["router/_hotpath.c"],
+            sources=["router/_hotpath.c", "router/_chunk_index.c", "router/_scan_bytes.c"],
+            depends=["router/_hotpath.h"],
             extra_compile_args=["-O3"],
             optional=True,
         )

@@ -43,6 +43,20 @@ def _iso(t: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def loopback_s3_client(endpoint_url: str | None) -> Any:
+    """A boto3 S3 client for a local S3 (moto on loopback) with dummy credentials: the one
+    the jobs read and write through, and the one the tests inspect the bucket with."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, key or prefix) of an `s3://` URI; raises BedrockError if malformed."""
     m = _S3_URI.fullmatch(uri) if isinstance(uri, str) else None
@@ -241,17 +255,6 @@ class BatchJobs:
                     job, status="Failed", message=f"{type(e).__name__}: {e}", end_time=time.time()
                 )
 
-    def _s3(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
     def _run(self, job: BatchJob) -> None:
         if job.stop_requested:
             self._set(job, status="Stopped", end_time=time.time())
@@ -259,7 +262,7 @@ class BatchJobs:
         if not self.s3_endpoint_url:
             raise BedrockError(400, "ValidationException", "this local server has no S3 endpoint")
         self._set(job, status="Validating")
-        s3 = self._s3()
+        s3 = loopback_s3_client(self.s3_endpoint_url)
         bucket, key = split_s3_uri(job.input_uri)
         if key.endswith(".jsonl"):
             inputs, prefix = [key], key[: key.rfind("/") + 1]

@@ -14,7 +14,7 @@ import binascii
 import json
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -173,6 +173,17 @@ def stream_events(resp: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
+def _control_body(raw: bytes) -> Mapping[str, Any]:
+    """A control-plane request body, which must be a JSON object."""
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as e:
+        raise BedrockError(400, "ValidationException", f"malformed request body: {e}") from None
+    if not isinstance(body, dict):
+        raise BedrockError(400, "ValidationException", "body must be an object")
+    return body
+
+
 def make_handler(service: LocalBedrock) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -231,39 +242,37 @@ def make_handler(service: LocalBedrock) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path, _, qs = self.path.partition("?")
             parts = path.split("/")
-            try:
+
+            def call() -> Mapping[str, Any]:
                 if len(parts) == 3 and parts[1] == "model-invocation-job":
-                    resp = service.batch.get(unquote(parts[2]))
-                elif len(parts) == 2 and parts[1] == "model-invocation-jobs":
-                    resp = service.batch.list(parse_qs(qs))
-                else:
-                    self._error(404, "UnknownOperationException", f"no operation at {self.path}")
-                    return
+                    return service.batch.get(unquote(parts[2]))
+                if len(parts) == 2 and parts[1] == "model-invocation-jobs":
+                    return service.batch.list(parse_qs(qs))
+                raise self._no_operation()
+
+            self._control_reply(call)
+
+        def _control_post(self, parts: list[str], raw: bytes) -> None:
+            def call() -> Mapping[str, Any]:
+                if len(parts) == 2:
+                    return service.batch.create(_control_body(raw))
+                if len(parts) == 4 and parts[3] == "stop":
+                    return service.batch.stop(unquote(parts[2]))
+                raise self._no_operation()
+
+            self._control_reply(call)
+
+        def _control_reply(self, call: Callable[[], Mapping[str, Any]]) -> None:
+            """A control-plane answer: the call's result, or the BedrockError it raised."""
+            try:
+                resp = call()
             except BedrockError as e:
                 self._error(e.status, e.code, e.message)
                 return
             self._send(200, resp, {})
 
-        def _control_post(self, parts: list[str], raw: bytes) -> None:
-            try:
-                if len(parts) == 2:
-                    body = json.loads(raw or b"{}")
-                    if not isinstance(body, dict):
-                        raise BedrockError(400, "ValidationException", "body must be an object")
-                    resp = service.batch.create(body)
-                elif len(parts) == 4 and parts[3] == "stop":
-                    resp = service.batch.stop(unquote(parts[2]))
-                else:
-                    raise BedrockError(
-                        404, "UnknownOperationException", f"no operation at {self.path}"
-                    )
-            except ValueError as e:
-                self._error(400, "ValidationException", f"malformed request body: {e}")
-                return
-            except BedrockError as e:
-                self._error(e.status, e.code, e.message)
-                return
-            self._send(200, resp, {})
+        def _no_operation(self) -> BedrockError:
+            return BedrockError(404, "UnknownOperationException", f"no operation at {self.path}")
 
         def _error(self, status: int, code: str, message: str) -> None:
             self._send(status, {"message": message}, {"x-amzn-ErrorType": code + _ERROR_NS})

@@ -1,4 +1,4 @@
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -13,34 +13,5 @@ class ChunkIndex:
         out: np.ndarray,
         lookup: Callable[[str], int | tuple[int, ...]],
     ) -> int: ...
-
-class FastPath:
-    def __init__(
-        self,
-        *,
-        index: ChunkIndex,
-        rows: np.ndarray,
-        tokens: np.ndarray,
-        empty: np.ndarray,
-        dims: int,
-        keywords: int,
-        symbols: int,
-        hand_idx: Sequence[int],
-        hand_scale: Sequence[float],
-        hand_shift: Sequence[float],
-        hand_limit: float,
-        group_bits: bytes,
-        patterns: tuple[bytes, ...],
-        centroids: np.ndarray,
-        rates: np.ndarray,
-        sets: int,
-        center: np.ndarray,
-    ) -> None: ...
-    def p_pass(
-        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | tuple[int, ...]]
-    ) -> list[float]: ...
-    def features(
-        self, low: str, raw: bytes, n_chars: int, lookup: Callable[[str], int | tuple[int, ...]]
-    ) -> list[float]: ...
 
 def scan_bytes(raw: bytes, table: bytes, patterns: tuple[bytes, ...]) -> tuple[int, ...]: ...

@@ -1,7 +1,8 @@
 """The bundle: its layout, its writer's steps and its reader's checks, in one place.
 
 A bundle is a flat directory (or a .tar.gz / .zip of one) holding ONNX models, JSON,
-TOML and .npy files only: nothing on load can execute code. Every file is listed in
+TOML and .npy / .npz files only: nothing on load can execute code (arrays load without
+pickle). Every file is listed in
 manifest.json with its sha256, and load refuses any mismatch. Writers (training's
 export, `tier-router policy`) fill a `staged_bundle` and finish with `seal_bundle`;
 the reader is `Router.load`, which opens it with `open_bundle` and `Manifest.read`.
@@ -20,18 +21,22 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 2
+import numpy as np
+
+# 3: the models' weights as arrays beside their graphs (model_weights.npz, verifier_weights.npz).
+FORMAT_VERSION = 3
 
 # -- layout: every file a bundle may hold, flat in one directory -------------------------
 MANIFEST = "manifest.json"  # names and sha256 of all the others, and the router version
 LADDER_FILE = "ladder.toml"  # the tiers, cheapest first, as trained
 POLICY_FILE = "policy.json"  # routing thresholds
 MODEL_FILE = "model.onnx"  # features -> P(pass) per tier
+MODEL_WEIGHTS = "model_weights.npz"  # the same model's arrays (router.softmax_sets)
 FEATURIZER_FILE = "featurizer.json"  # which featurizer, and its settings
 STATIC_TOKENIZER = "static_tokenizer.json"
 STATIC_TABLE = "static_table.npy"  # static embeddings, float32
@@ -39,6 +44,7 @@ ENCODER_MODEL = "encoder.onnx"  # accurate featurizer only
 ENCODER_TOKENIZER = "encoder_tokenizer.json"  # accurate featurizer only
 JOINT_SPACE_FILE = "joint_space.json"  # embedding + hand features -> model input
 VERIFIER_MODEL = "verifier.onnx"  # optional, with the next two: the answer cascade
+VERIFIER_WEIGHTS = "verifier_weights.npz"  # its weights and bias
 VERIFIER_FILE = "verifier.json"
 CASCADE_FILE = "cascade.json"
 POLICY_DATA = "policy_data.npy"  # what `tier-router policy` refits from; runtime ignores it
@@ -50,7 +56,7 @@ REPORT_FILE = "train_report.json"  # how the bundle was made; runtime ignores it
 FORMAT = "tier-router-bundle"
 _OUR_KEYS = ("format_version", "router_version", "files")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALLOWED_SUFFIXES = (".onnx", ".json", ".toml", ".npy", ".txt", ".png")
+_ALLOWED_SUFFIXES = (".onnx", ".json", ".toml", ".npy", ".npz", ".txt", ".png")
 _MAX_ARCHIVE_BYTES = 2 * 1024**3
 
 
@@ -186,6 +192,36 @@ def _check_ours(doc: dict[str, Any], path: Path) -> None:
         raise BundleError(
             f"{path}: not a tier-router bundle (format_version {fv!r:.60} is not an integer)"
         )
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A model's arrays as one uncompressed .npz (what read_arrays reads)."""
+    with path.open("wb") as f:
+        named: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        np.savez(f, **named)
+    return path
+
+
+def read_arrays(path: Path, names: Collection[str]) -> dict[str, np.ndarray]:
+    """Exactly the named float32 / int64 arrays of a .npz, without pickle; ValueError
+    names what is wrong (missing, extra or odd arrays, a damaged or oversized file)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if sum(i.file_size for i in zf.infolist()) > _MAX_ARCHIVE_BYTES:
+                raise ValueError(f"{path.name}: arrays too large")
+        with np.load(path, allow_pickle=False) as z:
+            found = {n.removesuffix(".npy") for n in z.files}
+            if found != set(names):
+                raise ValueError(
+                    f"{path.name}: holds arrays {sorted(found)}, expected {sorted(names)}"
+                )
+            out = {n: z[n] for n in names}
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ValueError(f"{path.name}: unreadable arrays ({type(e).__name__}: {e})") from None
+    for n, a in out.items():
+        if a.dtype not in (np.float32, np.int64) or a.ndim > 2:
+            raise ValueError(f"{path.name}: array {n!r} is {a.dtype} {a.shape}")
+    return out
 
 
 def write_manifest(bundle_dir: Path, router_version: str, info: dict[str, Any]) -> Manifest:

@@ -1,4 +1,4 @@
-"""The optional compiled kernels of the fast path (router/_hotpath.c).
+"""The optional compiled kernels of the static featurizer (router/_hotpath.c).
 
 `HOTPATH` is the compiled module, or None when it was not built (no C compiler at
 install time) or TIER_ROUTER_PURE_PYTHON=1 is set; the router then runs the Python

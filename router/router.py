@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,30 @@ from router.bundle import (
     JOINT_SPACE_FILE,
     LADDER_FILE,
     MODEL_FILE,
+    MODEL_WEIGHTS,
     POLICY_FILE,
     STATIC_TABLE,
     STATIC_TOKENIZER,
     VERIFIER_FILE,
     VERIFIER_MODEL,
+    VERIFIER_WEIGHTS,
     BundleError,
     Manifest,
     open_bundle,
+    read_arrays,
 )
 from router.cascade import CascadeFile
-from router.cluster_predictor import ClusterPredictor
-from router.compiled_route import PROBES, TOLERANCE, CompiledRoute
 from router.decision import Decision
 from router.featurizer import Featurizer, FeaturizerConfig, pad_ids
 from router.joint_space import JointSpace
 from router.ladder import Ladder, LadderError
 from router.policy import ThresholdPolicy
+from router.softmax_sets import SoftmaxSets
 from router.verifier import VERIFIER_INPUT, Verifier
 
 FEATURES_INPUT = "features"
 BATCH_CHUNK = 256
+TOLERANCE = 1e-5  # largest P(pass) difference between a model's arrays and its graph
 EMPTY_PROMPT_NOTE = "empty or whitespace-only prompt: no text to route by; "
 
 
@@ -68,7 +70,7 @@ class Router:
         model: Any,
         encoder: Any | None,
         source: Path,
-        fast: ClusterPredictor | None = None,
+        sets: SoftmaxSets,
     ):
         if policy.n_tiers != len(ladder):
             raise BundleError(
@@ -105,45 +107,31 @@ class Router:
         self._tier_names = tuple(ladder.names)
         out = model.get_outputs()[0]
         self._out_name = out.name
-        self._fast = fast
-        if fast is not None:
-            self._check_fast_path(fast)
-        self._compiled = CompiledRoute.build(featurizer, space, fast)
-        if self._compiled is not None:
-            self._check_compiled_route(self._compiled)
+        self._sets = sets
+        self._check_sets_match_the_graph()
 
-    def _check_fast_path(self, fast: ClusterPredictor) -> None:
-        """Refuse a bundle whose numpy and ONNX Runtime evaluations disagree."""
-        probes = fast.probe_inputs()
-        expected = self._model.run([self._out_name], {FEATURES_INPUT: probes})[0]
-        got = np.array([fast.p_pass(x) for x in probes])
+    def _check_sets_match_the_graph(self) -> None:
+        """Refuse a bundle whose arrays and ONNX graph give different P(pass)."""
+        probes = self._sets.probe_inputs()
+        try:
+            expected = self._model.run([self._out_name], {FEATURES_INPUT: probes})[0]
+        except Exception as e:  # onnxruntime raises its own types, e.g. on a width mismatch
+            raise BundleError(
+                f"{self.source}: {MODEL_WEIGHTS} does not fit {MODEL_FILE}: {e}"
+            ) from None
+        got = np.array([self._sets.p_pass_one(x) for x in probes])
         diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else np.inf
         if not diff <= TOLERANCE:
             raise BundleError(
-                f"{self.source}: {MODEL_FILE} integrity check failed: its weights and its "
-                f"graph disagree (max P(pass) difference {diff:.3g}); re-export the bundle"
+                f"{self.source}: {MODEL_FILE} integrity check failed: {MODEL_WEIGHTS} and "
+                f"the graph disagree (max P(pass) difference {diff:.3g}); re-train the bundle"
             )
-
-    def _check_compiled_route(self, compiled: CompiledRoute) -> None:
-        """Use the compiled scoring only where it gives the Python path's numbers."""
-        for text in PROBES:
-            got, expected = compiled.p_pass(text), self._p_python(text)
-            if not np.allclose(got, expected, rtol=0, atol=TOLERANCE):
-                warnings.warn(
-                    f"{self.source}: compiled route() scoring differs from the Python path "
-                    f"({got} vs {expected}); using the Python path",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-                self._compiled = None
-                return
 
     @property
     def route_path(self) -> str:
-        """How route() scores: 'compiled' (router/_hotpath.c), 'numpy' or 'onnxruntime'."""
-        if self._compiled is not None:
-            return "compiled"
-        return "numpy" if self._fast is not None else "onnxruntime"
+        """'compiled' when route() pools and scans the prompt with router/_hotpath.c,
+        'python' without it (no C compiler at install, or TIER_ROUTER_PURE_PYTHON=1)."""
+        return "compiled" if self.featurizer.embedder.index is not None else "python"
 
     @property
     def version(self) -> str:
@@ -163,6 +151,7 @@ class Router:
                 raise BundleError(str(e).replace(str(bundle_dir), f"{path} (archive)")) from None
             for name in (
                 MODEL_FILE,
+                MODEL_WEIGHTS,
                 LADDER_FILE,
                 POLICY_FILE,
                 FEATURIZER_FILE,
@@ -180,6 +169,9 @@ class Router:
                 )
                 featurizer = Featurizer.from_bundle(config, bundle_dir)
                 space = JointSpace.from_json((bundle_dir / JOINT_SPACE_FILE).read_text("utf-8"))
+                sets = SoftmaxSets.from_arrays(
+                    read_arrays(bundle_dir / MODEL_WEIGHTS, ("weights", "bias", "rates", "sets"))
+                )
                 if space.center and len(space.center) != featurizer.dims:
                     raise ValueError(
                         f"{JOINT_SPACE_FILE}: center has {len(space.center)} values, the "
@@ -195,7 +187,7 @@ class Router:
                         raise BundleError(f"{path}: accurate bundle lacks {name}")
                 encoder = _session(bundle_dir / ENCODER_MODEL, threads)
             router = cls(
-                fast=ClusterPredictor.from_onnx(bundle_dir / MODEL_FILE),
+                sets=sets,
                 manifest=manifest,
                 ladder=ladder,
                 policy=policy,
@@ -213,10 +205,11 @@ class Router:
 
     def _load_cascade(self, bundle_dir: Path, manifest: Manifest, threads: int) -> None:
         """The answer verifier and cascade policy, when the bundle was trained on answers."""
-        present = [n for n in (VERIFIER_MODEL, VERIFIER_FILE, CASCADE_FILE) if n in manifest.files]
+        files = (VERIFIER_MODEL, VERIFIER_WEIGHTS, VERIFIER_FILE, CASCADE_FILE)
+        present = [n for n in files if n in manifest.files]
         if not present:
             return
-        if len(present) != 3:
+        if len(present) != len(files):
             raise BundleError(
                 f"{self.source}: bundle has {present} but not all of the cascade's files"
             )
@@ -283,24 +276,14 @@ class Router:
         )
 
     def _p_one(self, text: str) -> list[float]:
-        """P(pass) for one prompt: the latency-critical path (see compiled_route)."""
-        if self._compiled is not None:
-            return self._compiled.p_pass(text)
-        return self._p_python(text)
-
-    def _p_python(self, text: str) -> list[float]:
-        """P(pass) for one prompt without the compiled scoring (see cluster_predictor)."""
+        """P(pass) for one prompt: the latency-critical path. The static embedding and
+        hand features come from the compiled kernels when built (router.compiled); the
+        joint vector and the model are numpy (JointSpace.apply_one, SoftmaxSets.p_pass_one)."""
         f = self.featurizer
         emb, stats = f.embedding(text)
         hand = f.hand(text, stats) if self.space.uses_hand else []
         dense = self._dense([text])[0] if self._needs_dense else None
-        x = self.space.apply_one(emb, hand, dense)
-        if self._fast is not None:
-            return self._fast.p_pass(x)
-        p: list[float] = self._model.run([self._out_name], {FEATURES_INPUT: x[None, :]})[0][
-            0
-        ].tolist()
-        return p
+        return self._sets.p_pass_one(self.space.apply_one(emb, hand, dense))
 
     def route(self, text: str) -> Decision:
         _check_text(text, "text")

@@ -207,12 +207,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 N_TOKEN_STATS = len(KEYWORDS) + 2
 
 
-def compiled_tables() -> tuple[int, int, bytes, tuple[bytes, ...]]:
-    """What the compiled kernels need to compute these features: the number of keyword
-    groups and of symbol groups, the per-byte symbol-group bits and the choice patterns."""
-    return len(KEYWORDS), _N_GROUPS, _GROUP_BITS, _CHOICES
-
-
 def token_stat_columns(vocab: Mapping[str, int]) -> np.ndarray:
     """(vocab, N_TOKEN_STATS) float32: summing rows over a prompt's tokens gives the
     keyword count per group, the number of '##' continuation pieces and the token count.

@@ -8,9 +8,10 @@ committed to a comparable final answer, whether those agree, and the cosine of t
 answers' static embeddings (the fallback for free-form text). Unknown context groups are
 zero and carry no weight in the context that lacks them.
 
-The bundle's `verifier.onnx` is the definition (input `answer_features` [B, F], output
-`p_pass` [B, tiers * contexts], column `tier * CONTEXTS + context`); a single answer is
-scored from its weights with one dot product, checked against ONNX Runtime at load.
+The bundle's `verifier.onnx` (input `answer_features` [B, F], output `p_pass`
+[B, tiers * contexts], column `tier * CONTEXTS + context`) is generated from the two
+arrays in `verifier_weights.npz`; a single answer is scored from those with one dot
+product, and load checks the two agree.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from router.answer_features import FEATURE_NAMES, agreement, answer_features, final_answer
-from router.bundle import VERIFIER_FILE, VERIFIER_MODEL
-from router.onnx_initializers import read_initializers
+from router.bundle import VERIFIER_FILE, VERIFIER_WEIGHTS, read_arrays
 
 VERIFIER_INPUT = "answer_features"
 WEIGHTS, BIAS = "verifier_weights", "verifier_bias"
@@ -141,7 +141,7 @@ class Verifier:
         cols = len(spec.tiers) * CONTEXTS
         if weights.shape != (N_FEATURES, cols) or bias.shape != (cols,):
             raise ValueError(
-                f"{VERIFIER_MODEL}: weights {weights.shape} / bias {bias.shape} do not fit "
+                f"{VERIFIER_WEIGHTS}: weights {weights.shape} / bias {bias.shape} do not fit "
                 f"{len(spec.tiers)} tiers x {CONTEXTS} contexts x {N_FEATURES} features"
             )
         self.spec = spec
@@ -152,10 +152,8 @@ class Verifier:
     @classmethod
     def load(cls, bundle_dir: Path, embed: Callable[[str], np.ndarray]) -> Verifier:
         spec = VerifierSpec.from_json((bundle_dir / VERIFIER_FILE).read_text("utf-8"))
-        init = read_initializers(bundle_dir / VERIFIER_MODEL, (WEIGHTS, BIAS))
-        if WEIGHTS not in init or BIAS not in init:
-            raise ValueError(f"{VERIFIER_MODEL}: lacks the {WEIGHTS}/{BIAS} initializers")
-        return cls(spec, init[WEIGHTS], init[BIAS], embed)
+        a = read_arrays(bundle_dir / VERIFIER_WEIGHTS, ("weights", "bias"))
+        return cls(spec, a["weights"], a["bias"], embed)
 
     def read(self, prompt: str, text: str, options: str) -> ReadAnswer:
         return read_answer(prompt, text, options, self._embed)

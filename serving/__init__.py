@@ -19,6 +19,7 @@ from serving.checks import (
 from serving.conversation import ConverseRequest, RequestError
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, read_log
 from serving.pricing import CachePricing, Usage
+from serving.request_plan import ConverseOptions
 from serving.routing import FixedTierRouter, RouterLike
 from serving.s3_sink import S3Sink, S3SinkConfig
 from serving.tiered_client import (
@@ -39,6 +40,7 @@ __all__ = [
     "CachePricing",
     "CallableCheck",
     "Check",
+    "ConverseOptions",
     "ConverseRequest",
     "EmptyCheck",
     "FixedTierRouter",

@@ -10,12 +10,11 @@ event loop instead of piling up threads or connections. Size the boto3 connectio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Unpack
 
-from serving.checks import Check
-from serving.conversation import ConverseRequest
+from serving.request_plan import ConverseOptions, RequestLike
 from serving.tiered_client import StreamDelta, StreamDone, TieredClient, TieredResponse
 
 _END = object()
@@ -41,58 +40,23 @@ class AsyncTieredClient:
         return self._slots
 
     async def converse(
-        self,
-        request: str | ConverseRequest | Sequence[Mapping[str, Any]],
-        *,
-        system: str | None = None,
-        tool_config: Mapping[str, Any] | None = None,
-        conversation_id: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        checks: Sequence[Check] = (),
-        request_id: str | None = None,
+        self, request: RequestLike, **options: Unpack[ConverseOptions]
     ) -> TieredResponse:
         """TieredClient.converse on the pool; raises what it raises."""
         loop = asyncio.get_running_loop()
         async with self._semaphore():
             return await loop.run_in_executor(
-                self._pool,
-                lambda: self.client.converse(
-                    request,
-                    system=system,
-                    tool_config=tool_config,
-                    conversation_id=conversation_id,
-                    tags=tags,
-                    checks=checks,
-                    request_id=request_id,
-                ),
+                self._pool, lambda: self.client.converse(request, **options)
             )
 
     async def converse_stream(
-        self,
-        request: str | ConverseRequest | Sequence[Mapping[str, Any]],
-        *,
-        system: str | None = None,
-        tool_config: Mapping[str, Any] | None = None,
-        conversation_id: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        checks: Sequence[Check] = (),
-        request_id: str | None = None,
-        verify: bool = False,
+        self, request: RequestLike, *, verify: bool = False, **options: Unpack[ConverseOptions]
     ) -> AsyncIterator[StreamDelta | StreamDone]:
         """TieredClient.converse_stream, each event read on the pool as it arrives; the
         request holds one concurrency slot until its stream ends."""
         loop = asyncio.get_running_loop()
         async with self._semaphore():
-            events: Iterator[StreamDelta | StreamDone] = self.client.converse_stream(
-                request,
-                system=system,
-                tool_config=tool_config,
-                conversation_id=conversation_id,
-                tags=tags,
-                checks=checks,
-                request_id=request_id,
-                verify=verify,
-            )
+            events = self.client.converse_stream(request, verify=verify, **options)
             while True:
                 ev = await loop.run_in_executor(self._pool, next, events, _END)
                 if ev is _END:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +52,10 @@ class FeedbackStats:
     labels: dict[str, Counter[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "records_read": self.records_read,
-            "bad_lines": self.bad_lines,
-            "written": self.written,
-            "skipped_prompt_hashed": self.skipped_prompt_hashed,
-            "skipped_prompt_dropped": self.skipped_prompt_dropped,
-            "skipped_not_outcome_record": self.skipped_not_outcome_record,
-            "skipped_no_labels": self.skipped_no_labels,
-            "skipped_duplicate": self.skipped_duplicate,
-            "skipped_sticky": self.skipped_sticky,
-            "attempts_unlabelled": self.attempts_unlabelled,
-            "labels": {k: dict(v) for k, v in sorted(self.labels.items())},
-        }
+        """Every count in field order, then the labels per tier as plain sorted dicts."""
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["labels"] = {k: dict(v) for k, v in sorted(self.labels.items())}
+        return d
 
 
 def record_to_outcome(

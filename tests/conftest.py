@@ -21,6 +21,7 @@ from realdata import (  # noqa: F401 - re-exported for tests that import them fr
     SHARED_DATA,
     require_shared,
     slice_outcomes,
+    train_quick,
 )
 
 
@@ -80,24 +81,18 @@ def small_ladder() -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, small_ladder: Path):
     """A fast-featurizer bundle trained on the small slice (no MLflow)."""
-    from training.model import ModelConfig
-    from training.pipeline import TrainConfig, train
     from training.selection import SelectionConfig
 
-    out = tmp_path_factory.mktemp("bundles") / "fast"
-    cfg = TrainConfig(
-        outcomes=small_outcomes,
-        tiers=small_ladder,
-        out=out,
+    return train_quick(
+        small_outcomes,
+        small_ladder,
+        tmp_path_factory.mktemp("bundles") / "fast",
         featurizer="fast",
-        model=ModelConfig(n_clusters=(8, 24)),
-        folds=3,
         goal="mid",
         # The soft-cluster model with its category head, which the spine, fast-path and
         # compiled-path tests check; tests/integration/test_candidates.py covers the rest.
         selection=SelectionConfig(families=("soft_cluster",)),
     )
-    return train(cfg)
 
 
 @pytest.fixture(scope="session")
@@ -126,14 +121,5 @@ def answers_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cascade_train(tmp_path_factory: pytest.TempPathFactory, answers_slice: Path):
     """A bundle with a verifier and cascade policy, trained on `answers_slice` (no MLflow)."""
-    from training.model import ModelConfig
-    from training.pipeline import TrainConfig, train
-
-    cfg = TrainConfig(
-        outcomes=answers_slice,
-        tiers=LADDERS / "mmlu_pro_answers.toml",
-        out=tmp_path_factory.mktemp("cascade") / "bundle",
-        model=ModelConfig(n_clusters=(8, 24)),
-        folds=3,
-    )
-    return train(cfg)
+    out = tmp_path_factory.mktemp("cascade") / "bundle"
+    return train_quick(answers_slice, LADDERS / "mmlu_pro_answers.toml", out)

@@ -38,15 +38,9 @@ class MotoS3:
             self._server = None
 
     def client(self) -> Any:
-        import boto3
+        from fake_bedrock.batch import loopback_s3_client
 
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return loopback_s3_client(self.url)
 
     def records(self) -> list[dict[str, Any]]:
         """Every JSON line of every object in the bucket."""

@@ -11,6 +11,9 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
 
 
 def usable(p: Path, test: Callable[[Path], bool]) -> bool:
@@ -20,25 +23,23 @@ def usable(p: Path, test: Callable[[Path], bool]) -> bool:
         return False
 
 
-def existing_file(value: str) -> Path:
-    p = Path(value)
-    if not usable(p, Path.is_file):
-        raise argparse.ArgumentTypeError(f"no such file: {value}")
-    return p
+def _present(test: Callable[[Path], bool], missing: str, name: str) -> Callable[[str], Path]:
+    """A path type that passes `test` (else "<missing>: value"); `name` is what argparse
+    calls the type."""
+
+    def parse(value: str) -> Path:
+        p = Path(value)
+        if not usable(p, test):
+            raise argparse.ArgumentTypeError(f"{missing}: {value}")
+        return p
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def existing_dir(value: str) -> Path:
-    p = Path(value)
-    if not usable(p, Path.is_dir):
-        raise argparse.ArgumentTypeError(f"no such directory: {value}")
-    return p
-
-
-def existing_bundle(value: str) -> Path:
-    p = Path(value)
-    if not usable(p, Path.exists):
-        raise argparse.ArgumentTypeError(f"no such bundle directory or archive: {value}")
-    return p
+existing_file = _present(Path.is_file, "no such file", "existing_file")
+existing_dir = _present(Path.is_dir, "no such directory", "existing_dir")
+existing_bundle = _present(Path.exists, "no such bundle directory or archive", "existing_bundle")
 
 
 def out_file(value: str) -> Path:
@@ -66,11 +67,17 @@ def out_dir(value: str) -> Path:
     return p
 
 
-def _number(value: str, what: str) -> float:
+def parse_as(conv: Callable[[str], N], value: str, what: str) -> N:
+    """`conv(value)`, or "expected <what>, got 'value'" when it does not parse (float
+    lets nan and inf through: range checks say what is wrong with them)."""
     try:
-        v = float(value)
+        return conv(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+
+
+def _number(value: str, what: str) -> float:
+    v = parse_as(float, value, what)
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return v
@@ -99,10 +106,7 @@ def rate(value: str) -> float:
 
 def int_in(lo: int, hi: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        try:
-            v = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        v = parse_as(int, value, "an integer")
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"expected an integer in [{lo}, {hi}], got {v}")
         return v
@@ -111,10 +115,7 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
 
 
 def positive_int(value: str) -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    v = parse_as(int, value, "a positive integer")
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return v
@@ -141,6 +142,36 @@ def add_bootstrap(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help=f"resamples for 95%% intervals of {what} (default 200, 0: none)",
     )
+
+
+# Flags that mean the same in several commands, so their type and help are written once.
+
+
+def add_bundle(p: argparse.ArgumentParser) -> None:
+    """`--bundle`: the router bundle a command reads (directory or archive)."""
+    p.add_argument(
+        "--bundle", type=existing_bundle, required=True, help="bundle directory or archive"
+    )
+
+
+def add_tiers(p: argparse.ArgumentParser) -> None:
+    """`--tiers`: the tier ladder a command runs or labels against."""
+    p.add_argument("--tiers", type=existing_file, required=True, help="tier ladder TOML")
+
+
+def add_max_train(p: argparse.ArgumentParser) -> None:
+    """`--max-train N`: the training-prompt sample of `train` and `retrain`."""
+    p.add_argument(
+        "--max-train",
+        type=positive_int,
+        default=None,
+        help="use at most N training prompts, sampled (default: all)",
+    )
+
+
+def add_logs(p: argparse.ArgumentParser) -> None:
+    """`--log L [L ...]`: the serving outcome logs a command reads."""
+    p.add_argument("--log", type=existing_file, nargs="+", required=True, help="outcome log(s)")
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

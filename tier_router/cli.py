@@ -17,7 +17,7 @@ from outcomes import OutcomesError
 from router.bundle import BundleError
 from router.ladder import LadderError
 from router.policy import DEFAULT_GOAL
-from tier_router.argtypes import DefaultsHelpFormatter, add_bootstrap
+from tier_router.argtypes import DefaultsHelpFormatter, add_bootstrap, add_bundle, add_max_train
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
@@ -227,12 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="cross-validation folds for the out-of-fold predictions the policy is set on",
     )
-    t.add_argument(
-        "--max-train",
-        type=_positive_int,
-        default=None,
-        help="use at most N training prompts, sampled (default: all)",
-    )
+    add_max_train(t)
     t.add_argument(
         "--seed", type=int, default=0, help="seeds sampling, folds and k-means (default 0)"
     )
@@ -250,14 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="write P(pass) per tier and the chosen tier per prompt")
-    s.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    add_bundle(s)
     s.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz) to score")
     s.add_argument("--split", default="test", help="split to score ('all' for every prompt)")
     s.add_argument("--out", type=_out_file, required=True, help="scores JSONL to write")
     s.set_defaults(func=cmd_score)
 
     r = sub.add_parser("route", help="print the routing decision for one prompt")
-    r.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    add_bundle(r)
     r.add_argument("prompt", help="prompt text, or - to read it from stdin")
     r.set_defaults(func=cmd_route)
 
@@ -268,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         '{"id", "point", "calls": [outcomes keys in call order], "final": key}; '
         "the point 'policy' is the bundle's own. Grade it with ../shared/tools/cascadeval.py.",
     )
-    rp.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    add_bundle(rp)
     rp.add_argument(
         "--outcomes", type=_file, required=True, help="outcomes JSONL(.gz) with answer texts"
     )
@@ -277,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_replay)
 
     e = sub.add_parser("evaluate", help="cost-quality metrics of a bundle on an outcomes split")
-    e.add_argument("--bundle", type=_bundle, required=True, help="bundle directory or archive")
+    add_bundle(e)
     e.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz) with scores")
     e.add_argument("--split", default="test", help="split to evaluate ('all' for every prompt)")
     e.add_argument(

@@ -21,7 +21,7 @@ from labeling.graders import GRADER_NAMES, GraderSet, JudgeConfig, JudgeGrader, 
 from labeling.prompts import PromptsError
 from outcomes import OutcomesError
 from router.ladder import Ladder, LadderError
-from tier_router.argtypes import DefaultsHelpFormatter
+from tier_router.argtypes import DefaultsHelpFormatter, add_tiers
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import positive_float as _positive_float
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--prompts", type=_existing_file, required=True, help="prompts JSONL")
-    p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
+    add_tiers(p)
     p.add_argument("--out", type=Path, required=True, help="outcomes file to write (.jsonl)")
     p.add_argument(
         "--grader",

@@ -28,8 +28,8 @@ from serving.metrics import (
 from serving.outcome_log import ReadStats, read_log
 from tier_router.argtypes import (
     DefaultsHelpFormatter,
+    add_logs,
     existing_dir,
-    existing_file,
     int_in,
     out_file,
     positive_float,
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--log", type=existing_file, nargs="+", required=True, help="outcome log(s)")
+    add_logs(p)
     p.add_argument(
         "--bundle",
         type=existing_dir,

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from router.policy import DEFAULT_GOAL
-from tier_router.argtypes import add_bootstrap
+from tier_router.argtypes import add_bootstrap, add_max_train, add_tiers, parse_as
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
 from tier_router.argtypes import out_dir as _out_dir
 from tier_router.argtypes import positive_int as _positive_int
+from tier_router.argtypes import rate as _rate
 
 log = logging.getLogger("tier_router.registry")
 Handler = Callable[[argparse.Namespace], int]
@@ -38,23 +39,10 @@ def _versions(value: str) -> tuple[str, ...]:
     return tuple(_version(v.strip()) for v in value.split(",") if v.strip())
 
 
-def _nonneg_float(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+def _tolerance(value: str) -> float:
+    v = parse_as(float, value, "a number >= 0")
     if not 0 <= v < 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
-    return v
-
-
-def _quality_drop(value: str) -> float:
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
     return v
 
 
@@ -67,7 +55,7 @@ def _max_drop(a: argparse.Namespace) -> float:
 def _add_max_quality_drop(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-quality-drop",
-        type=_quality_drop,
+        type=_rate,
         default=None,
         help="how much lower the candidate's own policy quality may be than the champion's "
         "on the same split, in quality points on [0, 1] (default 0.005, half a point)",
@@ -301,7 +289,7 @@ def register(subparsers: Any) -> None:
     _eval_args(p)
     p.add_argument(
         "--tolerance",
-        type=_nonneg_float,
+        type=_tolerance,
         default=0.0,
         help="allowed loss in quality points / cost fraction (default 0)",
     )
@@ -347,7 +335,7 @@ def register(subparsers: Any) -> None:
         required=True,
         help="serving outcome log(s), plain or gzipped JSONL",
     )
-    r.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML")
+    add_tiers(r)
     r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")
     r.add_argument(
         "--featurizer", choices=["fast", "accurate"], default="fast", help="as for train"
@@ -360,12 +348,7 @@ def register(subparsers: Any) -> None:
         help="k-means granularities, comma-separated (default: the model's)",
     )
     r.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
-    r.add_argument(
-        "--max-train",
-        type=_positive_int,
-        default=None,
-        help="use at most N training prompts, sampled (default: all)",
-    )
+    add_max_train(r)
     r.add_argument("--seed", type=int, default=0, help="seeds sampling, folds and k-means")
     r.add_argument("--split", default="test", help="held-out split of --outcomes (default test)")
     r.add_argument(

@@ -18,7 +18,7 @@ from types import FrameType
 
 from outcomes import OutcomesError, read_outcomes
 from router.ladder import Ladder, LadderError
-from tier_router.argtypes import DefaultsHelpFormatter
+from tier_router.argtypes import DefaultsHelpFormatter, add_logs, add_tiers
 from tier_router.argtypes import existing_dir as _existing_dir
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
@@ -39,6 +39,14 @@ def _load_ladder(cmd: str, path: Path) -> Ladder | int:
         return _fail(cmd, f"--tiers: {e}")
 
 
+def _add_faults(p: argparse.ArgumentParser, throttled: str, errors: str) -> None:
+    """The local Bedrock's injected faults (`FaultConfig`), as `local-bedrock` and `demo`
+    take them; only the help wording differs."""
+    p.add_argument("--throttle-rate", type=_rate, default=0.0, help=throttled)
+    p.add_argument("--error-rate", type=_rate, default=0.0, help=errors)
+    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="delay added per call")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the serving subcommands to the main `tier-router` parser."""
     p = subparsers.add_parser(
@@ -48,12 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--outcomes", type=_existing_file, required=True, help="outcomes file")
-    p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
+    add_tiers(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=_int_in(0, 65535), default=0, help="TCP port, 0 = any free port")
-    p.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of calls -> 429")
-    p.add_argument("--error-rate", type=_rate, default=0.0, help="share of calls -> 500/503")
-    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="delay added per call")
+    _add_faults(p, throttled="share of calls -> 429", errors="share of calls -> 500/503")
     p.add_argument(
         "--seed", type=_int_in(0, 2**32 - 1), default=0, help="seeds the injected faults"
     )
@@ -69,13 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--outcomes", type=_existing_file, required=True, help="outcomes file")
     p.add_argument("--split", default="test", help="which split's prompts to send")
     p.add_argument("--requests", type=_int_in(1, 1_000_000), default=400, help="prompts to send")
-    p.add_argument(
-        "--throttle-rate", type=_rate, default=0.0, help="share of calls the server throttles"
+    _add_faults(
+        p,
+        throttled="share of calls the server throttles",
+        errors="share of calls that get a 500/503",
     )
-    p.add_argument(
-        "--error-rate", type=_rate, default=0.0, help="share of calls that get a 500/503"
-    )
-    p.add_argument("--latency-ms", type=_nonneg_float, default=0.0, help="delay added per call")
     p.add_argument(
         "--log",
         type=_new_file,
@@ -105,8 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Passed tiers -> score 1, quality failures -> score 0, untried -> absent.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--log", type=_existing_file, nargs="+", required=True, help="outcome log(s)")
-    p.add_argument("--tiers", type=_existing_file, required=True, help="tier ladder TOML")
+    add_logs(p)
+    add_tiers(p)
     p.add_argument("--out", required=True, help="outcomes file to write (.jsonl or .jsonl.gz)")
     p.add_argument("--split", default="train", help="split to give the records")
     p.set_defaults(func=cmd_feedback)

@@ -5,9 +5,8 @@ Every candidate is a sum of softmax sets over the joint-space vector x
 The soft-cluster model (training/model.py) is such a sum; so is a per-tier logistic
 regression, written as one two-column set per tier (logits [w_t x + b_t, 0], rates
 [e_t, 0]), since softmax([z, 0])[0] = sigmoid(z); and so is a convex blend of the two
-(every set's rates times its weight). One graph form means one ONNX export, and
-router/cluster_predictor.py plus the compiled path (router/_hotpath.c) evaluate all of
-them without ONNX Runtime on the single-prompt path.
+(every set's rates times its weight). One form (router/softmax_sets.py) means one
+definition of the math, one ONNX export and one single-request evaluation for all.
 
 Why these: on the public files the soft clusters won, but on a hidden chat set a plain
 logistic regression on the embedding plus length beat them (0.749 vs 0.728 pgr_auc),
@@ -22,17 +21,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from router.cluster_predictor import MAX_LOGIT
 from router.joint_space import JointSpace
+from router.softmax_sets import SoftmaxSet, SoftmaxSets, check_bounds
 from training.featurize import Features
 from training.model import ModelConfig, SoftClusterModel
-from training.onnx_graph import GraphBuilder
 
-# The runtime evaluates exp(logit) without subtracting the maximum (safe while every
-# weight column's norm and every bias stays under MAX_LOGIT); a fitted logistic weight
-# vector longer than this is shrunk, with its intercept, toward zero (same ranking).
+# The single-request path evaluates exp(logit) without subtracting the maximum (exact while
+# every weight row's norm and every bias stays under router.softmax_sets.MAX_LOGIT); a
+# fitted logistic weight vector longer than this is shrunk, with its intercept, toward
+# zero (same ranking).
 LOGISTIC_MAX_NORM = 30.0
-PAD = -1e9  # bias of padding columns: no softmax weight
 
 
 @dataclass(frozen=True)
@@ -58,29 +56,8 @@ class LogisticConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class SoftmaxSet:
-    weights: np.ndarray  # (k, dims): one logit row per column
-    bias: np.ndarray  # (k,)
-    rates: np.ndarray  # (k, tiers): P(pass) contribution per column, share included
-
-
-def _softmax_rows(s: np.ndarray) -> np.ndarray:
-    s = s - s.max(axis=1, keepdims=True)
-    np.exp(s, out=s)
-    return s / s.sum(axis=1, keepdims=True)
-
-
-def soft_cluster_sets(model: SoftClusterModel) -> list[SoftmaxSet]:
-    """A fitted soft-cluster model's sets (no bias; each share folded into its rates)."""
-    return [
-        SoftmaxSet(w, np.zeros(len(w), dtype=np.float32), (r * share).astype(np.float32))
-        for w, r, share in zip(model.centroids_, model.rates_, model.shares_, strict=True)
-    ]
-
-
 class SetModel:
-    """A fitted sum of softmax sets in a joint space: predict_proba and add_to_graph."""
+    """A fitted sum of softmax sets in a joint space: predict_proba and softmax_sets."""
 
     name = "sets"
 
@@ -106,30 +83,11 @@ class SetModel:
     def joint(self, f: Features) -> np.ndarray:
         return self.space_.apply(f.emb, f.hand, f.dense)
 
-    def predict_joint(self, x: np.ndarray) -> np.ndarray:
-        x64 = np.asarray(x, dtype=np.float64)
-        out = sum(
-            _softmax_rows(x64 @ s.weights.T.astype(np.float64) + s.bias) @ s.rates
-            for s in self.sets_
-        )
-        return np.clip(np.asarray(out), 0.0, 1.0).astype(np.float32)
+    def softmax_sets(self) -> SoftmaxSets:
+        return SoftmaxSets.from_sets(self.sets_)
 
     def predict_proba(self, f: Features) -> np.ndarray:
-        return self.predict_joint(self.joint(f))
-
-    def add_to_graph(self, b: GraphBuilder, x: str) -> str:
-        """The soft-cluster graph (training/model.py) with biases: one MatMul against all
-        sets, one Softmax over a [B, sets, K] view, one MatMul against the rates."""
-        g, k = len(self.sets_), max(len(s.weights) for s in self.sets_)
-        weights = np.zeros((self.dims, g * k), dtype=np.float32)
-        bias = np.full(g * k, PAD, dtype=np.float32)
-        rates = np.zeros((g * k, self.sets_[0].rates.shape[1]), dtype=np.float32)
-        for i, s in enumerate(self.sets_):
-            n = len(s.weights)
-            weights[:, i * k : i * k + n] = s.weights.T
-            bias[i * k : i * k + n] = s.bias
-            rates[i * k : i * k + n] = s.rates
-        return b.softmax_sets(x, weights, bias, rates, g, k)
+        return np.clip(self.softmax_sets().predict(self.joint(f)), 0.0, 1.0)
 
 
 def fit_space(config: ModelConfig, f: Features) -> JointSpace:
@@ -219,17 +177,12 @@ class BlendModel(SetModel):
             SoftmaxSet(s.weights, s.bias, (s.rates * (1.0 - alpha)).astype(np.float32))
             for s in logistic.sets_
         ] + [
-            SoftmaxSet(s.weights, s.bias, (s.rates * alpha).astype(np.float32))
-            for s in soft_cluster_sets(soft)
+            SoftmaxSet(s.weights, s.bias, (s.rates * alpha).astype(np.float32)) for s in soft.sets()
         ]
         super().__init__(soft.space_, sets, list(soft.task_classes_))
         self.alpha = alpha
 
 
 def check_runtime_bounds(model: SetModel) -> None:
-    """The bounds router/cluster_predictor.py needs to evaluate the graph without ORT."""
-    for s in model.sets_:
-        if len(s.weights) and float(np.linalg.norm(s.weights, axis=1).max()) > MAX_LOGIT:
-            raise ValueError("a weight row exceeds the runtime's logit bound")
-        if len(s.bias) and float(np.abs(s.bias).max()) > MAX_LOGIT:
-            raise ValueError("a bias exceeds the runtime's logit bound")
+    """The bounds router/softmax_sets.py needs to evaluate one request exactly fast."""
+    check_bounds(model.sets_)

@@ -24,6 +24,7 @@ import numpy as np
 
 from outcomes import OutcomeRecord
 from router.answer_features import prompt_options
+from router.bundle import VERIFIER_MODEL, VERIFIER_WEIGHTS, write_arrays
 from router.cascade import NEVER, CascadeFile, CascadePolicy, EscalationCost
 from router.ladder import Ladder, Tier
 from router.tokens import CHARS_PER_TOKEN, prompt_tokens
@@ -548,8 +549,9 @@ def oof_curve(file: CascadeFile, d: CascadeData) -> dict[str, float]:
 # -- export ----------------------------------------------------------------------------------
 
 
-def export_verifier(fitted: FittedVerifier, ladder: Ladder, path: Path) -> Path:
-    """verifier.onnx: one MatMul, Add, Sigmoid; router.verifier reads its two weights."""
+def export_verifier(fitted: FittedVerifier, ladder: Ladder, out_dir: Path) -> None:
+    """verifier.onnx (one MatMul, Add, Sigmoid) and the two arrays it is made of
+    (verifier_weights.npz, what router.verifier scores one answer with)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -580,8 +582,11 @@ def export_verifier(fitted: FittedVerifier, ladder: Ladder, path: Path) -> Path:
         doc_string=f"tier-router answer verifier for {ladder.names}: columns tier*4+context",
     )
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    onnx.save(model, str(out_dir / VERIFIER_MODEL))
+    write_arrays(
+        out_dir / VERIFIER_WEIGHTS,
+        {"weights": fitted.weights.astype(np.float32), "bias": fitted.bias.astype(np.float32)},
+    )
 
 
 def fit_escalation_cost(

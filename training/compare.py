@@ -37,6 +37,7 @@ from training.evaluate import (
     paired_difference,
     quality_at,
     router_curve,
+    save_cost_quality_plot,
     upper_envelope,
 )
 from training.registry import download_bundle
@@ -51,7 +52,12 @@ COMPARISON_EXPERIMENT = "tier-router-comparisons"
 # points on [0, 1]; 0.005 = half a point) before promotion refuses.
 DEFAULT_MAX_QUALITY_DROP = 0.005
 TABLE_METRICS = (
-    "pgr_auc", "cost_at_top", "cost_at_mid", "best_q", "policy.cost", "policy.quality",
+    "pgr_auc",
+    "cost_at_top",
+    "cost_at_mid",
+    "best_q",
+    "policy.cost",
+    "policy.quality",
     "policy.cost_vs_top",
 )
 
@@ -105,14 +111,16 @@ class PointCheck:
     candidate_cost_for_quality: float
 
     def explain(self) -> str:
-        return "\n".join([
-            f"at the {self.where} operating point (cost ${self.cost:.6f}/req, "
-            f"quality {self.quality:.4f}):",
-            f"  quality at that cost: champion {self.champion_quality_at_cost:.4f}, "
-            f"candidate {self.candidate_quality_at_cost:.4f}",
-            f"  cost for that quality: champion ${self.champion_cost_for_quality:.6f}, "
-            f"candidate ${self.candidate_cost_for_quality:.6f}",
-        ])
+        return "\n".join(
+            [
+                f"at the {self.where} operating point (cost ${self.cost:.6f}/req, "
+                f"quality {self.quality:.4f}):",
+                f"  quality at that cost: champion {self.champion_quality_at_cost:.4f}, "
+                f"candidate {self.candidate_quality_at_cost:.4f}",
+                f"  cost for that quality: champion ${self.champion_cost_for_quality:.6f}, "
+                f"candidate ${self.candidate_cost_for_quality:.6f}",
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -132,15 +140,17 @@ class PolicyCheck:
     def explain(self) -> str:
         dc = self.candidate_cost - self.champion_cost
         rel = f" ({dc / self.champion_cost:+.1%})" if self.champion_cost > 0 else ""
-        return "\n".join([
-            "policy operating points (what each version would serve):",
-            f"  champion  cost ${self.champion_cost:.6f}/req, quality "
-            f"{self.champion_quality:.4f}",
-            f"  candidate cost ${self.candidate_cost:.6f}/req, quality "
-            f"{self.candidate_quality:.4f}",
-            f"  quality {-self.quality_drop:+.4f} (allowed drop {self.max_quality_drop:.4f}), "
-            f"cost {dc:+.6f}{rel}",
-        ])
+        return "\n".join(
+            [
+                "policy operating points (what each version would serve):",
+                f"  champion  cost ${self.champion_cost:.6f}/req, quality "
+                f"{self.champion_quality:.4f}",
+                f"  candidate cost ${self.candidate_cost:.6f}/req, quality "
+                f"{self.candidate_quality:.4f}",
+                f"  quality {-self.quality_drop:+.4f} (allowed drop {self.max_quality_drop:.4f}), "
+                f"cost {dc:+.6f}{rel}",
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -194,18 +204,19 @@ def default_eval_data(c: MlflowClient, run_id: str | None) -> EvalData:
     if not f or not Path(f).is_file():
         raise ValueError(
             f"--outcomes is required: run {run_id} recorded training file {f!r}, which is not "
-            "readable here")
+            "readable here"
+        )
     return EvalData(Path(f), params.get("eval_split") or "test")
 
 
 def check_comparable(evals: list[VersionEval]) -> None:
     first = evals[0]
     for e in evals[1:]:
-        if (e.tiers, e.prices, e.outcomes_keys) != (first.tiers, first.prices,
-                                                     first.outcomes_keys):
+        if (e.tiers, e.prices, e.outcomes_keys) != (first.tiers, first.prices, first.outcomes_keys):
             raise ValueError(
                 f"{e.label} routes over {e.tiers} {e.prices}, {first.label} over {first.tiers} "
-                f"{first.prices}: cost-quality curves over different ladders are not comparable")
+                f"{first.prices}: cost-quality curves over different ladders are not comparable"
+            )
 
 
 def judge(
@@ -230,30 +241,38 @@ def judge(
     check_comparable([champ, candidate])
     checks, reasons = [], []
     eps = 1e-12
-    for where, (oc, oq) in (("champion's policy", champ.policy_point),
-                            ("candidate's policy", candidate.policy_point)):
+    for where, (oc, oq) in (
+        ("champion's policy", champ.policy_point),
+        ("candidate's policy", candidate.policy_point),
+    ):
         ck = PointCheck(
-            where, oc, oq,
-            quality_at(champ.envelope, oc), quality_at(candidate.envelope, oc),
-            cost_for_quality(champ.envelope, oq), cost_for_quality(candidate.envelope, oq),
+            where,
+            oc,
+            oq,
+            quality_at(champ.envelope, oc),
+            quality_at(candidate.envelope, oc),
+            cost_for_quality(champ.envelope, oq),
+            cost_for_quality(candidate.envelope, oq),
         )
         checks.append(ck)
         if _lt(ck.candidate_quality_at_cost, ck.champion_quality_at_cost - tolerance - eps):
             reasons.append(
                 f"lower quality at the {where} cost (${oc:.6f}/req): "
-                f"{ck.candidate_quality_at_cost:.4f} vs {ck.champion_quality_at_cost:.4f}")
-        if _gt(ck.candidate_cost_for_quality,
-               ck.champion_cost_for_quality * (1 + tolerance) + eps):
+                f"{ck.candidate_quality_at_cost:.4f} vs {ck.champion_quality_at_cost:.4f}"
+            )
+        if _gt(ck.candidate_cost_for_quality, ck.champion_cost_for_quality * (1 + tolerance) + eps):
             reasons.append(
                 f"higher cost at the {where} quality ({oq:.4f}): "
-                f"${ck.candidate_cost_for_quality:.6f} vs ${ck.champion_cost_for_quality:.6f}")
+                f"${ck.candidate_cost_for_quality:.6f} vs ${ck.champion_cost_for_quality:.6f}"
+            )
     pc = PolicyCheck(*champ.policy_point, *candidate.policy_point, max_quality_drop)
     if _lt(pc.candidate_quality, pc.champion_quality - max_quality_drop - eps):
         reasons.append(
             f"its policy serves lower quality: {pc.candidate_quality:.4f} vs "
             f"{pc.champion_quality:.4f} ({-pc.quality_drop:+.4f}, beyond the allowed drop of "
             f"{max_quality_drop:.4f}; --max-quality-drop), at ${pc.candidate_cost:.6f} vs "
-            f"${pc.champion_cost:.6f}/req")
+            f"${pc.champion_cost:.6f}/req"
+        )
     return Verdict(not reasons, tuple(checks), tuple(reasons), pc)
 
 
@@ -319,8 +338,13 @@ def paired(version: VersionEval, reference: VersionEval, rounds: int) -> Paired:
 
 
 def _paired_policy(
-    choice: np.ndarray, ref: np.ndarray, q: np.ndarray, c: np.ndarray, rounds: int,
-    level: float = 0.95, seed: int = 0,
+    choice: np.ndarray,
+    ref: np.ndarray,
+    q: np.ndarray,
+    c: np.ndarray,
+    rounds: int,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Policy quality and cost of one version minus another, over resampled prompts."""
     rows = np.arange(len(q))
@@ -350,8 +374,12 @@ def format_table(evals: list[VersionEval], data: EvalData) -> str:
     for k in TABLE_METRICS:
         rows.append((k, [f"{e.metric(k):.6g}" for e in evals]))
     for i, t in enumerate(tiers):
-        rows.append((f"policy.tier_share.{t}",
-                     [f"{e.report['policy']['tier_mix'][i] / n:.3f}" for e in evals]))
+        rows.append(
+            (
+                f"policy.tier_share.{t}",
+                [f"{e.report['policy']['tier_mix'][i] / n:.3f}" for e in evals],
+            )
+        )
     for k in ("route.p50_us", "route.p99_us", *(f"test.calibration_error.{t}" for t in tiers)):
         vals = [e.logged.get(k, float("nan")) for e in evals]
         if any(not math.isnan(v) for v in vals):
@@ -360,8 +388,10 @@ def format_table(evals: list[VersionEval], data: EvalData) -> str:
     widths = [max(len(cells[j]) for _, cells in rows) for j in range(len(evals))]
     lines = [f"{n} prompts of {data.outcomes.name} (split {data.split})"]
     for name, cells in rows:
-        lines.append(f"{name:<{name_w}}" + "".join(
-            f"  {cell:>{w}}" for cell, w in zip(cells, widths, strict=True)))
+        lines.append(
+            f"{name:<{name_w}}"
+            + "".join(f"  {cell:>{w}}" for cell, w in zip(cells, widths, strict=True))
+        )
     return "\n".join(lines)
 
 
@@ -374,25 +404,35 @@ def plot_overlay(evals: list[VersionEval], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     for e in evals:
         xs, ys = zip(*e.envelope, strict=True)
-        (line,) = ax.plot(xs, ys, "-", marker=".", markersize=3,
-                          label=f"{e.label} (pgr_auc {e.metric('pgr_auc'):.3f})")
-        ax.scatter([e.policy_point[0]], [e.policy_point[1]], marker="*", s=150,
-                   color=line.get_color(), zorder=6, edgecolor="black")
+        (line,) = ax.plot(
+            xs,
+            ys,
+            "-",
+            marker=".",
+            markersize=3,
+            label=f"{e.label} (pgr_auc {e.metric('pgr_auc'):.3f})",
+        )
+        ax.scatter(
+            [e.policy_point[0]],
+            [e.policy_point[1]],
+            marker="*",
+            s=150,
+            color=line.get_color(),
+            zorder=6,
+            edgecolor="black",
+        )
     always = evals[0].report["always"]
     for i, t in enumerate(evals[0].tiers):
         a = always[i]
         ax.scatter([a["cost"]], [a["quality"]], s=30, color="gray", zorder=5)
-        ax.annotate(f"always {t}", (a["cost"], a["quality"]), textcoords="offset points",
-                    xytext=(5, -10), fontsize=8)
-    ax.set_xlabel("average cost per request ($)")
-    ax.set_ylabel("average quality")
-    ax.set_title(title + "  (* = each version's policy)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        ax.annotate(
+            f"always {t}",
+            (a["cost"], a["quality"]),
+            textcoords="offset points",
+            xytext=(5, -10),
+            fontsize=8,
+        )
+    return save_cost_quality_plot(fig, ax, path, title + "  (* = each version's policy)")
 
 
 def log_comparison(
@@ -412,15 +452,26 @@ def log_comparison(
     labels = ",".join(e.label for e in evals)
     with mlflow.start_run(run_name=f"{model} {labels}") as run:
         mlflow.set_tags({"kind": "comparison", "registered_model": model})
-        mlflow.log_params({
-            "registered_model": model, "versions": labels, "outcomes": str(data.outcomes),
-            "outcomes_sha256": sha256_file(data.outcomes), "split": str(data.split),
-            "eval_rows": evals[0].report["n"],
-            **{f"{e.label}.router_version": e.router_version for e in evals},
-            **{f"{e.label}.run_id": e.run_id or "" for e in evals},
-        })
-        mlflow.log_metrics({f"{e.label}.{k}": e.metric(k) for e in evals for k in TABLE_METRICS
-                            if math.isfinite(e.metric(k))})
+        mlflow.log_params(
+            {
+                "registered_model": model,
+                "versions": labels,
+                "outcomes": str(data.outcomes),
+                "outcomes_sha256": sha256_file(data.outcomes),
+                "split": str(data.split),
+                "eval_rows": evals[0].report["n"],
+                **{f"{e.label}.router_version": e.router_version for e in evals},
+                **{f"{e.label}.run_id": e.run_id or "" for e in evals},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"{e.label}.{k}": e.metric(k)
+                for e in evals
+                for k in TABLE_METRICS
+                if math.isfinite(e.metric(k))
+            }
+        )
         paired_metrics = {
             f"{pr.label}-{pr.reference}.{k}{'' if part == 'diff' else '.' + part}": v
             for pr in pairs or []

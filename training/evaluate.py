@@ -15,11 +15,16 @@ from __future__ import annotations
 
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from router.ladder import Ladder
 from router.tokens import prompt_tokens
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 DEFAULT_OUTPUT_TOKENS = 200.0
 Point = tuple[float, float]
@@ -260,6 +265,13 @@ def plot_curves(
             zorder=6,
             label="bundle policy",
         )
+    return save_cost_quality_plot(fig, ax, path, title)
+
+
+def save_cost_quality_plot(fig: Figure, ax: Axes, path: Path, title: str) -> Path:
+    """Axis labels, grid and legend every cost-quality plot shares; saved, then closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_xlabel("average cost per request ($)")
     ax.set_ylabel("average quality")
     ax.set_title(title)

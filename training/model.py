@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from router.joint_space import EPS, JointSpace
+from router.softmax_sets import SoftmaxSet, SoftmaxSets
 from router.text_features import FEATURE_NAMES
 from training.featurize import Features
-from training.onnx_graph import GraphBuilder
 
 # Chosen on the three public files over three seeds: pgr_auc -0.0003 / +0.0065 / +0.0073
 # on mmlu_pro / routerbench_subset / llmrouter_dcrouter against the embedding alone.
@@ -86,8 +86,8 @@ class ModelConfig:
         return d
 
 
-# The compiled route evaluates exp(logit) without subtracting the maximum, which is safe
-# while every weight column's norm stays under router.cluster_predictor.MAX_LOGIT (40).
+# The single-request path evaluates exp(logit) without subtracting the maximum, which is
+# exact while every weight column's norm stays under router.softmax_sets.MAX_LOGIT (40).
 TASK_MAX_NORM = 30.0
 OTHER_TASKS = "(other)"
 
@@ -203,33 +203,19 @@ class SoftClusterModel:
     def _membership(self, x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         return _softmax_rows((x @ centroids.T) / self.config.temperature)
 
-    def predict_proba(self, f: Features) -> np.ndarray:
+    def sets(self) -> list[SoftmaxSet]:
+        """The fitted model as softmax sets (router.softmax_sets): no bias, each set's
+        share folded into its rates."""
         if not self.centroids_:
             raise RuntimeError("model is not fitted")
-        x = self.space_.apply(f.emb, f.hand, f.dense)
-        out = sum(
-            share * (_softmax_rows(x @ w.T) @ r)
+        return [
+            SoftmaxSet(w, np.zeros(len(w), dtype=np.float32), (r * share).astype(np.float32))
             for w, r, share in zip(self.centroids_, self.rates_, self.shares_, strict=True)
-        )
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+        ]
 
-    def add_to_graph(self, b: GraphBuilder, x: str) -> str:
-        """One MatMul against all softmax sets, one Softmax over a [B, sets, K] view.
+    def softmax_sets(self) -> SoftmaxSets:
+        return SoftmaxSets.from_sets(self.sets())
 
-        x is the joint-space vector (router.joint_space). Sets with fewer columns are
-        padded with zero columns whose logit is pushed to -1e9, so they get no weight;
-        each set's share of the output is folded into its rates.
-        """
-        g = len(self.centroids_)
-        k = max(len(cen) for cen in self.centroids_)
-        dims = self.centroids_[0].shape[1]
-        weights = np.zeros((dims, g * k), dtype=np.float32)
-        bias = np.full(g * k, -1e9, dtype=np.float32)
-        rates = np.zeros((g * k, self.rates_[0].shape[1]), dtype=np.float32)
-        for i, (cen, r, share) in enumerate(
-            zip(self.centroids_, self.rates_, self.shares_, strict=True)
-        ):
-            weights[:, i * k : i * k + len(cen)] = cen.T
-            bias[i * k : i * k + len(cen)] = 0.0
-            rates[i * k : i * k + len(cen)] = r * share
-        return b.softmax_sets(x, weights, bias, rates, g, k)
+    def predict_proba(self, f: Features) -> np.ndarray:
+        x = self.space_.apply(f.emb, f.hand, f.dense)
+        return np.clip(self.softmax_sets().predict(x), 0.0, 1.0)

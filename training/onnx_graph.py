@@ -1,4 +1,7 @@
-"""Builds the bundle's ONNX model: the fitted predictor on the joint-space vector.
+"""Builds the bundle's ONNX models from their definitions in router/.
+
+model.onnx is generated from router.softmax_sets.SoftmaxSets (export_model writes its
+arrays beside it, for the runtime's single-request path).
 
 Input: features float [B, D], the unit-norm joint vector of router.joint_space (static
 embedding, MiniLM vector for accurate bundles, scaled hand features).
@@ -15,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from router.cluster_predictor import BIAS, CENTROIDS, RATES, SET_SHAPE
+from router.bundle import MODEL_FILE, MODEL_WEIGHTS, write_arrays
 from router.router import FEATURES_INPUT
+from router.softmax_sets import SoftmaxSets
 
 OPSET = 17
 IR_VERSION = 8  # what onnxruntime >= 1.14 reads
@@ -32,11 +36,10 @@ class GraphBuilder:
         self._n += 1
         return f"{stem}_{self._n}"
 
-    def const(self, value: np.ndarray, stem: str = "c", *, exact: bool = False) -> str:
-        """An initializer; `exact` keeps the name as given, for readers that look it up."""
+    def const(self, value: np.ndarray, stem: str = "c") -> str:
         from onnx import numpy_helper
 
-        n = stem if exact else self.name(stem)
+        n = self.name(stem)
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), n))
         return n
 
@@ -47,24 +50,23 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
-    def softmax_sets(
-        self, x: str, weights: np.ndarray, bias: np.ndarray, rates: np.ndarray, g: int, k: int
-    ) -> str:
-        """P(pass) as soft-membership-weighted rates: logits x @ weights + bias, a softmax
-        within each of `g` sets of `k` columns, then @ rates. Every model family exports
-        this one form; exact names, since router.cluster_predictor reads the weights back
-        for single requests."""
+    def softmax_sets(self, x: str, model: SoftmaxSets) -> str:
+        """The graph of router.softmax_sets.SoftmaxSets.predict, op for op: logits =
+        x @ weights + bias, a Softmax over a [B, sets, width] view, then @ rates. Every
+        model family exports this one form."""
         logits = self.op(
             "Add",
             [
-                self.op("MatMul", [x, self.const(weights, CENTROIDS, exact=True)]),
-                self.const(bias, BIAS, exact=True),
+                self.op("MatMul", [x, self.const(model.weights, "weights")]),
+                self.const(model.bias, "bias"),
             ],
         )
-        shape = self.const(np.array([0, g, k], dtype=np.int64), SET_SHAPE, exact=True)
+        shape = self.const(np.array([0, model.sets, model.width], dtype=np.int64), "set_shape")
         w = self.op("Softmax", [self.op("Reshape", [logits, shape])], axis=-1)
-        flat = self.op("Reshape", [w, self.const(np.array([0, g * k], dtype=np.int64))])
-        return self.op("MatMul", [flat, self.const(rates, RATES, exact=True)])
+        flat = self.op(
+            "Reshape", [w, self.const(np.array([0, model.weights.shape[1]], dtype=np.int64))]
+        )
+        return self.op("MatMul", [flat, self.const(model.rates, "rates")])
 
 
 def build_model(
@@ -96,3 +98,11 @@ def build_model(
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def export_model(model: SoftmaxSets, out_dir: Path, doc: str) -> None:
+    """model.onnx and model_weights.npz: the graph and the arrays it was generated from."""
+    b = GraphBuilder()
+    p_out = b.softmax_sets(FEATURES_INPUT, model)
+    build_model(b, p_out, dims=model.dims, n_tiers=model.tiers, doc=doc, path=out_dir / MODEL_FILE)
+    write_arrays(out_dir / MODEL_WEIGHTS, model.arrays())

@@ -22,7 +22,6 @@ from router.bundle import seal_bundle, sha256_file, staged_bundle
 from router.featurizer import Featurizer, FeaturizerConfig
 from router.ladder import Ladder
 from router.policy import DEFAULT_GOAL, ThresholdPolicy
-from router.router import FEATURES_INPUT
 from training import assets
 from training.candidates import SetModel
 from training.cascade_fit import (
@@ -36,7 +35,7 @@ from training.evaluate import calibration_error, curve_metrics, prompt_costs
 from training.featurize import Features, featurize
 from training.labels import LabelSet, build_labels, missing_tier_report
 from training.model import ModelConfig, SoftClusterModel
-from training.onnx_graph import GraphBuilder, build_model
+from training.onnx_graph import export_model
 from training.operating_points import (
     PolicyData,
     format_table,
@@ -197,15 +196,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     # Written beside the old bundle and renamed into place: a failed export or a concurrent
     # hot swap never sees half a bundle.
     with staged_bundle(target, replace=True) as out:
-        b = GraphBuilder()
-        p_out = model.add_to_graph(b, FEATURES_INPUT)
-        build_model(
-            b,
-            p_out,
-            dims=model.centroids_[0].shape[1],
-            n_tiers=len(ladder),
-            doc=f"tier-router {cfg.featurizer} model for {ladder.names}",
-            path=out / layout.MODEL_FILE,
+        export_model(
+            model.softmax_sets(), out, f"tier-router {cfg.featurizer} model for {ladder.names}"
         )
         shutil.copy(static.tokenizer_json, out / layout.STATIC_TOKENIZER)
         np.save(out / layout.STATIC_TABLE, static.table.astype(np.float32), allow_pickle=False)
@@ -217,7 +209,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         (out / layout.FEATURIZER_FILE).write_text(fcfg.to_json() + "\n", encoding="utf-8")
         (out / layout.JOINT_SPACE_FILE).write_text(model.space_.to_json() + "\n", encoding="utf-8")
         if cascade is not None:
-            export_verifier(cascade.verifier, ladder, out / layout.VERIFIER_MODEL)
+            export_verifier(cascade.verifier, ladder, out)
             (out / layout.VERIFIER_FILE).write_text(cascade.spec.to_json() + "\n", encoding="utf-8")
             (out / layout.CASCADE_FILE).write_text(cascade.file.to_json() + "\n", encoding="utf-8")
             save_cascade_data(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,56 +48,53 @@ def log_training_run(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
+    with _failures_named(mlflow.get_tracking_uri, bundle):
+        import mlflow.onnx
+        import onnx
+
+        mlflow.set_experiment(EXPERIMENT)
+        with mlflow.start_run(run_name=tags.get("router_version")) as run:
+            mlflow.set_tags(tags)
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            clean = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            mlflow.log_metrics(clean)
+            for a in artifacts:
+                mlflow.log_artifact(str(a), artifact_path="plots")
+            mlflow.log_artifacts(str(bundle), artifact_path="bundle")
+            model = onnx.load(str(bundle / "model.onnx"))
+            info = mlflow.onnx.log_model(
+                model,
+                name="onnx_model",
+                registered_model_name=registered_model,
+            )
+            version = None
+            if registered_model:
+                version = str(info.registered_model_version)
+                log.info("registered %s version %s", registered_model, version)
+                # So `compare` and the registry UI can name a version without opening its run.
+                client = mlflow.MlflowClient()
+                for k in ("router_version", "featurizer", "data"):
+                    if tags.get(k):
+                        client.set_model_version_tag(registered_model, version, k, tags[k])
+                mlflow.set_tags(
+                    {"registered_model": registered_model, "registered_version": version}
+                )
+            log.info("MLflow run %s at %s", run.info.run_id, mlflow.get_tracking_uri())
+            return run.info.run_id, version
+
+
+@contextmanager
+def _failures_named(tracking_uri: Callable[[], str], bundle: Path) -> Iterator[None]:
+    """Any store, network or config failure as one TrackingError saying where and what."""
     try:
-        return _log(params, metrics, artifacts, bundle, tags, registered_model)
-    except Exception as e:  # any store, network or config failure: say where and what
+        yield
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TrackingError(
-            f"MLflow logging to {mlflow.get_tracking_uri()} failed: {first} "
+            f"MLflow logging to {tracking_uri()} failed: {first} "
             f"(the bundle is written at {bundle}; set MLFLOW_TRACKING_URI to a working "
             "store, e.g. sqlite:///mlflow.db, or pass --no-mlflow)"
         ) from e
-
-
-def _log(
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    artifacts: list[Path],
-    bundle: Path,
-    tags: dict[str, str],
-    registered_model: str | None,
-) -> tuple[str, str | None]:
-    import mlflow
-    import mlflow.onnx
-    import onnx
-
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=tags.get("router_version")) as run:
-        mlflow.set_tags(tags)
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        clean = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        mlflow.log_metrics(clean)
-        for a in artifacts:
-            mlflow.log_artifact(str(a), artifact_path="plots")
-        mlflow.log_artifacts(str(bundle), artifact_path="bundle")
-        model = onnx.load(str(bundle / "model.onnx"))
-        info = mlflow.onnx.log_model(
-            model,
-            name="onnx_model",
-            registered_model_name=registered_model,
-        )
-        version = None
-        if registered_model:
-            version = str(info.registered_model_version)
-            log.info("registered %s version %s", registered_model, version)
-            # So `compare` and the registry UI can name a version without opening its run.
-            client = mlflow.MlflowClient()
-            for k in ("router_version", "featurizer", "data"):
-                if tags.get(k):
-                    client.set_model_version_tag(registered_model, version, k, tags[k])
-            mlflow.set_tags({"registered_model": registered_model, "registered_version": version})
-        log.info("MLflow run %s at %s", run.info.run_id, mlflow.get_tracking_uri())
-        return run.info.run_id, version
 
 
 def metrics_for_mlflow(sections: dict[str, dict[str, Any]]) -> dict[str, float]:

@@ -6,28 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata import train_quick
 
 from outcomes import read_outcomes
 from router import Router
 from training.featurize import featurize
-from training.model import ModelConfig
-from training.pipeline import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def accurate(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, small_ladder: Path):
     out = tmp_path_factory.mktemp("acc") / "bundle"
-    return train(
-        TrainConfig(
-            outcomes=small_outcomes,
-            tiers=small_ladder,
-            out=out,
-            featurizer="accurate",
-            model=ModelConfig(n_clusters=(8, 24)),
-            folds=3,
-            max_train=300,
-        )
-    )
+    return train_quick(small_outcomes, small_ladder, out, featurizer="accurate", max_train=300)
 
 
 def test_encoder_matches_sentence_transformers(accurate) -> None:

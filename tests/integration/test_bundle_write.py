@@ -31,7 +31,7 @@ def test_a_failed_export_leaves_the_old_bundle_whole(
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "build_model", broken)
+    monkeypatch.setattr(pipeline, "export_model", broken)
     with pytest.raises(OSError, match="disk full"):
         pipeline.train(_config(small_outcomes, small_ladder, out))
     # The old bundle is still there, whole, and nothing half-written is left beside it.

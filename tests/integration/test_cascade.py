@@ -20,8 +20,8 @@ from realdata import REPO
 from outcomes import read_outcomes
 from router import Router
 from router.answer_features import prompt_options
-from router.bundle import BundleError
-from router.verifier import CONTEXTS, VERIFIER_INPUT, VERIFIER_MODEL, context_of, feature_vector
+from router.bundle import VERIFIER_MODEL, BundleError
+from router.verifier import CONTEXTS, VERIFIER_INPUT, context_of, feature_vector
 from tier_router.cli import main
 from training.cascade_eval import system_curve
 from training.cascade_fit import CascadeData, answer_text, call_cost, simulate

@@ -207,35 +207,16 @@ def test_bad_files_are_reported_not_crashed(
 ) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "x", "results": {"m": {"score": 1}}}\n{oops\n')
-    rc = main(
-        [
-            "train",
-            "--outcomes",
-            str(bad),
-            "--tiers",
-            str(small_ladder),
-            "--out",
-            str(tmp_path / "b"),
-            "--no-mlflow",
-        ]
-    )
-    assert rc == 2
+
+    def train(tiers: Path) -> int:
+        argv = ["train", "--outcomes", str(bad), "--tiers", str(tiers), "--no-mlflow"]
+        return main([*argv, "--out", str(tmp_path / "b")])
+
+    assert train(small_ladder) == 2
     assert f"{bad}:2: invalid JSON" in capsys.readouterr().err
     lad = tmp_path / "l.toml"
     lad.write_text("[[tier]]\nname = 1\n")
-    rc = main(
-        [
-            "train",
-            "--outcomes",
-            str(bad),
-            "--tiers",
-            str(lad),
-            "--out",
-            str(tmp_path / "b"),
-            "--no-mlflow",
-        ]
-    )
-    assert rc == 2
+    assert train(lad) == 2
     assert "missing field" in capsys.readouterr().err
 
 

@@ -2,6 +2,7 @@
 
 from test_labeling_support import (  # noqa: F401
     bucket,
+    lab,
     ladder,
     ladder_path,
     mmlu,

@@ -12,23 +12,10 @@ import pytest
 from botocore.exceptions import ClientError
 from loopback import free_port
 from test_labeling_ondemand import check_against_recorded
-from test_labeling_support import ROLE, aws_for, read_jsonl, run_cli, write_prompts
+from test_labeling_support import ROLE, Lab, Records, read_jsonl, run_cli
 
-from labeling.batch import BatchClients, run_batch, state_path
-from labeling.clients import control_client, runtime_client, s3_client
-from labeling.config import BatchConfig, LabelConfig
-from labeling.graders import ChoiceGrader, GraderSet
-from labeling.ondemand import run_ondemand
-from router.ladder import Ladder
-
-
-def clients(srv: Any, s3_url: str) -> BatchClients:
-    aws = aws_for(srv, s3_url)
-    return BatchClients(control_client(aws), s3_client(aws), runtime_client(aws))
-
-
-def bcfg(bucket: str, **kw: Any) -> BatchConfig:
-    return BatchConfig(bucket, ROLE, poll_interval_s=0.05, **kw)
+from labeling.batch import state_path
+from labeling.config import LabelConfig
 
 
 def s3_lines(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
@@ -36,26 +23,21 @@ def s3_lines(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in body.splitlines() if x.strip()]
 
 
-def test_batch_all_tiers_end_to_end(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder: Ladder,
-    start_server: Any,
-    s3_url: str,
-    bucket: str,
-) -> None:
-    recs = mmlu[:120]
-    srv = start_server(recs)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "batch.jsonl"
-    c = clients(srv, s3_url)
-    s = run_batch(
-        LabelConfig(prompts, out, progress=False),
-        bcfg(bucket, records_per_file=50),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        c,
-    )
+def assert_same_scores(rows: Records, ondemand_out: Path) -> None:
+    """Each batch row has the tiers and scores the on-demand run gave the same prompt."""
+    by_id = {r["id"]: r for r in read_jsonl(ondemand_out)}
+    for r in rows:
+        assert {k: v["score"] for k, v in r["results"].items()} == {
+            k: v["score"] for k, v in by_id[r["id"]]["results"].items()
+        }
+
+
+def test_batch_all_tiers_end_to_end(lab: Lab, bucket: str) -> None:
+    recs, ladder = lab.mmlu[:120], lab.ladder
+    srv = lab.start_server(recs)
+    prompts = lab.prompts(recs)
+    out = lab.tmp / "batch.jsonl"
+    s = lab.batch(LabelConfig(prompts, out, progress=False), srv, bucket, records_per_file=50)
     assert (s.status, s.labeled, s.calls, s.failed) == ("complete", 120, 360, 0)
     assert len(srv.batch.jobs) == 3 and srv.stats["batch_records"] == 360
     assert check_against_recorded(out, recs, ladder) > 300
@@ -64,6 +46,7 @@ def test_batch_all_tiers_end_to_end(
     assert all(list(r["results"]) == [t.outcomes_key for t in ladder.tiers] for r in rows)
 
     # the S3 records are Bedrock's: Anthropic messages bodies in, responses out
+    c = lab.clients(srv)
     keys = sorted(o["Key"] for o in c.s3.list_objects_v2(Bucket=bucket)["Contents"])
     inputs = [k for k in keys if k.endswith(".jsonl") and "/input/haiku/" in k]
     assert [k.rsplit("/", 1)[1] for k in inputs] == [
@@ -96,136 +79,72 @@ def test_batch_all_tiers_end_to_end(
     )
 
     # the same prompts on demand: the same verdicts at twice the price
-    od = tmp_path / "ondemand.jsonl"
-    o = run_ondemand(
-        LabelConfig(prompts, od, progress=False), ladder, GraderSet(ChoiceGrader()), c.runtime
-    )
+    od = lab.tmp / "ondemand.jsonl"
+    o = lab.ondemand(LabelConfig(prompts, od, progress=False), c.runtime)
     assert o.model_cost_usd == pytest.approx(2 * s.model_cost_usd)
     assert s.ondemand_cost_usd == pytest.approx(o.model_cost_usd)
-    by_id = {r["id"]: r for r in read_jsonl(od)}
-    for r in rows:
-        assert {k: v["score"] for k, v in r["results"].items()} == {
-            k: v["score"] for k, v in by_id[r["id"]]["results"].items()
-        }
+    assert_same_scores(rows, od)
 
 
-def test_batch_cascade_runs_a_round_per_tier(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder: Ladder,
-    start_server: Any,
-    s3_url: str,
-    bucket: str,
-) -> None:
-    recs = mmlu[:80]
-    srv = start_server(recs)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "b.jsonl"
-    s = run_batch(
-        LabelConfig(prompts, out, "cascade", progress=False),
-        bcfg(bucket),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        clients(srv, s3_url),
-    )
+def test_batch_cascade_runs_a_round_per_tier(lab: Lab, bucket: str) -> None:
+    recs = lab.mmlu[:80]
+    srv = lab.start_server(recs)
+    prompts = lab.prompts(recs)
+    out = lab.tmp / "b.jsonl"
+    s = lab.batch(LabelConfig(prompts, out, "cascade", progress=False), srv, bucket)
     assert s.status == "complete"
     rows = read_jsonl(out)
-    keys = [t.outcomes_key for t in ladder.tiers]
+    keys = [t.outcomes_key for t in lab.ladder.tiers]
     jobs = {j.name.rsplit("-", 1)[1]: j for j in srv.batch.jobs.values()}
     fail1 = sum(1 for r in rows if r["results"][keys[0]]["score"] < 0.5)
     assert jobs["haiku"].total == 80 and jobs["sonnet"].total == fail1
-    od = tmp_path / "od.jsonl"
-    run_ondemand(
-        LabelConfig(prompts, od, "cascade", progress=False),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        clients(srv, s3_url).runtime,
-    )
-    by_id = {r["id"]: r for r in read_jsonl(od)}
-    for r in rows:  # the same tiers tried, the same verdicts as the on-demand cascade
-        assert {k: v["score"] for k, v in r["results"].items()} == {
-            k: v["score"] for k, v in by_id[r["id"]]["results"].items()
-        }
+    od = lab.tmp / "od.jsonl"
+    lab.ondemand(LabelConfig(prompts, od, "cascade", progress=False), lab.runtime(srv))
+    assert_same_scores(rows, od)  # the same tiers tried as the on-demand cascade
 
 
-def test_restart_finds_its_jobs_by_name(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder: Ladder,
-    start_server: Any,
-    s3_url: str,
-    bucket: str,
-) -> None:
-    recs = mmlu[:60]
-    srv = start_server(recs, batch_start_delay_s=1.5)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "b.jsonl"
-    cfg = LabelConfig(prompts, out, progress=False)
-    first = run_batch(
-        cfg, bcfg(bucket, max_wait_s=0.1), ladder, GraderSet(ChoiceGrader()), clients(srv, s3_url)
-    )
+def test_restart_finds_its_jobs_by_name(lab: Lab, bucket: str) -> None:
+    recs = lab.mmlu[:60]
+    srv = lab.start_server(recs, batch_start_delay_s=1.5)
+    out = lab.tmp / "b.jsonl"
+    cfg = LabelConfig(lab.prompts(recs), out, progress=False)
+    first = lab.batch(cfg, srv, bucket, max_wait_s=0.1)
     assert first.status == "pending" and first.exit_code == 4 and "re-run" in first.message
     assert len(srv.batch.jobs) == 3
     # the labeling command dies and its state is lost: it must find the jobs by name
     state_path(out).unlink()
-    second = run_batch(cfg, bcfg(bucket), ladder, GraderSet(ChoiceGrader()), clients(srv, s3_url))
+    second = lab.batch(cfg, srv, bucket)
     assert second.status == "complete" and second.labeled == 60
     assert len(srv.batch.jobs) == 3  # no job created twice
-    check_against_recorded(out, recs, ladder)
+    check_against_recorded(out, recs, lab.ladder)
     # and a re-run of a finished run changes nothing and creates nothing
-    third = run_batch(cfg, bcfg(bucket), ladder, GraderSet(ChoiceGrader()), clients(srv, s3_url))
+    third = lab.batch(cfg, srv, bucket)
     assert (third.status, third.labeled, len(srv.batch.jobs)) == ("complete", 60, 3)
 
 
-def test_spend_cap_keeps_jobs_from_being_created(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder: Ladder,
-    start_server: Any,
-    s3_url: str,
-    bucket: str,
-) -> None:
-    recs = mmlu[:40]
-    srv = start_server(recs)
-    out = tmp_path / "b.jsonl"
-    s = run_batch(
-        LabelConfig(
-            write_prompts(tmp_path / "p.jsonl", recs), out, spend_cap_usd=0.5, progress=False
-        ),
-        bcfg(bucket),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        clients(srv, s3_url),
+def test_spend_cap_keeps_jobs_from_being_created(lab: Lab, bucket: str) -> None:
+    recs = lab.mmlu[:40]
+    srv = lab.start_server(recs)
+    out = lab.tmp / "b.jsonl"
+    s = lab.batch(
+        LabelConfig(lab.prompts(recs), out, spend_cap_usd=0.5, progress=False), srv, bucket
     )
     assert s.status == "spend_cap" and s.exit_code == 3 and "--spend-cap" in s.message
     names = sorted(j.name.rsplit("-", 1)[1] for j in srv.batch.jobs.values())
     assert names == ["haiku"]  # sonnet's worst case would pass the cap
     rows = read_jsonl(out)
     assert len(rows) == 40 and all(
-        list(r["results"]) == [ladder.tiers[0].outcomes_key] for r in rows
+        list(r["results"]) == [lab.ladder.tiers[0].outcomes_key] for r in rows
     )
     assert s.model_cost_usd <= 0.5
 
 
-def test_failed_records_are_reported(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder: Ladder,
-    start_server: Any,
-    s3_url: str,
-    bucket: str,
-) -> None:
-    recs = mmlu[:30]
-    srv = start_server(recs)
+def test_failed_records_are_reported(lab: Lab, bucket: str) -> None:
+    recs = lab.mmlu[:30]
+    srv = lab.start_server(recs)
     srv.faults = type(srv.faults)(error_rate=0.2, seed=3)
-    out = tmp_path / "b.jsonl"
-    s = run_batch(
-        LabelConfig(write_prompts(tmp_path / "p.jsonl", recs), out, progress=False),
-        bcfg(bucket),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        clients(srv, s3_url),
-    )
+    out = lab.tmp / "b.jsonl"
+    s = lab.batch(LabelConfig(lab.prompts(recs), out, progress=False), srv, bucket)
     assert s.status == "failed" and s.failed > 0 and "500" in s.message
     n_results = sum(len(r["results"]) for r in read_jsonl(out))
     assert n_results + s.failed == 90
@@ -280,44 +199,29 @@ def test_control_plane_api(start_server: Any, s3_url: str, bucket: str) -> None:
     assert arns[0] in {j["jobArn"] for j in failed}
 
 
-def _batch_argv(tmp_path: Path, recs: list[dict[str, Any]], ladder_path: Path, srv: Any,
-                s3: str, bucket: str) -> list[str]:
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    return [
-        "label", "--prompts", str(prompts), "--tiers", str(ladder_path),
-        "--out", str(tmp_path / "b.jsonl"), "--grader", "choice", "--mode", "batch",
-        "--endpoint-url", srv.url, "--s3-endpoint-url", s3, "--dummy-credentials",
-        "--bucket", bucket, "--role-arn", ROLE, "--max-attempts", "1",
+def _batch_argv(lab: Lab, srv: Any, s3: str, bucket: str) -> list[str]:
+    prompts = lab.prompts(lab.mmlu[:10])
+    return lab.label_argv(
+        prompts, lab.tmp / "b.jsonl", srv, "--grader", "choice", "--mode", "batch",
+        "--s3-endpoint-url", s3, "--bucket", bucket, "--role-arn", ROLE, "--max-attempts", "1",
         "--retry-delay-scale", "0.01", "--poll-seconds", "0.05", "--no-progress",
-    ]  # fmt: skip
+    )  # fmt: skip
 
 
 def test_unreachable_s3_is_one_line_naming_the_service_and_exits_1(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder_path: Path,
-    start_server: Any,
-    capsys: pytest.CaptureFixture[str],
+    lab: Lab, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    srv = start_server(mmlu[:10])
+    srv = lab.start_server(lab.mmlu[:10])
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    assert run_cli(_batch_argv(tmp_path, mmlu[:10], ladder_path, srv, closed, "labels-x")) == 1
+    assert run_cli(_batch_argv(lab, srv, closed, "labels-x")) == 1
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert "S3" in err and closed in err and "upload" in err
-    assert list(tmp_path.glob("*.jsonl.tmp")) == []
+    assert list(lab.tmp.glob("*.jsonl.tmp")) == []
 
 
-def test_missing_bucket_is_a_usage_error(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder_path: Path,
-    start_server: Any,
-    s3_url: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    srv = start_server(mmlu[:10])
-    argv = _batch_argv(tmp_path, mmlu[:10], ladder_path, srv, s3_url, "no-such-bucket-here")
-    assert run_cli(argv) == 2
+def test_missing_bucket_is_a_usage_error(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    srv = lab.start_server(lab.mmlu[:10])
+    assert run_cli(_batch_argv(lab, srv, lab.s3_url, "no-such-bucket-here")) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and "--bucket" in err and "no-such-bucket-here" in err

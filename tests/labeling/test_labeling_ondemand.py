@@ -17,22 +17,19 @@ from typing import Any
 import pytest
 from test_labeling_support import (
     REPO,
-    aws_for,
+    Lab,
+    Records,
     judge_responder,
     read_jsonl,
     recorded_verdicts,
     run_cli,
-    write_prompts,
 )
 
-from labeling.clients import runtime_client
 from labeling.config import LabelConfig
-from labeling.graders import ChoiceGrader, GraderSet
-from labeling.ondemand import run_ondemand
 from router.ladder import Ladder
 
 
-def check_against_recorded(out: Path, recs: list[dict[str, Any]], ladder: Ladder) -> int:
+def check_against_recorded(out: Path, recs: Records, ladder: Ladder) -> int:
     """Every graded result equals the recorded verdict where the recorded answer fits."""
     want = recorded_verdicts(recs, ladder)
     tiers = {t.outcomes_key: t for t in ladder.tiers}
@@ -51,43 +48,32 @@ def check_against_recorded(out: Path, recs: list[dict[str, Any]], ladder: Ladder
     return checked
 
 
-def test_all_tiers_match_recorded_outcomes(
-    tmp_path: Path, mmlu: list[dict[str, Any]], ladder: Ladder, start_server: Any, s3_url: str
-) -> None:
-    recs = mmlu[:120]
-    srv = start_server(recs)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "out.jsonl"
-    s = run_ondemand(
-        LabelConfig(prompts, out, concurrency=6, progress=False),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        runtime_client(aws_for(srv, s3_url)),
+def test_all_tiers_match_recorded_outcomes(lab: Lab) -> None:
+    recs = lab.mmlu[:120]
+    srv = lab.start_server(recs)
+    out = lab.tmp / "out.jsonl"
+    s = lab.ondemand(
+        LabelConfig(lab.prompts(recs), out, concurrency=6, progress=False), lab.runtime(srv)
     )
     assert (s.status, s.labeled, s.calls, s.failed) == ("complete", 120, 360, 0)
     rows = read_jsonl(out)
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in recs)
     assert all(len(r["results"]) == 3 for r in rows)
-    assert check_against_recorded(out, recs, ladder) > 300
+    assert check_against_recorded(out, recs, lab.ladder) > 300
     assert s.model_cost_usd == pytest.approx(
         sum(res["cost_usd"] for r in rows for res in r["results"].values())
     )
     assert s.batch_cost_usd == pytest.approx(s.model_cost_usd / 2)
 
 
-def test_cascade_stops_at_the_first_pass(
-    tmp_path: Path, mmlu: list[dict[str, Any]], ladder: Ladder, start_server: Any, s3_url: str
-) -> None:
-    recs = mmlu[:80]
-    srv = start_server(recs)
-    out = tmp_path / "out.jsonl"
-    s = run_ondemand(
-        LabelConfig(write_prompts(tmp_path / "p.jsonl", recs), out, "cascade", progress=False),
-        ladder,
-        GraderSet(ChoiceGrader()),
-        runtime_client(aws_for(srv, s3_url)),
+def test_cascade_stops_at_the_first_pass(lab: Lab) -> None:
+    recs = lab.mmlu[:80]
+    srv = lab.start_server(recs)
+    out = lab.tmp / "out.jsonl"
+    s = lab.ondemand(
+        LabelConfig(lab.prompts(recs), out, "cascade", progress=False), lab.runtime(srv)
     )
-    keys = [t.outcomes_key for t in ladder.tiers]
+    keys = [t.outcomes_key for t in lab.ladder.tiers]
     calls = 0
     for row in read_jsonl(out):
         tried = list(row["results"])
@@ -97,7 +83,7 @@ def test_cascade_stops_at_the_first_pass(
         assert scores[-1] >= 0.5 or len(tried) == 3
         calls += len(tried)
     assert s.calls == calls < 3 * len(recs)
-    check_against_recorded(out, recs, ladder)
+    check_against_recorded(out, recs, lab.ladder)
 
 
 CLI_RUNNER = (
@@ -108,20 +94,13 @@ CLI_RUNNER = (
 )
 
 
-def test_resume_after_a_killed_run(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder_path: Path,
-    ladder: Ladder,
-    start_server: Any,
-    s3_url: str,
-) -> None:
+def test_resume_after_a_killed_run(lab: Lab) -> None:
     """kill -9 mid-run, plus a torn last line; the re-run labels only what is missing.
 
     No clock: the first server stalls every call after the 60th (20 prompts x 3 tiers),
     so the run is always cut mid-way with calls in flight, and the re-run talks to a
     fresh server, so calls the dead process left in flight cannot be counted as its."""
-    recs = mmlu[:100]
+    recs = lab.mmlu[:100]
     release = threading.Event()
     calls = itertools.count()
 
@@ -130,26 +109,11 @@ def test_resume_after_a_killed_run(
             release.wait()
         return None  # then the recorded answer
 
-    srv = start_server(recs, responder=stall_after_60_calls)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "out.jsonl"
-    argv = [
-        "label",
-        "--prompts",
-        str(prompts),
-        "--tiers",
-        str(ladder_path),
-        "--out",
-        str(out),
-        "--grader",
-        "choice",
-        "--endpoint-url",
-        srv.url,
-        "--dummy-credentials",
-        "--concurrency",
-        "2",
-        "--no-progress",
-    ]
+    srv = lab.start_server(recs, responder=stall_after_60_calls)
+    out = lab.tmp / "out.jsonl"
+    argv = lab.label_argv(
+        lab.prompts(recs), out, srv, "--grader", "choice", "--concurrency", "2", "--no-progress"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI_RUNNER.format(repo=str(REPO)), *argv],
         stdout=subprocess.DEVNULL,
@@ -167,45 +131,23 @@ def test_resume_after_a_killed_run(
         assert 15 <= len(done_before) <= 20
         with out.open("a") as f:
             f.write('{"id": "torn", "prompt": "half a li')  # the crash hit mid-write
-        fresh = start_server(recs)
+        fresh = lab.start_server(recs)
         assert run_cli([fresh.url if a == srv.url else a for a in argv]) == 0
     finally:
         release.set()
     rows = read_jsonl(out)
     assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in recs)  # no dupes, no torn
     assert fresh.stats["answered"] == 3 * (100 - len(done_before))
-    check_against_recorded(out, recs, ladder)
+    check_against_recorded(out, recs, lab.ladder)
 
 
-def test_spend_cap_stops_cleanly_then_resumes(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder_path: Path,
-    start_server: Any,
-    s3_url: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    recs = mmlu[:60]
-    srv = start_server(recs)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "out.jsonl"
-    base = [
-        "label",
-        "--prompts",
-        str(prompts),
-        "--tiers",
-        str(ladder_path),
-        "--out",
-        str(out),
-        "--grader",
-        "choice",
-        "--endpoint-url",
-        srv.url,
-        "--dummy-credentials",
-        "--concurrency",
-        "3",
-        "--no-progress",
-    ]
+def test_spend_cap_stops_cleanly_then_resumes(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    recs = lab.mmlu[:60]
+    srv = lab.start_server(recs)
+    out = lab.tmp / "out.jsonl"
+    base = lab.label_argv(
+        lab.prompts(recs), out, srv, "--grader", "choice", "--concurrency", "3", "--no-progress"
+    )
     assert run_cli([*base, "--spend-cap", "0.25"]) == 3
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
@@ -220,63 +162,39 @@ def test_spend_cap_stops_cleanly_then_resumes(
     assert len(read_jsonl(out)) == 60
 
 
-def test_throttling_is_retried_and_hard_failures_are_left_for_a_rerun(
-    tmp_path: Path, mmlu: list[dict[str, Any]], ladder: Ladder, start_server: Any, s3_url: str
-) -> None:
-    recs = mmlu[:40]
-    srv = start_server(recs)
+def test_throttling_is_retried_and_hard_failures_are_left_for_a_rerun(lab: Lab) -> None:
+    recs = lab.mmlu[:40]
+    srv = lab.start_server(recs)
     srv.faults = type(srv.faults)(throttle_rate=0.3, seed=1)
-    prompts = write_prompts(tmp_path / "p.jsonl", recs)
-    out = tmp_path / "out.jsonl"
-    client = runtime_client(aws_for(srv, s3_url, max_attempts=8))
-    s = run_ondemand(
-        LabelConfig(prompts, out, progress=False), ladder, GraderSet(ChoiceGrader()), client
-    )
+    prompts = lab.prompts(recs)
+    out = lab.tmp / "out.jsonl"
+    client = lab.runtime(srv, max_attempts=8)
+    s = lab.ondemand(LabelConfig(prompts, out, progress=False), client)
     assert s.status == "complete" and srv.stats["throttled"] > 10 and len(read_jsonl(out)) == 40
 
-    out2 = tmp_path / "out2.jsonl"
+    out2 = lab.tmp / "out2.jsonl"
     srv.faults = type(srv.faults)()
-    srv.unavailable_models.add(ladder.tiers[2].model_id)
-    flaky = runtime_client(aws_for(srv, s3_url, max_attempts=2))
+    srv.unavailable_models.add(lab.ladder.tiers[2].model_id)
+    flaky = lab.runtime(srv, max_attempts=2)
     cfg = LabelConfig(prompts, out2, "cascade", progress=False)
-    s = run_ondemand(cfg, ladder, GraderSet(ChoiceGrader()), flaky)
+    s = lab.ondemand(cfg, flaky)
     assert s.status == "failed" and s.exit_code == 1 and s.failed > 0
     assert "ServiceUnavailableException" in s.message and "re-run" in s.message
     assert len(read_jsonl(out2)) == 40 - s.failed  # prompts that needed opus are not written
     failed = s.failed
     srv.unavailable_models.clear()
-    s = run_ondemand(cfg, ladder, GraderSet(ChoiceGrader()), flaky)
+    s = lab.ondemand(cfg, flaky)
     assert (s.status, s.labeled, s.already_done) == ("complete", failed, 40 - failed)
     assert len(read_jsonl(out2)) == 40
 
 
-def test_judge_grader_costs_are_counted(
-    tmp_path: Path,
-    mmlu: list[dict[str, Any]],
-    ladder_path: Path,
-    start_server: Any,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    recs = mmlu[:12]
-    srv = start_server(recs, responder=judge_responder)
-    out = tmp_path / "out.jsonl"
-    argv = [
-        "label",
-        "--prompts",
-        str(write_prompts(tmp_path / "p.jsonl", recs)),
-        "--tiers",
-        str(ladder_path),
-        "--out",
-        str(out),
-        "--grader",
-        "judge",
-        "--judge-model",
-        "sonnet",
-        "--endpoint-url",
-        srv.url,
-        "--dummy-credentials",
-        "--no-progress",
-    ]
+def test_judge_grader_costs_are_counted(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    recs = lab.mmlu[:12]
+    srv = lab.start_server(recs, responder=judge_responder)
+    out = lab.tmp / "out.jsonl"
+    argv = lab.label_argv(
+        lab.prompts(recs), out, srv, "--grader", "judge", "--judge-model", "sonnet", "--no-progress"
+    )
     assert run_cli(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = read_jsonl(out)
@@ -289,7 +207,7 @@ def test_judge_grader_costs_are_counted(
         summary["model_cost_usd"] + summary["grader_cost_usd"], abs=1e-6
     )
     # the scripted judge agrees with the letter grader, so the recorded verdicts come back
-    want = {k: v for k, v in recorded_verdicts(recs, Ladder.load(ladder_path)).items()}
+    want = {k: v for k, v in recorded_verdicts(recs, Ladder.load(lab.ladder_path)).items()}
     for r in rows:
         for key, res in r["results"].items():
             if (r["id"], key) in want:
@@ -297,26 +215,15 @@ def test_judge_grader_costs_are_counted(
 
 
 def test_cli_rejects_bad_input_before_any_call(
-    tmp_path: Path, ladder_path: Path, start_server: Any, capsys: pytest.CaptureFixture[str]
+    lab: Lab, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    srv = start_server([])
-    prompts = tmp_path / "p.jsonl"
+    srv = lab.start_server([])
+    prompts = lab.tmp / "p.jsonl"
     prompts.write_text(
         '{"id": "a", "prompt": "Pick one\\nA. x\\nB. y", "reference": "B"}\n'
         '{"id": "b", "prompt": "Pick one", "reference": 7}\n'
     )
-    base = [
-        "label",
-        "--prompts",
-        str(prompts),
-        "--tiers",
-        str(ladder_path),
-        "--out",
-        str(tmp_path / "o.jsonl"),
-        "--endpoint-url",
-        srv.url,
-        "--dummy-credentials",
-    ]
+    base = lab.label_argv(prompts, lab.tmp / "o.jsonl", srv)
     assert run_cli([*base, "--grader", "choice"]) == 2
     assert f"{prompts}:2: field 'reference': grader 'choice' needs" in capsys.readouterr().err
     assert srv.stats["requests"] == 0

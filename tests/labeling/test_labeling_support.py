@@ -15,10 +15,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,37 +26,33 @@ import boto3
 import pytest
 from loopback import free_port
 from moto.server import ThreadedMotoServer
+from realdata import LADDERS, REPO, require_shared
 
-REPO = Path(__file__).resolve().parents[2]
 # `tests/labeling` (no __init__) would otherwise shadow the `labeling` package as a
 # namespace package until the editable install maps it; a regular package on sys.path wins.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from fake_bedrock import LocalBedrock, OutcomeIndex  # noqa: E402
-from labeling.config import AwsConfig  # noqa: E402
-from outcomes import parse_record  # noqa: E402
-from router.ladder import Ladder  # noqa: E402
+from fake_bedrock import LocalBedrock, OutcomeIndex
+from labeling.batch import BatchClients, run_batch
+from labeling.clients import control_client, runtime_client, s3_client
+from labeling.config import AwsConfig, BatchConfig, LabelConfig
+from labeling.graders import ChoiceGrader, GraderSet
+from labeling.ondemand import run_ondemand
+from labeling.results import RunSummary
+from outcomes import parse_record
+from router.ladder import Ladder
 
-SHARED = Path(os.environ.get("TIER_ROUTER_SHARED_DATA", REPO.parent / "shared" / "data"))
 ROLE = "arn:aws:iam::123456789012:role/bedrock-batch"
-
-
-def shared_file(name: str) -> Path:
-    p = SHARED / name
-    if not p.is_file():
-        msg = f"real routing data {p} is missing (expected ../shared/data beside the repo)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return p
+MMLU_LADDER = LADDERS / "mmlu_pro.toml"
+Records = list[dict[str, Any]]
 
 
 def read_some(
     name: str, n: int, keep: Callable[[dict[str, Any]], bool] = lambda r: True, step: int = 1
 ) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    with gzip.open(shared_file(name), "rt", encoding="utf-8") as f:
+    with gzip.open(require_shared(name), "rt", encoding="utf-8") as f:
         for i, line in enumerate(f):
             if i % step:
                 continue
@@ -91,12 +87,12 @@ def write_prompts(path: Path, recs: list[dict[str, Any]]) -> Path:
 
 @pytest.fixture(scope="session")
 def ladder() -> Ladder:
-    return Ladder.load(REPO / "data" / "ladders" / "mmlu_pro.toml")
+    return Ladder.load(MMLU_LADDER)
 
 
 @pytest.fixture(scope="session")
 def ladder_path() -> Path:
-    return REPO / "data" / "ladders" / "mmlu_pro.toml"
+    return MMLU_LADDER
 
 
 @pytest.fixture(scope="session")
@@ -204,3 +200,51 @@ def run_cli(argv: list[str]) -> int:
     register(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One end-to-end test's setup (temp dir, real prompts, ladder, server starter, moto
+    S3) and the runs the tests make with it, all graded by the letter grader."""
+
+    tmp: Path
+    mmlu: Records
+    ladder: Ladder
+    ladder_path: Path
+    start_server: Callable[..., LocalBedrock]
+    s3_url: str
+
+    def prompts(self, recs: Records) -> Path:
+        return write_prompts(self.tmp / "p.jsonl", recs)
+
+    def runtime(self, srv: LocalBedrock, max_attempts: int = 4) -> Any:
+        return runtime_client(aws_for(srv, self.s3_url, max_attempts))
+
+    def clients(self, srv: LocalBedrock) -> BatchClients:
+        aws = aws_for(srv, self.s3_url)
+        return BatchClients(control_client(aws), s3_client(aws), runtime_client(aws))
+
+    def ondemand(self, cfg: LabelConfig, runtime: Any) -> RunSummary:
+        return run_ondemand(cfg, self.ladder, GraderSet(ChoiceGrader()), runtime)
+
+    def batch(self, cfg: LabelConfig, srv: LocalBedrock, bucket: str, **bcfg: Any) -> RunSummary:
+        """A batch run polling every 50 ms; `bcfg` sets the rest of its BatchConfig."""
+        batch_cfg = BatchConfig(bucket, ROLE, poll_interval_s=0.05, **bcfg)
+        return run_batch(cfg, batch_cfg, self.ladder, GraderSet(ChoiceGrader()), self.clients(srv))
+
+    def label_argv(self, prompts: Path, out: Path, srv: LocalBedrock, *flags: str) -> list[str]:
+        """`tier-router label` argv against `srv` with fake keys; `flags` complete it."""
+        files = ["--prompts", str(prompts), "--tiers", str(self.ladder_path), "--out", str(out)]
+        return ["label", *files, "--endpoint-url", srv.url, "--dummy-credentials", *flags]
+
+
+@pytest.fixture
+def lab(
+    tmp_path: Path,
+    mmlu: Records,
+    ladder: Ladder,
+    ladder_path: Path,
+    start_server: Callable[..., LocalBedrock],
+    s3_url: str,
+) -> Lab:
+    return Lab(tmp_path, mmlu, ladder, ladder_path, start_server, s3_url)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from loopback import free_port as _free_port
+from realdata import train_quick
 
 from fake_bedrock import LocalBedrock
 from router.ladder import Ladder
@@ -30,21 +31,17 @@ def free_port() -> Callable[[], int]:
 def bundle_b(tmp_path_factory: pytest.TempPathFactory, small_outcomes: Path, small_ladder: Path):
     """A second real bundle over the same ladder: another seed, goal and granularity, so
     its P(pass) differ from `trained_bundle`'s (what the mixed-version check relies on)."""
-    from training.model import ModelConfig
-    from training.pipeline import TrainConfig, train
-
     out = tmp_path_factory.mktemp("bundles") / "fast_b"
-    cfg = TrainConfig(
-        outcomes=small_outcomes,
-        tiers=small_ladder,
-        out=out,
-        featurizer="fast",
-        model=ModelConfig(n_clusters=(6, 16)),
+    return train_quick(
+        small_outcomes,
+        small_ladder,
+        out,
+        clusters=(6, 16),
         folds=2,
+        featurizer="fast",
         goal="top",
         seed=1,
-    )
-    return train(cfg).bundle
+    ).bundle
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from realdata import link_archive
 
 import router.bundle as bundle_mod
 from router import BundleError, Router
@@ -56,12 +57,7 @@ def test_symlinked_file_is_refused_even_with_the_right_checksum(copy: Path) -> N
 
 
 def test_symlinked_bundle_directory_entries_in_archives_are_refused(tmp_path: Path) -> None:
-    arc = tmp_path / "link.tar.gz"
-    with tarfile.open(arc, "w:gz") as tf:
-        info = tarfile.TarInfo("b/model.onnx")
-        info.type = tarfile.LNKTYPE
-        info.linkname = "b/policy.json"
-        tf.addfile(info)
+    arc = link_archive(tmp_path / "link.tar.gz", "b/model.onnx", tarfile.LNKTYPE, "b/policy.json")
     with pytest.raises(BundleError, match="not a regular file"):
         Router.load(arc)
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from outcomes import OutcomeRecord, OutcomesError, iter_outcomes
-from router.bundle import BundleError, Manifest
+from router.bundle import FORMAT_VERSION, BundleError, Manifest
 from router.ladder import Ladder, LadderError
 from serving.outcome_log import ReadStats, encode_record, read_log
 
@@ -282,7 +282,7 @@ def test_manifest_arbitrary_bytes(data: bytes) -> None:
 
 def _manifest(**changes: Any) -> dict[str, Any]:
     return {
-        "format_version": 2,
+        "format_version": FORMAT_VERSION,
         "router_version": "v1",
         "files": {"model.onnx": "0" * 64},
         **changes,
@@ -318,7 +318,9 @@ def test_manifest_unsafe_names_are_refused_naming_the_file(name: str) -> None:
 
 
 def test_manifest_deeply_nested_is_a_clear_error() -> None:
-    d = _manifest_dir(b'{"format_version": 2, "x": ' + b"[" * 100_000 + b"}")
+    d = _manifest_dir(
+        f'{{"format_version": {FORMAT_VERSION}, "x": '.encode() + b"[" * 100_000 + b"}"
+    )
     with pytest.raises(BundleError, match=re.escape(str(d))):
         Manifest.read(d)
 

@@ -29,6 +29,16 @@ def run_cli(argv: list[str]) -> int:
     return int(args.func(args))
 
 
+def exploring_client(ladder: Ladder, bedrock: Any, log: Path, tier: int, seed: int) -> TieredClient:
+    """Routes every request to `tier`, explores half of them and logs each to `log`."""
+    return TieredClient(
+        FixedTierRouter(ladder, tier),
+        bedrock,
+        OutcomeLogger([JsonlSink(log)]),
+        TieredClientConfig(exploration_rate=0.5, seed=seed),
+    )
+
+
 @pytest.fixture
 def logged(server: LocalBedrock, bedrock: Any, ladder: Ladder, tmp_path: Path) -> Path:
     """A log with: pass on haiku; haiku refuses -> sonnet passes; haiku throttled ->
@@ -94,12 +104,7 @@ def test_exploration_propensity_is_carried(
 ) -> None:
     server.responder = lambda m, b: Reply("fine")
     log = tmp_path / "log.jsonl"
-    client = TieredClient(
-        FixedTierRouter(ladder, 2),
-        bedrock,
-        OutcomeLogger([JsonlSink(log)]),
-        TieredClientConfig(exploration_rate=0.5, seed=1),
-    )
+    client = exploring_client(ladder, bedrock, log, tier=2, seed=1)
     for i in range(6):
         client.converse(f"q{i}")
     out = tmp_path / "fb.jsonl.gz"
@@ -127,12 +132,7 @@ def test_sticky_turns_are_not_labels(
     haiku = ladder.tiers[0].model_id
     server.responder = lambda m, b: Reply("I don't know.") if m == haiku else Reply("Fine.")
     log = tmp_path / "log.jsonl"
-    client = TieredClient(
-        FixedTierRouter(ladder, 1),
-        bedrock,
-        OutcomeLogger([JsonlSink(log)]),
-        TieredClientConfig(exploration_rate=0.5, seed=3),
-    )
+    client = exploring_client(ladder, bedrock, log, tier=1, seed=3)
     turns = ("first turn", "second turn", "third turn")
     for q in turns:
         client.converse(q, conversation_id="c1")

@@ -5,6 +5,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from realdata import link_archive
 
 from router.bundle import BundleError, Manifest, check_name, open_bundle, write_manifest
 
@@ -51,12 +52,7 @@ def test_archive_entries_that_escape_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="escapes"):
         open_bundle(evil)
     assert not (tmp_path.parent / "escape.json").exists()
-    link = tmp_path / "link.tar.gz"
-    with tarfile.open(link, "w:gz") as tf:
-        info = tarfile.TarInfo("b/policy.json")
-        info.type = tarfile.SYMTYPE
-        info.linkname = "/etc/passwd"
-        tf.addfile(info)
+    link = link_archive(tmp_path / "link.tar.gz", "b/policy.json", tarfile.SYMTYPE, "/etc/passwd")
     with pytest.raises(BundleError, match="not a regular file"):
         open_bundle(link)
     z = tmp_path / "evil.zip"
@@ -76,9 +72,7 @@ FOREIGN_MANIFESTS = [
 
 
 @pytest.mark.parametrize("doc", FOREIGN_MANIFESTS)
-def test_another_projects_manifest_is_not_a_tier_router_bundle(
-    tmp_path: Path, doc: dict
-) -> None:
+def test_another_projects_manifest_is_not_a_tier_router_bundle(tmp_path: Path, doc: dict) -> None:
     from router import Router
 
     d = tmp_path / "other"
@@ -95,7 +89,7 @@ def test_our_manifest_says_what_it_is_and_versions_are_told_apart(tmp_path: Path
     b = _mini_bundle(tmp_path / "b")
     doc = json.loads((b / "manifest.json").read_text())
     assert doc["format"] == "tier-router-bundle" and "format" not in Manifest.read(b).info
-    for fv, word in ((3, "upgrade tier-router"), (1, "re-export")):
+    for fv, word in ((4, "upgrade tier-router"), (2, "re-export")):
         (b / "manifest.json").write_text(json.dumps({**doc, "format_version": fv}))
         with pytest.raises(BundleError, match=word):
             Manifest.read(b)

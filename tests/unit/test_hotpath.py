@@ -14,8 +14,9 @@ from compiled_kernels import require_compiled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from router import text_features as text_features_module
 from router.static_embedder import StaticEmbedder
-from router.text_features import compiled_tables, text_features
+from router.text_features import text_features
 from router.wordpiece import WordPieceTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,56 +122,12 @@ def test_the_index_stops_growing_at_its_limit_and_stays_correct(hot: ModuleType)
 
 
 def test_scan_bytes_validates_its_arguments(hot: ModuleType) -> None:
-    _, _, bits, patterns = compiled_tables()
+    bits, patterns = text_features_module._GROUP_BITS, text_features_module._CHOICES
     with pytest.raises(ValueError, match="256"):
         hot.scan_bytes(b"abc", bits[:10], patterns)
     with pytest.raises(TypeError, match="tuple of bytes"):
         hot.scan_bytes(b"abc", bits, ("x",))
     assert hot.scan_bytes(b"aXaXa", bytes(256), (b"aX", b"a"))[-1] == 2 + 3
-
-
-def test_fast_path_refuses_inconsistent_shapes(hot: ModuleType) -> None:
-    keywords, symbols, bits, patterns = compiled_tables()
-    emb = StaticEmbedder(TOK, TABLE, kernels=hot)
-    width = emb.width
-    good = {
-        "index": emb.index,
-        "rows": emb.chunk_rows,
-        "tokens": emb.token_rows,
-        "empty": emb.empty_row,
-        "dims": emb.dims,
-        "keywords": keywords,
-        "symbols": symbols,
-        "hand_idx": (0,),
-        "hand_scale": (1.0,),
-        "hand_shift": (0.0,),
-        "hand_limit": 3.0,
-        "group_bits": bits,
-        "patterns": patterns,
-        "centroids": np.ones((emb.dims + 1, 8), dtype=np.float32),
-        "rates": np.ones((8, 2 * (3 + 1)), dtype=np.float32),
-        "sets": 2,
-        "center": np.zeros(emb.dims, dtype=np.float32),
-    }
-    hot.FastPath(**good)
-    hot.FastPath(**{**good, "center": np.zeros(0, dtype=np.float32)})  # uncentred bundle
-    bad = [
-        {"centroids": np.ones((emb.dims, 8), dtype=np.float32)},
-        {"rates": np.ones((7, 8), dtype=np.float32)},
-        {"rates": np.ones((8, 7), dtype=np.float32)},
-        {"dims": emb.dims + 1},
-        {"empty": np.ones(width + 1, dtype=np.float32)},
-        {"tokens": np.ones((5, width + 1), dtype=np.float32)},
-        {"hand_idx": (99,)},
-        {"hand_scale": (1.0, 2.0)},
-        {"group_bits": b"x"},
-        {"centroids": np.ones((emb.dims + 1, 8))},  # float64
-        {"center": np.zeros(emb.dims + 1, dtype=np.float32)},
-        {"center": np.zeros((1, emb.dims), dtype=np.float32)},
-    ]
-    for change in bad:
-        with pytest.raises((ValueError, TypeError)):
-            hot.FastPath(**{**good, **change})
 
 
 def test_pure_python_switch_turns_the_kernels_off() -> None:

@@ -1,0 +1,200 @@
+"""The cascade walk with live calls: `router.cascade.walk` judges each tier's answer with
+the bundle's verifier and moves up on a rejection; the second opinion is called when the
+policy asks for it. What the walk did goes on the attempts (each judgement) and in the
+outcome record's `cascade` block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from router.cascade import CascadeFile, CascadePolicy, Judgement, Walk, walk
+from router.ladder import Ladder
+from router.verifier import Verifier
+from serving.attempts import (
+    ANSWERED,
+    ERROR,
+    FAILED,
+    PASSED,
+    REJECTED,
+    Answered,
+    Attempt,
+    WalkResult,
+    keep,
+)
+from serving.checks import TOOL_USE
+from serving.client_config import TieredClientConfig
+from serving.ladder_run import fail_down, try_fallback
+from serving.request_plan import RequestPlan
+from serving.tier_call import CallTier
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """A bundle's cascade as the client runs it: cost model, verifier, operating point."""
+
+    file: CascadeFile
+    verifier: Verifier
+    policy: CascadePolicy
+
+
+def find_cascade(router: object, point: str) -> Cascade | None:
+    """The router bundle's cascade at operating point `point` (None when the bundle has
+    no verifier and cascade policy); ValueError for a point the bundle does not have."""
+    cascade = getattr(router, "cascade", None)
+    verifier = getattr(router, "verifier", None)
+    if not isinstance(cascade, CascadeFile) or not isinstance(verifier, Verifier):
+        return None
+    found = [p for p in (cascade.policy, *cascade.points) if p.label == point]
+    if not found:
+        labels = [p.label for p in (cascade.policy, *cascade.points)]
+        raise ValueError(f"cascade_point {point!r} is not in the bundle; it has {labels}")
+    return Cascade(cascade, verifier, found[0])
+
+
+class _ToolTurn(Exception):
+    """Ends a cascade walk: a tool-use turn is returned as it is, never judged."""
+
+    def __init__(self, answered: Answered) -> None:
+        super().__init__("tool_use")
+        self.answered = answered
+
+
+@dataclass
+class _WalkState:
+    role: str = "decided"
+    escalations: int = 0
+
+
+def run_cascade(
+    call: CallTier,
+    ladder: Ladder,
+    config: TieredClientConfig,
+    cascade: Cascade,
+    plan: RequestPlan,
+) -> WalkResult:
+    """router.cascade.walk with live calls: a tier's answer that fails an explicit check
+    (or does not come) moves the walk up as a rejected one would; every call, the
+    second opinion's included, is an attempt of its own."""
+    assert plan.cascade is not None
+    attempts: list[Attempt] = []
+    answered: dict[int, tuple[int, Answered]] = {}  # tier -> (attempt index, answer)
+    last: list[Answered] = []
+    state = _WalkState()
+
+    def answer(idx: int) -> str | None:
+        got = keep(attempts, call(ladder.tiers[idx], idx, state.role, plan.checks))
+        if got is None:
+            state.role = "failover"
+            return None
+        if got.stop_reason == TOOL_USE and got.attempt.outcome == PASSED:
+            raise _ToolTurn(got)
+        last.append(got)
+        if got.attempt.outcome != PASSED:
+            state.role = "failover" if got.attempt.outcome == ERROR else "escalation"
+            state.escalations += got.attempt.outcome == FAILED
+            return None
+        answered[idx] = (len(attempts) - 1, got)
+        state.role = "escalation"
+        return got.text
+
+    second_tier = ladder.second_opinion
+
+    def second() -> str | None:
+        assert second_tier is not None
+        got = call(second_tier, None, "second_opinion", ())
+        if isinstance(got, Attempt):
+            attempts.append(got)
+            return None
+        attempts.append(replace(got.attempt, outcome=ANSWERED))
+        return got.text
+
+    use_second = second_tier is not None and cascade.file.second_opinion
+    try:
+        w = walk(
+            plan.cascade,
+            cascade.file.cost,
+            cascade.verifier,
+            plan.text,
+            plan.p_router,
+            answer,
+            second if use_second else None,
+            start=plan.start,
+        )
+    except _ToolTurn as turn:  # the tool call goes back to the caller, unjudged
+        return WalkResult(attempts, turn.answered, False, state.escalations, Walk())
+    state.escalations += _mark_judged(w.judgements, attempts, answered)
+    if w.final is not None:
+        final: Answered | None = answered[w.final][1]
+    else:
+        final = _no_accepted(call, ladder, config, plan, attempts, answered, last)
+    return WalkResult(attempts, final, False, state.escalations, w)
+
+
+def _mark_judged(
+    judgements: list[Judgement],
+    attempts: list[Attempt],
+    answered: dict[int, tuple[int, Answered]],
+) -> int:
+    """Each judged tier's attempt carries its judgement; a rejected answer is REJECTED.
+    Returns how many answers were rejected (each a quality escalation)."""
+    rejected = 0
+    for j in judgements:
+        if j.tier not in answered or j.verdict == "consult":
+            continue
+        k, judged = answered[j.tier]
+        verdict = {
+            "p_pass": round(j.p_pass, 4),
+            "shift": round(j.shift, 4),
+            "threshold": j.threshold,
+            "context": j.context,
+            "verdict": j.verdict,
+            "reason": j.reason,
+        }
+        if j.verdict == "escalate":
+            attempts[k] = replace(attempts[k], outcome=REJECTED, reason=j.reason, verifier=verdict)
+            rejected += 1
+        else:
+            attempts[k] = replace(attempts[k], verifier=verdict)
+        answered[j.tier] = (k, replace(judged, attempt=attempts[k]))
+    return rejected
+
+
+def _no_accepted(
+    call: CallTier,
+    ladder: Ladder,
+    config: TieredClientConfig,
+    plan: RequestPlan,
+    attempts: list[Attempt],
+    answered: dict[int, tuple[int, Answered]],
+    last: list[Answered],
+) -> Answered | None:
+    """The walk accepted no answer: the fallback (unless the top answered), else the best
+    answer there is (ok is False), else cheaper tiers when nothing answered at all."""
+    top_name = ladder.tiers[-1].name
+    if not any(a.attempt.tier == top_name for a in last):
+        got = try_fallback(call, config, plan.checks, attempts)
+        if got is not None:
+            return got
+    if last and last[-1].attempt.tier == top_name:  # the top answered but failed a
+        return last[-1]  # check: as the ladder walk does
+    if answered:  # the best judged answer there is, though rejected
+        return answered[max(answered)][1]
+    if last:
+        return last[-1]
+    return fail_down(call, ladder, config, plan.start, plan.checks, attempts)
+
+
+def cascade_record(
+    policy: CascadePolicy | None, walked: Walk | None, ladder: Ladder
+) -> dict[str, Any] | None:
+    """The outcome record's `cascade` block: operating point, calls, final tier, reasons."""
+    if walked is None or policy is None:
+        return None
+    return {
+        "point": policy.label,
+        "calls": walked.calls,
+        "final_tier": None if walked.final is None else ladder.names[walked.final],
+        "judgements": [j.reason for j in walked.judgements],
+    }
