@@ -18,38 +18,12 @@
 #define PREFETCH(p) ((void)0)
 #endif
 
-/* The loops that carry the arithmetic get an AVX2/FMA copy, picked at load time on CPUs
- * that have it (GCC function multi-versioning); other builds use the default copy. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VECTOR_CLONES
-#endif
-
 /* acc[0:n] += row[0:n] */
 VECTOR_CLONES static void
 add_row(float *restrict acc, const float *restrict row, Py_ssize_t n)
 {
     for (Py_ssize_t j = 0; j < n; j++)
         acc[j] += row[j];
-}
-
-/* A C-contiguous float32 buffer with `ndim` dimensions. */
-static int
-float_buffer(PyObject *obj, Py_buffer *view, int ndim, int writable, const char *name)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0)
-        return -1;
-    const char *f = view->format ? view->format : "B";
-    if (f[0] == '<' || f[0] == '=' || f[0] == '@')
-        f++;
-    if (strcmp(f, "f") != 0 || view->ndim != ndim) {
-        PyErr_Format(PyExc_TypeError, "%s must be a %d-D float32 array", name, ndim);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
 }
 
 /* -------------------------------------------------------------------------------- */

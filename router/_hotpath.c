@@ -6,12 +6,30 @@
  *                                        each chunk's row up, sum the rows.
  *   scan_bytes        (_scan_bytes.c)  = text_features' symbol-class and answer-choice counts.
  *
- * The model's math is not here: it is numpy (router/joint_space.py, router/softmax_sets.py).
- * Each kernel is tested against the Python function it replaces (tests/unit/test_hotpath.py).
+ * The model itself is defined once, in numpy (router/softmax_sets.py, router/joint_space.py);
+ * each kernel is tested against the Python function it replaces (tests/unit/test_hotpath.py).
  * The module is optional: when it is not built, router/ runs the Python versions. It uses
  * only the CPython API and the buffer protocol (no numpy headers).
  */
 #include "_hotpath.h"
+#include <string.h>
+
+int
+float_buffer(PyObject *obj, Py_buffer *view, int ndim, int writable, const char *name)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@')
+        f++;
+    if (strcmp(f, "f") != 0 || view->ndim != ndim) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %d-D float32 array", name, ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
 
 static PyMethodDef module_methods[] = {
     {"scan_bytes", scan_bytes, METH_VARARGS,

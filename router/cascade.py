@@ -9,7 +9,7 @@ answer below. The top tier's answer is returned. `max_calls` caps the calls of a
 
 `walk` is the one implementation of these rules: replay feeds it recorded answers,
 serving feeds it Bedrock calls, and training fits the thresholds with the same
-semantics (training.cascade_fit mirrors it on matrices and a test keeps them equal).
+semantics (training.cascade_sim mirrors it on matrices and a test keeps them equal).
 """
 
 from __future__ import annotations

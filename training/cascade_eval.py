@@ -16,8 +16,8 @@ import numpy as np
 
 from outcomes import OutcomeRecord
 from router import Router
-from training.cascade_fit import call_cost
 from training.evaluate import envelope_metrics, upper_envelope
+from training.recorded_answers import call_cost
 from training.replay import replay_records, replayable
 
 

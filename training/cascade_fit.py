@@ -1,13 +1,11 @@
-"""Fit the answer verifier and the cascade policy from outcomes files that carry answers.
+"""Fit the cascade policy from outcomes files that carry answers.
 
-- Verifier: per tier and context a standardized logistic regression (router.verifier),
-  cross-fitted on the same folds as the router so every training prompt gets an
-  out-of-fold P(pass) for its answers; the final weights are fitted on all rows.
-- Policy: the cascade's thresholds (router.cascade) searched on those out-of-fold
-  probabilities and the recorded scores, counting the cost of every call the cascade
-  makes (a rejected answer and a second opinion are paid for). A sweep over a
-  cost/quality trade-off gives the operating points; the policy is the cheapest of all
-  tried settings whose quality meets the goal.
+The cascade's thresholds (router.cascade) are searched on the verifier's out-of-fold
+probabilities (training.verifier_fit) and the recorded scores, counting the cost of every
+call the cascade makes (a rejected answer and a second opinion are paid for), on the
+matrices of training.cascade_sim. A sweep over a cost/quality trade-off gives the
+operating points; the policy is the cheapest of all tried settings whose quality meets the
+goal. `fit_answer_cascade` is the stage train() runs: verifier, cost model, then policy.
 """
 
 from __future__ import annotations
@@ -17,256 +15,23 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from outcomes import OutcomeRecord
-from router.answer_features import prompt_options
-from router.bundle import VERIFIER_MODEL, VERIFIER_WEIGHTS, write_arrays
 from router.cascade import NEVER, CascadeFile, CascadePolicy, EscalationCost
-from router.ladder import Ladder, Tier
-from router.tokens import CHARS_PER_TOKEN, prompt_tokens
-from router.verifier import (
-    BIAS,
-    CONTEXT_NAMES,
-    CONTEXTS,
-    N_FEATURES,
-    VECTOR_NAMES,
-    VERIFIER_INPUT,
-    WEIGHTS,
-    WITH_PREV,
-    WITH_SECOND,
-    ReadAnswer,
-    VerifierSpec,
-    feature_vector,
-    read_answer,
-)
-from training.evaluate import DEFAULT_OUTPUT_TOKENS, curve_metrics, envelope_metrics
+from router.ladder import Ladder
+from router.tokens import CHARS_PER_TOKEN
+from router.verifier import VECTOR_NAMES, WITH_PREV, WITH_SECOND, VerifierSpec
+from training.cascade_sim import CascadeData, simulate
+from training.evaluate import curve_metrics, envelope_metrics
+from training.recorded_answers import AnswerSet, read_answers
+from training.verifier_fit import FittedVerifier, fit_verifier
 
 log = logging.getLogger(__name__)
-ANSWER_FIELD = "answer"
-MIN_ANSWERED = 50  # prompts with every tier's answer needed to fit a cascade
-_HAND = N_FEATURES - 9
 _PARAMS = ("start", "accept", "consult", "accept_second", "cost_weight")
 COST_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
-_GROUPS = {  # feature columns each context may use
-    0: list(range(_HAND + 1)),
-    WITH_SECOND: list(range(_HAND + 5)),
-    WITH_PREV: [*range(_HAND + 1), *range(_HAND + 5, N_FEATURES)],
-    WITH_SECOND + WITH_PREV: list(range(N_FEATURES)),
-}
-
-
-@dataclass(frozen=True)
-class AnswerSet:
-    """Recorded answers of the labelled prompts, read once (same rows as the LabelSet)."""
-
-    reads: list[list[ReadAnswer | None]]  # (n, tiers)
-    second: list[ReadAnswer | None] | None  # (n,) when the ladder has a second opinion
-    second_cost: np.ndarray  # (n,) dollars of the second opinion's call (0 without one)
-
-    @property
-    def complete(self) -> np.ndarray:
-        """Rows where every tier (and the second opinion, if any) has an answer."""
-        ok = np.array([all(r is not None for r in row) for row in self.reads], dtype=bool)
-        if self.second is not None:
-            ok &= np.array([s is not None for s in self.second], dtype=bool)
-        return ok
-
-
-def answer_text(rec: OutcomeRecord, key: str) -> str | None:
-    r = rec.results.get(key)
-    a = None if r is None else r.extra.get(ANSWER_FIELD)
-    return a if isinstance(a, str) else None
-
-
-def call_cost(prompt: str, rec: OutcomeRecord, tier: Tier) -> float:
-    """The outcomes file's cost model for one call (design doc): chars/4 in, recorded out."""
-    r = rec.results.get(tier.outcomes_key)
-    out = DEFAULT_OUTPUT_TOKENS
-    if r is not None and r.output_tokens is not None:
-        out = float(r.output_tokens)
-    elif r is not None and r.output_chars:
-        out = float(r.output_chars) / CHARS_PER_TOKEN
-    return tier.cost_usd(prompt_tokens(len(prompt)), out)
-
-
-def has_answers(records: Sequence[OutcomeRecord], ladder: Ladder) -> bool:
-    """Whether enough prompts carry every tier's answer to fit a verifier."""
-    n = sum(all(answer_text(r, t.outcomes_key) for t in ladder.tiers) for r in records)
-    return n >= MIN_ANSWERED
-
-
-def read_answers(
-    records: Sequence[OutcomeRecord],
-    ids: Sequence[str],
-    ladder: Ladder,
-    embed: Callable[[str], np.ndarray],
-) -> AnswerSet:
-    by_id = {r.id: r for r in records}
-    reads: list[list[ReadAnswer | None]] = []
-    second: list[ReadAnswer | None] | None = [] if ladder.second_opinion else None
-    cost2 = np.zeros(len(ids))
-    for i, pid in enumerate(ids):
-        rec = by_id[pid]
-        opts = prompt_options(rec.prompt)
-
-        def read(key: str, rec: OutcomeRecord = rec, opts: str = opts) -> ReadAnswer | None:
-            text = answer_text(rec, key)
-            return None if text is None else read_answer(rec.prompt, text, opts, embed)
-
-        reads.append([read(t.outcomes_key) for t in ladder.tiers])
-        if second is not None and ladder.second_opinion is not None:
-            second.append(read(ladder.second_opinion.outcomes_key))
-            cost2[i] = call_cost(rec.prompt, rec, ladder.second_opinion)
-    return AnswerSet(reads, second, cost2)
-
-
-def vectors(answers: AnswerSet, p_router: np.ndarray, tier: int, context: int) -> np.ndarray:
-    """(n, F) verifier inputs for one tier and context; NaN rows where inputs are missing."""
-    n = len(answers.reads)
-    x = np.full((n, N_FEATURES), np.nan)
-    for i in range(n):
-        a = answers.reads[i][tier]
-        s = answers.second[i] if answers.second is not None and context & WITH_SECOND else None
-        prev = answers.reads[i][tier - 1] if tier > 0 and context & WITH_PREV else None
-        if (
-            a is None
-            or (context & WITH_SECOND and s is None)
-            or (context & WITH_PREV and prev is None)
-        ):
-            continue
-        x[i] = feature_vector(a, float(p_router[i, tier]), s, prev)
-    return x
-
-
-def _fit_lr(x: np.ndarray, y: np.ndarray, cols: list[int], c: float) -> tuple[np.ndarray, float]:
-    """Standardized L2 logistic regression on `cols`, folded back to raw-feature weights."""
-    from sklearn.linear_model import LogisticRegression
-
-    w = np.zeros(N_FEATURES)
-    if len(np.unique(y)) < 2:
-        p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
-        return w, math.log(p / (1 - p))
-    xs = x[:, cols]
-    mu, sd = xs.mean(axis=0), xs.std(axis=0)
-    sd = np.where(sd > 1e-9, sd, 1.0)
-    m = LogisticRegression(C=c, max_iter=2000).fit((xs - mu) / sd, y)
-    coef = m.coef_[0] / sd
-    w[cols] = coef
-    return w, float(m.intercept_[0] - coef @ mu)
-
-
-@dataclass
-class FittedVerifier:
-    weights: np.ndarray  # (F, tiers * contexts)
-    bias: np.ndarray  # (tiers * contexts,)
-    oof: np.ndarray  # (n, tiers, contexts) out-of-fold P(pass), NaN where not computable
-    auc: dict[str, float]
-
-
-def fit_verifier(
-    answers: AnswerSet,
-    p_router_oof: np.ndarray,
-    passed: np.ndarray,
-    fold: np.ndarray,
-    *,
-    c: float = 1.0,
-) -> FittedVerifier:
-    n, tiers = passed.shape
-    weights = np.zeros((N_FEATURES, tiers * CONTEXTS))
-    bias = np.zeros(tiers * CONTEXTS)
-    oof = np.full((n, tiers, CONTEXTS), np.nan)
-    auc: dict[str, float] = {}
-    for t in range(tiers):
-        for k in range(CONTEXTS):
-            if (k & WITH_PREV and t == 0) or (k & WITH_SECOND and answers.second is None):
-                continue
-            x = vectors(answers, p_router_oof, t, k)
-            ok = ~np.isnan(x).any(axis=1) & ~np.isnan(passed[:, t])
-            if ok.sum() < 20:
-                continue
-            y = passed[ok, t]
-            cols = _GROUPS[k]
-            for f in np.unique(fold):
-                tr, va = ok & (fold != f), ok & (fold == f)
-                if not va.any():
-                    continue
-                w, b = _fit_lr(x[tr], passed[tr, t], cols, c)
-                oof[va, t, k] = _sigmoid(x[va] @ w + b)
-            w, b = _fit_lr(x[ok], y, cols, c)
-            weights[:, t * CONTEXTS + k], bias[t * CONTEXTS + k] = w, b
-            auc[f"{t}.{CONTEXT_NAMES[k]}"] = _auc(oof[ok, t, k], y)
-    return FittedVerifier(weights, bias, oof, auc)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -60, 60))))
-
-
-def _auc(p: np.ndarray, y: np.ndarray) -> float:
-    pos, neg = p[y > 0.5], p[y <= 0.5]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-# -- the cascade on matrices -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CascadeData:
-    """Everything the policy search needs, one row per training prompt."""
-
-    p_router: np.ndarray  # (n, T) out-of-fold router P(pass)
-    v: np.ndarray  # (n, T, contexts) out-of-fold verifier P(pass)
-    q: np.ndarray  # (n, T) recorded scores
-    c: np.ndarray  # (n, T) call costs
-    c2: np.ndarray  # (n,) second-opinion call cost
-    has_second: bool
-    z: np.ndarray  # (n, T - 1) log predicted cost of the next tier over its typical cost
-    # (n, T) each tier's cost predicted from the prompt alone, over its scale (start_lambda)
-    c_hat: np.ndarray | None = None
-
-
-_DATA_VERSION = 2
-
-
-def save_cascade_data(d: CascadeData, path: Path, max_calls: int) -> None:
-    """The out-of-fold matrices the cascade policy was fitted on, so `tier-router policy`
-    refits it to another goal without retraining: one float64 .npy (no pickles), a header
-    (version, n, tiers, contexts, second opinion, max calls) then the arrays in order."""
-    n, tiers = d.q.shape
-    head = [_DATA_VERSION, n, tiers, d.v.shape[2], float(d.has_second), max_calls]
-    c_hat = d.c_hat if d.c_hat is not None else np.zeros_like(d.q)
-    parts = [d.p_router, d.v, d.q, d.c, d.c2, d.z, c_hat]
-    flat = np.concatenate([np.asarray(head, dtype=np.float64), *(np.ravel(a) for a in parts)])
-    np.save(path, flat.astype(np.float64), allow_pickle=False)
-
-
-def load_cascade_data(path: Path) -> tuple[CascadeData, int]:
-    try:
-        flat = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path.name}: unreadable cascade data ({e})") from None
-    if flat.ndim != 1 or len(flat) < 6 or int(flat[0]) != _DATA_VERSION:
-        raise ValueError(f"{path.name}: not cascade data this tier-router reads")
-    n, tiers, k, second, max_calls = (int(x) for x in flat[1:6])
-    shapes = [(n, tiers), (n, tiers, k), (n, tiers), (n, tiers), (n,), (n, tiers - 1), (n, tiers)]
-    sizes = [int(np.prod(sh)) for sh in shapes]
-    if len(flat) != 6 + sum(sizes):
-        raise ValueError(f"{path.name}: cascade data arrays do not line up")
-    arrays, at = [], 6
-    for sh, size in zip(shapes, sizes, strict=True):
-        arrays.append(flat[at : at + size].reshape(sh))
-        at += size
-    p_router, v, q, c, c2, z, c_hat = arrays
-    return CascadeData(p_router, v, q, c, c2, bool(second), z, c_hat), max_calls
 
 
 def refit_cascade(
@@ -284,50 +49,6 @@ def refit_cascade(
     search = fit_cascade(d, target, routing_start, max_calls=max_calls, goal_tier=goal_tier)
     extra = routing_points(d.p_router, max_calls)
     return cascade_file(search, extra, file.second_opinion, goal_text, file.cost)
-
-
-def simulate(pol: CascadePolicy, d: CascadeData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per prompt cost, quality and calls of `pol`: router.cascade.walk's rules on matrices."""
-    n, tiers = d.q.shape
-    rows = np.arange(n)
-    if pol.start_lambda >= 0 and d.c_hat is not None:
-        start = np.argmax(d.p_router - pol.start_lambda * d.c_hat, axis=1)
-    else:
-        start = _start(d.p_router, np.asarray(pol.start))
-    cost = np.zeros(n)
-    calls = np.zeros(n, dtype=np.int64)
-    final = np.full(n, -1)
-    asked = np.zeros(n, dtype=bool)
-    for t in range(tiers):
-        at = (final < 0) & (start <= t)
-        if not at.any():
-            continue
-        cost[at] += d.c[at, t]
-        calls[at] += 1
-        if t == tiers - 1:
-            final[at] = t
-            break
-        prev = start < t
-        shift = pol.cost_weight[t] * d.z[:, t]
-        v = d.v[rows, t, asked * WITH_SECOND + prev * WITH_PREV] + shift
-        capped = at & (calls >= pol.max_calls)
-        final[capped] = t
-        at &= ~capped
-        acc = at & (v >= pol.accept[t])
-        final[acc] = t
-        if d.has_second:
-            cons = at & ~acc & ~asked & (v >= pol.consult[t])
-            cost[cons] += d.c2[cons]
-            calls[cons] += 1
-            asked |= cons
-            v2 = d.v[rows, t, WITH_SECOND + prev * WITH_PREV] + shift
-            final[cons & ((v2 >= pol.accept_second[t]) | (calls >= pol.max_calls))] = t
-    return cost, d.q[rows, final], calls
-
-
-def _start(p: np.ndarray, th: np.ndarray) -> np.ndarray:
-    ok = p[:, :-1] >= th
-    return np.where(ok.any(axis=1), ok.argmax(axis=1), p.shape[1] - 1)
 
 
 def _grid(values: np.ndarray, k: int = 24) -> list[float]:
@@ -546,47 +267,7 @@ def oof_curve(file: CascadeFile, d: CascadeData) -> dict[str, float]:
     }
 
 
-# -- export ----------------------------------------------------------------------------------
-
-
-def export_verifier(fitted: FittedVerifier, ladder: Ladder, out_dir: Path) -> None:
-    """verifier.onnx (one MatMul, Add, Sigmoid) and the two arrays it is made of
-    (verifier_weights.npz, what router.verifier scores one answer with)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from training.onnx_graph import IR_VERSION, OPSET
-
-    cols = fitted.bias.shape[0]
-    inits = [
-        numpy_helper.from_array(fitted.weights.astype(np.float32), WEIGHTS),
-        numpy_helper.from_array(fitted.bias.astype(np.float32), BIAS),
-    ]
-    nodes = [
-        helper.make_node("MatMul", [VERIFIER_INPUT, WEIGHTS], ["z0"]),
-        helper.make_node("Add", ["z0", BIAS], ["z"]),
-        helper.make_node("Sigmoid", ["z"], ["p_pass"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tier_router_verifier",
-        [helper.make_tensor_value_info(VERIFIER_INPUT, TensorProto.FLOAT, ["batch", N_FEATURES])],
-        [helper.make_tensor_value_info("p_pass", TensorProto.FLOAT, ["batch", cols])],
-        initializer=inits,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name="tier-router",
-        doc_string=f"tier-router answer verifier for {ladder.names}: columns tier*4+context",
-    )
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out_dir / VERIFIER_MODEL))
-    write_arrays(
-        out_dir / VERIFIER_WEIGHTS,
-        {"weights": fitted.weights.astype(np.float32), "bias": fitted.bias.astype(np.float32)},
-    )
+# -- the escalation cost model ---------------------------------------------------------------
 
 
 def fit_escalation_cost(

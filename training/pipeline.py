@@ -24,13 +24,8 @@ from router.ladder import Ladder
 from router.policy import DEFAULT_GOAL, ThresholdPolicy
 from training import assets
 from training.candidates import SetModel
-from training.cascade_fit import (
-    CascadeResult,
-    export_verifier,
-    fit_answer_cascade,
-    has_answers,
-    save_cascade_data,
-)
+from training.cascade_fit import CascadeResult, fit_answer_cascade
+from training.cascade_sim import save_cascade_data
 from training.evaluate import calibration_error, curve_metrics, prompt_costs
 from training.featurize import Features, featurize
 from training.labels import LabelSet, build_labels, missing_tier_report
@@ -43,7 +38,9 @@ from training.operating_points import (
     tradeoff_table,
 )
 from training.policy_fit import fit_threshold, parse_goal
+from training.recorded_answers import has_answers
 from training.selection import SelectionConfig, fold_ids, select_model
+from training.verifier_fit import export_verifier
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from router.bundle import (
 )
 from router.cascade import CascadeFile
 from router.ladder import Ladder
-from training.cascade_fit import load_cascade_data, refit_cascade
+from training.cascade_fit import refit_cascade
+from training.cascade_sim import load_cascade_data
 from training.operating_points import (
     PolicyData,
     format_table,

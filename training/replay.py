@@ -20,7 +20,7 @@ from outcomes import OutcomeRecord, read_outcomes
 from router import Router
 from router.cascade import CascadePolicy, walk
 from router.verifier import ReadAnswer, Verifier
-from training.cascade_fit import answer_text
+from training.recorded_answers import answer_text
 
 
 class _MemoVerifier(Verifier):

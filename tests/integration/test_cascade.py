@@ -24,7 +24,8 @@ from router.bundle import VERIFIER_MODEL, BundleError
 from router.verifier import CONTEXTS, VERIFIER_INPUT, context_of, feature_vector
 from tier_router.cli import main
 from training.cascade_eval import system_curve
-from training.cascade_fit import CascadeData, answer_text, call_cost, simulate
+from training.cascade_sim import CascadeData, simulate
+from training.recorded_answers import answer_text, call_cost
 from training.replay import replay_records
 
 TOOLS = REPO.parent / "shared" / "tools"
@@ -80,7 +81,7 @@ def test_verifier_onnx_matches_the_fitted_weights_on_real_answers(cascade_train,
 
 
 def test_training_simulation_equals_the_runtime_walk(router, answers_slice) -> None:
-    """training.cascade_fit.simulate (what the policy is fitted with) and router.cascade.walk
+    """training.cascade_sim.simulate (what the policy is fitted with) and router.cascade.walk
     (what replay and serving run) give the same calls and answer on every point."""
     recs = read_outcomes(answers_slice, "test")
     ladder = router.ladder

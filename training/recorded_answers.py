@@ -1,0 +1,87 @@
+"""The answers an outcomes file recorded for each prompt, read once for the cascade's fits.
+
+Replay and the system curve read the same fields, so what counts as a recorded answer and
+what a call costs (the design doc's cost model) are defined here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from outcomes import OutcomeRecord
+from router.answer_features import prompt_options
+from router.ladder import Ladder, Tier
+from router.tokens import CHARS_PER_TOKEN, prompt_tokens
+from router.verifier import ReadAnswer, read_answer
+from training.evaluate import DEFAULT_OUTPUT_TOKENS
+
+ANSWER_FIELD = "answer"
+MIN_ANSWERED = 50  # prompts with every tier's answer needed to fit a cascade
+
+
+@dataclass(frozen=True)
+class AnswerSet:
+    """Recorded answers of the labelled prompts, read once (same rows as the LabelSet)."""
+
+    reads: list[list[ReadAnswer | None]]  # (n, tiers)
+    second: list[ReadAnswer | None] | None  # (n,) when the ladder has a second opinion
+    second_cost: np.ndarray  # (n,) dollars of the second opinion's call (0 without one)
+
+    @property
+    def complete(self) -> np.ndarray:
+        """Rows where every tier (and the second opinion, if any) has an answer."""
+        ok = np.array([all(r is not None for r in row) for row in self.reads], dtype=bool)
+        if self.second is not None:
+            ok &= np.array([s is not None for s in self.second], dtype=bool)
+        return ok
+
+
+def answer_text(rec: OutcomeRecord, key: str) -> str | None:
+    r = rec.results.get(key)
+    a = None if r is None else r.extra.get(ANSWER_FIELD)
+    return a if isinstance(a, str) else None
+
+
+def call_cost(prompt: str, rec: OutcomeRecord, tier: Tier) -> float:
+    """The outcomes file's cost model for one call (design doc): chars/4 in, recorded out."""
+    r = rec.results.get(tier.outcomes_key)
+    out = DEFAULT_OUTPUT_TOKENS
+    if r is not None and r.output_tokens is not None:
+        out = float(r.output_tokens)
+    elif r is not None and r.output_chars:
+        out = float(r.output_chars) / CHARS_PER_TOKEN
+    return tier.cost_usd(prompt_tokens(len(prompt)), out)
+
+
+def has_answers(records: Sequence[OutcomeRecord], ladder: Ladder) -> bool:
+    """Whether enough prompts carry every tier's answer to fit a verifier."""
+    n = sum(all(answer_text(r, t.outcomes_key) for t in ladder.tiers) for r in records)
+    return n >= MIN_ANSWERED
+
+
+def read_answers(
+    records: Sequence[OutcomeRecord],
+    ids: Sequence[str],
+    ladder: Ladder,
+    embed: Callable[[str], np.ndarray],
+) -> AnswerSet:
+    by_id = {r.id: r for r in records}
+    reads: list[list[ReadAnswer | None]] = []
+    second: list[ReadAnswer | None] | None = [] if ladder.second_opinion else None
+    cost2 = np.zeros(len(ids))
+    for i, pid in enumerate(ids):
+        rec = by_id[pid]
+        opts = prompt_options(rec.prompt)
+
+        def read(key: str, rec: OutcomeRecord = rec, opts: str = opts) -> ReadAnswer | None:
+            text = answer_text(rec, key)
+            return None if text is None else read_answer(rec.prompt, text, opts, embed)
+
+        reads.append([read(t.outcomes_key) for t in ladder.tiers])
+        if second is not None and ladder.second_opinion is not None:
+            second.append(read(ladder.second_opinion.outcomes_key))
+            cost2[i] = call_cost(rec.prompt, rec, ladder.second_opinion)
+    return AnswerSet(reads, second, cost2)
