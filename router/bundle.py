@@ -24,9 +24,10 @@ import zlib
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 # 3: the models' weights as arrays beside their graphs (model_weights.npz, verifier_weights.npz).
 FORMAT_VERSION = 3
@@ -119,7 +120,8 @@ class Manifest:
                 + (
                     "it was written by a newer tier-router: upgrade tier-router"
                     if newer
-                    else "it was written by an older tier-router: re-export the bundle"
+                    else "it was written by an older tier-router: re-train it (tier-router train), "
+                    "or load it with the tier-router version that wrote it"
                 )
             )
         files = doc.get("files")
@@ -196,6 +198,8 @@ def _check_ours(doc: dict[str, Any], path: Path) -> None:
 
 def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """A model's arrays as one uncompressed .npz (what read_arrays reads)."""
+    import numpy as np
+
     with path.open("wb") as f:
         named: dict[str, Any] = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         np.savez(f, **named)
@@ -205,6 +209,8 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 def read_arrays(path: Path, names: Collection[str]) -> dict[str, np.ndarray]:
     """Exactly the named float32 / int64 arrays of a .npz, without pickle; ValueError
     names what is wrong (missing, extra or odd arrays, a damaged or oversized file)."""
+    import numpy as np
+
     try:
         with zipfile.ZipFile(path) as zf:
             if sum(i.file_size for i in zf.infolist()) > _MAX_ARCHIVE_BYTES:

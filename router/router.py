@@ -227,7 +227,7 @@ class Router:
         if not diff <= TOLERANCE:
             raise BundleError(
                 f"{self.source}: {VERIFIER_MODEL} integrity check failed: its weights and its "
-                f"graph disagree (max P(pass) difference {diff:.3g}); re-export the bundle"
+                f"graph disagree (max P(pass) difference {diff:.3g}); re-train the bundle"
             )
         self.verifier, self.cascade = verifier, cascade
 

@@ -96,8 +96,9 @@ def _eval_data(a: argparse.Namespace, c: Any, run_id: str | None) -> Any:
 
 
 def cmd_promote(a: argparse.Namespace) -> int:
+    from router.bundle import BundleError
     from training.compare import evaluate_version, format_table, judge, paired
-    from training.registry import ModelRef, champion, client, resolve, set_champion
+    from training.registry import ModelRef, RegistryError, champion, client, resolve, set_champion
 
     c = client()
     cand = resolve(c, ModelRef(a.model, version=a.version))
@@ -110,8 +111,20 @@ def cmd_promote(a: argparse.Namespace) -> int:
         print(f"{a.model}: version {cand.version} already is the champion")
         return 0
     data = _eval_data(a, c, champ.run_id)
-    ch = evaluate_version(c, champ, data)
     ca = evaluate_version(c, cand, data)
+    try:
+        ch = evaluate_version(c, champ, data)
+    except (BundleError, RegistryError) as e:  # e.g. an older bundle format: no comparison
+        if not a.force:
+            print(
+                f"tier-router promote: refused: champion version {champ.version} cannot be "
+                f"compared ({e}); pass --force to promote version {cand.version} without "
+                "the comparison",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"champion version {champ.version} not compared: {e}")
+        return _move_champion(c, a.model, champ.version, cand.version, " (forced, not compared)")
     print(format_table([ch, ca], data))
     verdict = judge(ca, ch, a.tolerance, _max_drop(a))
     print(verdict.explain())
@@ -134,10 +147,16 @@ def cmd_promote(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    set_champion(c, a.model, cand.version)
-    c.set_model_version_tag(a.model, cand.version, "promoted_over", str(champ.version))
     forced = " (forced)" if not verdict.ok else ""
-    print(f"{a.model}: champion moved from version {champ.version} to {cand.version}{forced}")
+    return _move_champion(c, a.model, champ.version, cand.version, forced)
+
+
+def _move_champion(c: Any, model: str, old: object, new: object, note: str) -> int:
+    from training.registry import set_champion
+
+    set_champion(c, model, str(new))
+    c.set_model_version_tag(model, str(new), "promoted_over", str(old))
+    print(f"{model}: champion moved from version {old} to {new}{note}")
     return 0
 
 
@@ -249,7 +268,9 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     evals = [e for e in (res.champion, res.challenger) if e is not None]
     print(format_table(evals, EvalData(a.outcomes, a.split)))
     if res.verdict is None:
-        print("no champion to compare with")
+        print(res.champion_error or "no champion to compare with")
+        if a.promote and res.champion_error:
+            print("challenger not promoted: promote it with `tier-router promote --force`")
         return 0
     print(res.verdict.explain())
     if a.bootstrap and res.champion is not None:

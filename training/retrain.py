@@ -31,6 +31,7 @@ from typing import Any
 
 from outcomes import OutcomeRecord, iter_outcomes, write_outcomes
 from router import Router
+from router.bundle import BundleError
 from router.ladder import Ladder
 from training.compare import (
     DEFAULT_MAX_QUALITY_DROP,
@@ -168,15 +169,17 @@ def feedback_records(
             continue
         st.explored_rows += int(raw.explored)
         ipw = 1.0 / raw.propensity
-        results = {k: dataclasses.replace(v, extra={**v.extra, "ipw": ipw})
-                   for k, v in results.items()}
+        results = {
+            k: dataclasses.replace(v, extra={**v.extra, "ipw": ipw}) for k, v in results.items()
+        }
         for t in ladder.tiers:
             if t.outcomes_key in results:
                 c = st.labels_per_tier.setdefault(t.name, {"pass": 0, "fail": 0})
                 c["pass" if results[t.outcomes_key].passed else "fail"] += 1
         st.feedback_rows += 1
-        yield dataclasses.replace(rec, id=f"feedback-{rec.id}", results=results,
-                                  extra={**rec.extra, "label_rule": rule})
+        yield dataclasses.replace(
+            rec, id=f"feedback-{rec.id}", results=results, extra={**rec.extra, "label_rule": rule}
+        )
     st.conversion = fs.to_dict()
 
 
@@ -196,8 +199,7 @@ def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
     write_outcomes(dest, rows())
     if st.feedback_rows == 0:
         raise ValueError(no_labels_message(cfg, st))
-    log.info("merged %d base rows + %d feedback rows into %s", st.base_rows, st.feedback_rows,
-             dest)
+    log.info("merged %d base rows + %d feedback rows into %s", st.base_rows, st.feedback_rows, dest)
     return st
 
 
@@ -209,6 +211,9 @@ class RetrainResult:
     challenger: VersionEval
     champion: VersionEval | None
     verdict: Verdict | None
+    # Why the champion was not compared, when there is one this tier-router cannot read
+    # (a bundle of an older format, or one damaged in the registry's store).
+    champion_error: str | None = None
 
 
 def retrain(
@@ -220,8 +225,8 @@ def retrain(
     """Merge, train and register the challenger, then score it and the champion on the
     base file's evaluation split (the same rows for both)."""
     from router.bundle import sha256_file
+    from training.registry import RegistryError, client
     from training.registry import champion as champion_of
-    from training.registry import client
     from training.runs import train_evaluate_log
 
     merged = cfg.out.parent / f"{cfg.out.name}-outcomes.jsonl.gz"
@@ -245,14 +250,21 @@ def retrain(
     challenger = evaluate_router(Router.load(cfg.out), data, "challenger")
     version = (summary.get("mlflow") or {}).get("registered_version")
     if version:
-        challenger = dataclasses.replace(challenger, label=f"challenger v{version}",
-                                         version=str(version))
-    champ_eval = verdict = None
+        challenger = dataclasses.replace(
+            challenger, label=f"challenger v{version}", version=str(version)
+        )
+    champ_eval = verdict = champion_error = None
     if registered_model:
         c = client()
         mv = champion_of(c, registered_model)
         if mv is not None:
-            champ_eval = dataclasses.replace(evaluate_version(c, mv, data),
-                                             label=f"champion v{mv.version}")
-            verdict = judge(challenger, champ_eval, max_quality_drop=max_quality_drop)
-    return RetrainResult(merged, stats, summary, challenger, champ_eval, verdict)
+            try:
+                champ_eval = dataclasses.replace(
+                    evaluate_version(c, mv, data), label=f"champion v{mv.version}"
+                )
+            except (BundleError, RegistryError) as e:  # e.g. an older bundle format
+                champion_error = f"champion v{mv.version} cannot be compared: {e}"
+                log.warning("%s", champion_error)
+            else:
+                verdict = judge(challenger, champ_eval, max_quality_drop=max_quality_drop)
+    return RetrainResult(merged, stats, summary, challenger, champ_eval, verdict, champion_error)

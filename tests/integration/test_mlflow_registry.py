@@ -377,3 +377,52 @@ def test_pull_refuses_a_tampered_bundle(
     assert "integrity check failed" in capsys.readouterr().err
     assert not (tmp_path / "t").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_champion_this_version_cannot_read_is_not_compared_and_needs_force(
+    registry: dict[str, Any], tracking: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Version 2's bundle was damaged in the artifact store by the test above; a bundle of
+    # an older format is refused on load the same way (BundleError).
+    tracking.set_registered_model_alias(MODEL, "champion", "2")
+    capsys.readouterr()
+    assert cli(["promote", "--model", MODEL, "--version", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "champion version 2 cannot be compared" in err and "integrity check failed" in err
+    assert "--force" in err
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert cli(["promote", "--model", MODEL, "--version", "1", "--force"]) == 0
+    assert "(forced, not compared)" in capsys.readouterr().out
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+
+def test_retrain_says_why_an_unreadable_champion_is_not_compared(
+    registry: dict[str, Any],
+    tracking: Any,
+    mmlu_small: Path,
+    ladder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from serving.demo import DemoConfig, run_demo
+
+    v1 = tmp_path / "v1"
+    assert cli(["pull", "--model", f"{MODEL}/1", "--out", str(v1)]) == 0
+    log = tmp_path / "outcomes.jsonl"
+    cfg = DemoConfig(
+        bundle=str(v1), outcomes=str(mmlu_small), log=str(log), split="train", requests=20
+    )
+    assert run_demo(cfg, Router.load(v1), progress=io.StringIO())["log_records"] == 20
+    tracking.set_registered_model_alias(MODEL, "champion", "2")  # damaged above
+    capsys.readouterr()
+    rc = cli(
+        ["retrain", "--outcomes", str(mmlu_small), "--feedback", str(log), "--tiers", str(ladder),
+         "--out", str(tmp_path / "challenger"), "--goal", "mid", "--clusters", "8", "--folds",
+         "2", "--promote"]
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "champion v2 cannot be compared" in out and "integrity check failed" in out
+    assert "challenger not promoted" in out and "--force" in out
+    assert tracking.get_model_version_by_alias(MODEL, "champion").version == "2"
+    tracking.set_registered_model_alias(MODEL, "champion", "1")

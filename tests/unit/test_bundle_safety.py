@@ -89,7 +89,7 @@ def test_our_manifest_says_what_it_is_and_versions_are_told_apart(tmp_path: Path
     b = _mini_bundle(tmp_path / "b")
     doc = json.loads((b / "manifest.json").read_text())
     assert doc["format"] == "tier-router-bundle" and "format" not in Manifest.read(b).info
-    for fv, word in ((4, "upgrade tier-router"), (2, "re-export")):
+    for fv, word in ((4, "upgrade tier-router"), (2, "re-train it")):
         (b / "manifest.json").write_text(json.dumps({**doc, "format_version": fv}))
         with pytest.raises(BundleError, match=word):
             Manifest.read(b)
