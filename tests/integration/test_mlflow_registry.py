@@ -308,6 +308,19 @@ def test_compare_prints_versions_and_logs_overlay(
     ]
 
 
+def _serving_log(ref: str, outcomes: Path, tmp_path: Path, requests: int) -> Path:
+    """An outcome log of `requests` demo requests (train-split prompts) served by `ref`."""
+    from serving.demo import DemoConfig, run_demo
+
+    bundle, log = tmp_path / "served", tmp_path / "outcomes.jsonl"
+    assert cli(["pull", "--model", ref, "--out", str(bundle)]) == 0
+    cfg = DemoConfig(
+        bundle=str(bundle), outcomes=str(outcomes), log=str(log), split="train", requests=requests
+    )
+    assert run_demo(cfg, Router.load(bundle), progress=io.StringIO())["log_records"] == requests
+    return log
+
+
 def test_retrain_from_demo_log_registers_challenger(
     registry: dict[str, Any],
     tracking: Any,
@@ -316,19 +329,7 @@ def test_retrain_from_demo_log_registers_challenger(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from serving.demo import DemoConfig, run_demo
-
-    champ = tmp_path / "champion"
-    assert cli(["pull", "--model", f"{MODEL}@champion", "--out", str(champ)]) == 0
-    log = tmp_path / "outcomes.jsonl"
-    demo = run_demo(
-        DemoConfig(
-            bundle=str(champ), outcomes=str(mmlu_small), log=str(log), split="train", requests=80
-        ),
-        Router.load(champ),
-        progress=io.StringIO(),
-    )
-    assert demo["log_records"] == 80
+    log = _serving_log(f"{MODEL}@champion", mmlu_small, tmp_path, 80)
     capsys.readouterr()
     rc = cli(
         [
@@ -404,15 +405,7 @@ def test_retrain_says_why_an_unreadable_champion_is_not_compared(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from serving.demo import DemoConfig, run_demo
-
-    v1 = tmp_path / "v1"
-    assert cli(["pull", "--model", f"{MODEL}/1", "--out", str(v1)]) == 0
-    log = tmp_path / "outcomes.jsonl"
-    cfg = DemoConfig(
-        bundle=str(v1), outcomes=str(mmlu_small), log=str(log), split="train", requests=20
-    )
-    assert run_demo(cfg, Router.load(v1), progress=io.StringIO())["log_records"] == 20
+    log = _serving_log(f"{MODEL}/1", mmlu_small, tmp_path, 20)
     tracking.set_registered_model_alias(MODEL, "champion", "2")  # damaged above
     capsys.readouterr()
     rc = cli(
