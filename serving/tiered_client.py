@@ -88,16 +88,22 @@ class TieredClient:
         self._sticky = StickyTiers(self.config.sticky_max_conversations, self.config.sticky_ttl_s)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
-        self.cascade_file: CascadeFile | None = None
-        self.verifier: Verifier | None = None
-        self.cascade_policy: CascadePolicy | None = None
-        found = find_cascade(router, self.config.cascade_point) if self.config.cascade else None
-        if found is not None:
-            self.cascade_file, self.verifier, self.cascade_policy = (
-                found.file,
-                found.verifier,
-                found.policy,
-            )
+        # The bundle's cascade at the configured point; None routes the plain ladder.
+        self.cascade: Cascade | None = (
+            find_cascade(router, self.config.cascade_point) if self.config.cascade else None
+        )
+
+    @property
+    def cascade_file(self) -> CascadeFile | None:
+        return self.cascade.file if self.cascade else None
+
+    @property
+    def verifier(self) -> Verifier | None:
+        return self.cascade.verifier if self.cascade else None
+
+    @property
+    def cascade_policy(self) -> CascadePolicy | None:
+        return self.cascade.policy if self.cascade else None
 
     @classmethod
     def from_bundle(
@@ -189,11 +195,11 @@ class TieredClient:
         rid = options.get("request_id") or uuid.uuid4().hex
         text = req.routing_text()
         decision, route_error = self._decide(text)
-        cascade = self.cascade_policy if route_error is None else None
+        cascade = self.cascade if route_error is None else None
         p_router = [float(decision.p_pass[n]) for n in self.ladder.names] if cascade else []
-        if cascade is not None and self.cascade_file is not None:
-            costs = self.cascade_file.cost.start_costs(len(text))
-            start = cascade.start_tier(p_router, costs)
+        if cascade is not None:
+            costs = cascade.file.cost.start_costs(len(text))
+            start = cascade.policy.start_tier(p_router, costs)
         else:
             start = decision.tier_index
         sticky = False
@@ -218,7 +224,7 @@ class TieredClient:
             call_tags,
             decision,
             route_error,
-            cascade,
+            cascade.policy if cascade else None,
             p_router,
             start,
             conversation_id,
@@ -237,9 +243,8 @@ class TieredClient:
             return self._caller.attempt(tier, idx, role, plan.req, plan.text, checks, stream)
 
         if plan.cascade is not None:
-            assert self.cascade_file is not None and self.verifier is not None
-            cascade = Cascade(self.cascade_file, self.verifier, plan.cascade)
-            walked = run_cascade(call, self.ladder, self.config, cascade, plan)
+            assert self.cascade is not None  # plan.cascade is its policy
+            walked = run_cascade(call, self.ladder, self.config, self.cascade, plan)
         else:
             walked = run_ladder(call, self.ladder, self.config, plan.start, plan.checks)
         return self._finish(plan, walked, {"verify": True} if stream else None)
