@@ -48,7 +48,8 @@ class SoftmaxSets:
     # Derived for p_pass_one: padding dropped, each column's exp(bias) folded into a
     # table whose product gives every set's weighted rates and its softmax denominator.
     _w: np.ndarray = field(init=False, repr=False)
-    _q: np.ndarray | None = field(init=False, repr=False)
+    _q: np.ndarray | None = field(init=False, repr=False)  # None: out of the logit bound
+    _out_of_bounds: str | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         w, b, r, g = self.weights, self.bias, self.rates, self.sets
@@ -65,7 +66,9 @@ class SoftmaxSets:
             object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), np.float32))
         keep = self.bias > PAD / 2
         object.__setattr__(self, "_w", np.ascontiguousarray(self.weights[:, keep]))
-        object.__setattr__(self, "_q", self._fold(keep) if self._bounded(keep) else None)
+        out = self._bound_exceeded(keep)
+        object.__setattr__(self, "_out_of_bounds", out)
+        object.__setattr__(self, "_q", self._fold(keep) if out is None else None)
 
     @property
     def width(self) -> int:
@@ -116,9 +119,18 @@ class SoftmaxSets:
         t, g = self.tiers, self.sets
         return [sum(nd[s * t + i] / nd[g * t + s] for s in range(g)) for i in range(t)]
 
-    def _bounded(self, keep: np.ndarray) -> bool:
-        norm = float(np.linalg.norm(self._w, axis=0).max(initial=0.0))
-        return max(norm, float(np.abs(self.bias[keep]).max(initial=0.0))) <= MAX_LOGIT
+    def check_bounds(self) -> None:
+        """Refuse weights whose logits could leave the range p_pass_one evaluates fast
+        and exactly (training keeps every model inside it)."""
+        if self._out_of_bounds is not None:
+            raise ValueError(self._out_of_bounds)
+
+    def _bound_exceeded(self, keep: np.ndarray) -> str | None:
+        if float(np.linalg.norm(self._w, axis=0).max(initial=0.0)) > MAX_LOGIT:
+            return "a weight row exceeds the runtime's logit bound"
+        if float(np.abs(self.bias[keep]).max(initial=0.0)) > MAX_LOGIT:
+            return "a bias exceeds the runtime's logit bound"
+        return None
 
     def _fold(self, keep: np.ndarray) -> np.ndarray:
         """(K', sets * tiers + sets): exp(bias) * rates per set, then exp(bias) alone in
@@ -157,12 +169,3 @@ class SoftmaxSets:
         if sets.shape != (1,) or sets.dtype.kind not in "iu" or not 1 <= int(sets[0]) < 2**20:
             raise ValueError("model weights: 'sets' must be one positive integer")
         return cls(a["weights"], a["bias"], a["rates"], int(sets[0]))
-
-
-def check_bounds(sets: Sequence[SoftmaxSet]) -> None:
-    """Refuse weights whose logits could leave the range p_pass_one evaluates exactly."""
-    for s in sets:
-        if len(s.weights) and float(np.linalg.norm(s.weights, axis=1).max()) > MAX_LOGIT:
-            raise ValueError("a weight row exceeds the runtime's logit bound")
-        if len(s.bias) and float(np.abs(s.bias).max()) > MAX_LOGIT:
-            raise ValueError("a bias exceeds the runtime's logit bound")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from router.joint_space import JointSpace
-from router.softmax_sets import SoftmaxSet, SoftmaxSets, check_bounds
+from router.softmax_sets import SoftmaxSet, SoftmaxSets
 from training.featurize import Features
 from training.model import ModelConfig, SoftClusterModel
 
@@ -185,4 +185,4 @@ class BlendModel(SetModel):
 
 def check_runtime_bounds(model: SetModel) -> None:
     """The bounds router/softmax_sets.py needs to evaluate one request exactly fast."""
-    check_bounds(model.sets_)
+    model.softmax_sets().check_bounds()

@@ -31,7 +31,7 @@ from typing import Any
 
 from outcomes import OutcomeRecord, iter_outcomes, write_outcomes
 from router import Router
-from router.bundle import BundleError
+from router.bundle import BundleError, sha256_file
 from router.ladder import Ladder
 from training.compare import (
     DEFAULT_MAX_QUALITY_DROP,
@@ -224,7 +224,6 @@ def retrain(
 ) -> RetrainResult:
     """Merge, train and register the challenger, then score it and the champion on the
     base file's evaluation split (the same rows for both)."""
-    from router.bundle import sha256_file
     from training.registry import RegistryError, client
     from training.registry import champion as champion_of
     from training.runs import train_evaluate_log

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from router.bundle import read_arrays, write_arrays
-from router.softmax_sets import MAX_LOGIT, PAD, SoftmaxSet, SoftmaxSets, check_bounds
+from router.softmax_sets import MAX_LOGIT, PAD, SoftmaxSet, SoftmaxSets
 from training.onnx_graph import export_model
 
 DIMS, TIERS = 12, 3
@@ -60,7 +60,8 @@ def test_logits_past_the_bound_fall_back_to_the_definition() -> None:
     assert m._q is None
     np.testing.assert_allclose([m.p_pass_one(v) for v in x], m.predict(x), atol=1e-7)
     with pytest.raises(ValueError, match="logit bound"):
-        check_bounds([_set(2, 3 * MAX_LOGIT, False)])
+        SoftmaxSets.from_sets([_set(2, 3 * MAX_LOGIT, False)]).check_bounds()
+    _model().check_bounds()  # inside the bound: no error
 
 
 def test_the_generated_graph_and_the_saved_arrays_give_the_definition(tmp_path: Path) -> None:
