@@ -21,10 +21,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import boto3  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from fake_bedrock import FaultConfig, LocalBedrock  # noqa: E402
+from fake_bedrock.batch import loopback_s3_client  # noqa: E402
 from router.ladder import Ladder  # noqa: E402
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client  # noqa: E402
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log  # noqa: E402
@@ -85,10 +85,7 @@ def main() -> int:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     s3_url, bucket = f"http://127.0.0.1:{port}", f"storm-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client(
-        "s3", endpoint_url=s3_url, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )  # fmt: skip
+    s3 = loopback_s3_client(s3_url)
     s3.create_bucket(Bucket=bucket)
     sink = S3Sink(
         S3SinkConfig(

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from loopback import free_port
 from moto.server import ThreadedMotoServer
@@ -34,6 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fake_bedrock import LocalBedrock, OutcomeIndex
+from fake_bedrock.batch import loopback_s3_client
 from labeling.batch import BatchClients, run_batch
 from labeling.clients import control_client, runtime_client, s3_client
 from labeling.config import AwsConfig, BatchConfig, LabelConfig
@@ -116,13 +116,7 @@ def s3_url() -> Iterator[str]:
 @pytest.fixture
 def bucket(s3_url: str) -> str:
     name = f"labels-{uuid.uuid4().hex[:12]}"  # moto's state is process-wide
-    boto3.client(
-        "s3",
-        endpoint_url=s3_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=name)
+    loopback_s3_client(s3_url).create_bucket(Bucket=name)
     return name
 
 
