@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from labeling.answers import ModelAnswer, final_answer
 from labeling.prompts import PromptItem, PromptsError
+from router.answer_features import prompt_options
+from router.answer_reader import NUMBER, canonical_value, read_final, same_answer
 
 
 class GradeError(RuntimeError):
@@ -70,8 +72,15 @@ class ExactGrader:
         return None if ok and normalise(str(item.reference)) else "needs a non-empty string"
 
     def grade(self, item: PromptItem, answer: ModelAnswer) -> Verdict:
-        want, got = normalise(str(item.reference)), final_answer(answer.text)
-        ok = normalise(got) == want or normalise(answer.text) == want
+        # The reply's final answer as the cascade reads it (router.answer_reader), compared
+        # by meaning with the reference's canonical form; a reply that is the reference
+        # (after normalisation) passes too.
+        want = normalise(str(item.reference))
+        found = read_final(answer.text)
+        ref = canonical_value(str(item.reference))
+        ok = bool(found and ref and same_answer(found.key, f"{ref[0]}:{ref[1]}"))
+        ok = ok or normalise(answer.text) == want
+        got = found.value if found is not None else final_answer(answer.text)
         reason = "match" if ok else f"expected {_short(str(item.reference))!r}, got {_short(got)!r}"
         return Verdict(1.0 if ok else 0.0, reason, self.name)
 
@@ -110,7 +119,10 @@ class NumericGrader:
     def grade(self, item: PromptItem, answer: ModelAnswer) -> Verdict:
         want = parse_number(item.reference)
         assert want is not None  # check() ran at the edge
-        got = parse_number(final_answer(answer.text))
+        found = read_final(answer.text)
+        got = float(found.value) if found is not None and found.kind == NUMBER else None
+        if got is None:  # no number stated as the answer: the last number in the text
+            got = parse_number(final_answer(answer.text))
         if got is None:
             got = parse_number(answer.text)
         if got is None:
@@ -149,7 +161,9 @@ class ChoiceGrader:
 
     def grade(self, item: PromptItem, answer: ModelAnswer) -> Verdict:
         want = str(item.reference).strip(" ()").upper()
-        got = choice_letter(answer.text)
+        options = prompt_options(item.text) or string.ascii_uppercase
+        found = read_final(answer.text, options)
+        got = found.value if found is not None else choice_letter(answer.text)
         if got is None:
             return Verdict(0.0, "no option letter in the answer", self.name)
         return Verdict(1.0 if got == want else 0.0, f"expected {want}, got {got}", self.name)

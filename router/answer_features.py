@@ -1,35 +1,36 @@
-"""What an answer's text says about whether it is right: final-answer extraction, agreement
-between two answers, and hand features of one answer.
+"""What an answer's text says about whether it is right: hand features of one answer, and
+agreement between two.
 
-General on purpose: nothing here knows a benchmark. A final answer is whatever the text
-commits to in a form that can be compared: a choice letter when the prompt lists options,
-else a number, else a JSON value; free-form answers compare by embedding similarity
-(`router.verifier`). Pure standard library, so the serving path and training share it.
+General on purpose: nothing here knows a benchmark. The final answer a reply commits to is
+read once by `router.answer_reader` (any format: letters, numbers with units, LaTeX, JSON
+answer fields, tags, markers) and reused by the features, agreement and logs; free-form
+answers compare by embedding similarity (`router.verifier`). Pure standard library, so the
+serving path and training share it.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import math
 import operator
 import re
 
+from router.answer_reader import FinalAnswer, format_number, read_final, same_answer
+
 # Options listed in a prompt: lines like "A. ...", "(B) ...", "C) ...".
-_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.)]\s+\S", re.MULTILINE)
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-Z])[.)][ \t]+\S", re.MULTILINE)
 # A committed choice: "answer is (C)", "Answer: C", "\boxed{C}", "**C**" on its own line.
 _CHOICE = re.compile(
     r"(?:answer\s*(?:is|:)|answer\s+would\s+be|correct\s+(?:option|choice)\s+is|\\boxed\{)"
-    r"\s*[*\s]*\(?\s*([A-Z])\b\)?",
+    r"[*\s]*(?:\(\s*)?([A-Z])\b\)?",
     re.IGNORECASE,
 )
-_NUMBER = r"-?\$?\s*\d[\d,]*(?:\.\d+)?"
+_NUMBER = r"-?\$?[ \t]*\d[\d,]*(?:\.\d+)?"
 _MARKED_NUMBER = re.compile(
-    r"(?:####|answer\s*(?:is|:)|\\boxed\{|final answer[^0-9\-$]{0,12})\s*[*\s]*(" + _NUMBER + ")",
+    r"(?:####|answer\s*(?:is|:)|\\boxed\{|final answer[^0-9\-$]{0,12})[*\s]*(" + _NUMBER + ")",
     re.IGNORECASE,
 )
 _ANY_NUMBER = re.compile(_NUMBER)
-_JSON_BLOCK = re.compile(r"```(?:json)?\s*(\{.*?\}|\[.*?\])\s*```", re.DOTALL)
 _MARKER = re.compile(r"answer\s*(?:is|:)|####|\\boxed\{|final answer", re.IGNORECASE)
 _HEDGE = re.compile(
     r"\b(?:maybe|might|perhaps|possibly|not sure|unsure|i think|i believe|likely|unclear|"
@@ -44,7 +45,7 @@ _REFUSAL = re.compile(
     r"\b(?:i can(?:no|')t|i cannot|i'm unable|i am unable|as an ai|i won't|i will not)\b",
 )
 _DIGIT = re.compile(r"\d")
-_CODE = re.compile(r"```|^\s*(?:def |class |import |return |for |if )", re.MULTILINE)
+_CODE = re.compile(r"```|^[ \t]*(?:def |class |import |return |for |if )", re.MULTILINE)
 
 # Worked arithmetic: "12 * 3 = 36", "<<12*3=36>>". Wrong arithmetic is a failure sign any
 # answer that shows its working can give, whatever the task.
@@ -96,6 +97,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "wrong_equations",
     "wrong_equation_share",
     "final_is_last_result",
+    "final_explicit",
+    "final_is_math",
+    "final_is_literal",
+    "final_is_text",
 )
 
 
@@ -115,50 +120,15 @@ def _norm_number(text: str) -> str | None:
         v = float(s)
     except ValueError:
         return None
-    if not math.isfinite(v):
-        return None
-    return str(int(v)) if v == int(v) and abs(v) < 1e15 else f"{v:.6g}"
-
-
-def _json_value(answer: str) -> str | None:
-    m = _JSON_BLOCK.search(answer)
-    body = m.group(1) if m else answer.strip()
-    if not body or body[0] not in "{[":
-        return None
-    try:
-        return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
-    except (ValueError, RecursionError):
-        return None
+    return format_number(v) if math.isfinite(v) else None
 
 
 def final_answer(answer: str, options: str) -> str | None:
-    """The answer's committed final answer, normalised ('choice:C', 'number:42', 'json:...'),
-    or None when it commits to nothing comparable. The last commitment wins, as a reader
-    would take it."""
-    if options:
-        found = [c.upper() for c in _CHOICE.findall(answer)]
-        found = [c for c in found if c in options]
-        if found:
-            return "choice:" + found[-1]
-        tail = answer.strip()[-40:]
-        m = re.search(r"\(?\b([A-Z])\b\)?[.\s*]*$", tail)
-        if m and m.group(1) in options:
-            return "choice:" + m.group(1)
-        return None
-    marked = _MARKED_NUMBER.findall(answer)
-    if marked:
-        n = _norm_number(marked[-1])
-        if n is not None:
-            return "number:" + n
-    js = _json_value(answer)
-    if js is not None:
-        return "json:" + js
-    nums = _ANY_NUMBER.findall(answer[-300:])
-    if nums:
-        n = _norm_number(nums[-1])
-        if n is not None:
-            return "number:" + n
-    return None
+    """The answer's committed final answer as 'kind:value' ('choice:C', 'number:42',
+    'math:x^2+1', 'literal:[1,2]', 'text:paris'), or None when it commits to nothing
+    comparable (router.answer_reader has the rules)."""
+    found = read_final(answer, options)
+    return None if found is None else found.key
 
 
 def _eval(node: ast.AST) -> float:
@@ -204,10 +174,22 @@ def _repetition(answer: str) -> tuple[float, float]:
 
 def answer_features(prompt: str, answer: str, options: str | None = None) -> list[float]:
     """Hand features of one answer to one prompt, in FEATURE_NAMES order."""
+    return features_and_final(prompt, answer, options)[0]
+
+
+def features_and_final(
+    prompt: str, answer: str, options: str | None = None
+) -> tuple[list[float], FinalAnswer | None]:
+    """The hand features and the final answer, reading the answer once."""
     opts = prompt_options(prompt) if options is None else options
+    found = read_final(answer, opts)
+    return _features(prompt, answer, opts, found), found
+
+
+def _features(prompt: str, answer: str, opts: str, found: FinalAnswer | None) -> list[float]:
     n = len(answer)
     k = max(n, 1) / 1000.0
-    final = final_answer(answer, opts)
+    final = None if found is None else found.key
     markers = list(_MARKER.finditer(answer))
     if opts:
         distinct = {c.upper() for c in _CHOICE.findall(answer)}
@@ -253,10 +235,15 @@ def answer_features(prompt: str, answer: str, options: str | None = None) -> lis
         float(wrong > 0),
         wrong / checked if checked else 0.0,
         float(last_result is not None and final == "number:" + last_result),
+        float(found is not None and found.explicit),
+        float(found is not None and found.kind == "math"),
+        float(found is not None and found.kind == "literal"),
+        float(found is not None and found.kind == "text"),
     ]
 
 
 def agreement(final_a: str | None, final_b: str | None) -> tuple[float, float]:
-    """(both committed to a comparable final answer, they are the same)."""
-    both = final_a is not None and final_b is not None
-    return float(both), float(both and final_a == final_b)
+    """(both committed to a comparable final answer, they mean the same). An unreadable
+    answer is unknown (0, 0), never a disagreement (1, 0)."""
+    same = same_answer(final_a, final_b)
+    return float(same is not None), float(bool(same))

@@ -194,6 +194,26 @@ class CascadeFile:
             indent=1,
         )
 
+    def check(self, n_tiers: int, has_second: bool) -> None:
+        """Refuse a cascade fitted for another ladder: every operating point and the cost
+        model must have this ladder's tier count, and a second opinion the policy may
+        consult must be in the ladder."""
+        for p in (self.policy, *self.points):
+            if p.n_tiers != n_tiers:
+                raise ValueError(
+                    f"operating point {p.label!r} has {p.n_tiers} tiers, the ladder {n_tiers}"
+                )
+        c = self.cost
+        sizes = {"coef": (len(c.coef), n_tiers - 1), "prices": (len(c.prices), n_tiers),
+                 "ref": (len(c.ref), n_tiers - 1)}
+        if c.prompt_coef:
+            sizes["prompt_coef"] = (len(c.prompt_coef), n_tiers)
+        for name, (got, want) in sizes.items():
+            if got != want:
+                raise ValueError(f"escalation_cost {name} has {got} entries, need {want}")
+        if self.second_opinion and not has_second:
+            raise ValueError("fitted with a second opinion the ladder does not name")
+
     @classmethod
     def from_json(cls, text: str) -> CascadeFile:
         d = json.loads(text)

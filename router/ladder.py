@@ -75,6 +75,9 @@ class Ladder:
 
     tiers: tuple[Tier, ...]
     second_opinion: Tier | None = None
+    # Other second opinions `train` may choose instead, by out-of-fold system figures
+    # ([[second_opinion_candidate]] tables); a trained bundle's ladder names the one kept.
+    second_opinion_candidates: tuple[Tier, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.tiers) < 2:
@@ -86,6 +89,18 @@ class Ladder:
             raise LadderError(
                 f"second_opinion name {self.second_opinion.name!r} is also a tier name"
             )
+        seconds = [c.name for c in self.second_opinion_options]
+        if len(set(seconds)) != len(seconds) or set(seconds) & set(names):
+            raise LadderError(
+                f"second opinion and candidate names must be unique and not tier names, "
+                f"got {seconds}"
+            )
+
+    @property
+    def second_opinion_options(self) -> list[Tier]:
+        """The second opinion and its candidates, the configured one first."""
+        first = [self.second_opinion] if self.second_opinion is not None else []
+        return [*first, *self.second_opinion_candidates]
 
     @property
     def names(self) -> list[str]:
@@ -110,6 +125,11 @@ class Ladder:
         if self.second_opinion is not None:
             out.append("[second_opinion]")
             for k, v in self.second_opinion.to_dict().items():
+                out.append(f"{k} = {_toml_value(v)}")
+            out.append("")
+        for c in self.second_opinion_candidates:
+            out.append("[[second_opinion_candidate]]")
+            for k, v in c.to_dict().items():
                 out.append(f"{k} = {_toml_value(v)}")
             out.append("")
         return "\n".join(out)
@@ -140,19 +160,28 @@ class Ladder:
     def from_dict(cls, doc: Any, source: str = "<ladder>") -> Ladder:
         if not isinstance(doc, dict) or not isinstance(doc.get("tier"), list):
             raise LadderError(f"{source}: expected a [[tier]] array of tables, cheapest first")
-        unknown = sorted(set(doc) - {"tier", "second_opinion"})
+        unknown = sorted(set(doc) - {"tier", "second_opinion", "second_opinion_candidate"})
         if unknown:
             raise LadderError(
                 f"{source}: unknown table(s) {unknown}; a ladder has [[tier]] and "
-                "optionally [second_opinion]"
+                "optionally [second_opinion] and [[second_opinion_candidate]]"
             )
         tiers = tuple(_parse_tier(t, source, i) for i, t in enumerate(doc["tier"]))
         second = doc.get("second_opinion")
         if second is not None and not isinstance(second, dict):
             raise LadderError(f"{source}: [second_opinion] must be a table, not an array")
         second_tier = None if second is None else _parse_tier(second, source, "second_opinion")
+        cands = doc.get("second_opinion_candidate", [])
+        if not isinstance(cands, list):
+            raise LadderError(
+                f"{source}: second_opinion_candidate must be an array of tables "
+                "([[second_opinion_candidate]])"
+            )
+        candidates = tuple(
+            _parse_tier(c, source, f"second_opinion_candidate {i}") for i, c in enumerate(cands)
+        )
         try:
-            return cls(tiers, second_tier)
+            return cls(tiers, second_tier, candidates)
         except LadderError as e:
             raise LadderError(f"{source}: {e}") from None
 

@@ -218,8 +218,12 @@ class Router:
             cascade = CascadeFile.from_json((bundle_dir / CASCADE_FILE).read_text("utf-8"))
         except (ValueError, KeyError, OSError) as e:
             raise BundleError(f"{self.source}: invalid cascade: {e}") from None
-        if verifier.spec.tiers != self._tier_names or cascade.policy.n_tiers != len(self.ladder):
-            raise BundleError(f"{self.source}: the verifier or cascade was fitted for other tiers")
+        if verifier.spec.tiers != self._tier_names:
+            raise BundleError(f"{self.source}: the verifier was fitted for other tiers")
+        try:
+            cascade.check(len(self.ladder), self.ladder.second_opinion is not None)
+        except ValueError as e:
+            raise BundleError(f"{self.source}: the cascade does not fit its ladder: {e}") from None
         probes = np.random.default_rng(0).normal(size=(8, verifier._w.shape[1])).astype(np.float32)
         session = _session(bundle_dir / VERIFIER_MODEL, threads)
         expected = session.run(None, {VERIFIER_INPUT: probes})[0]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from router.answer_features import FEATURE_NAMES, agreement, answer_features, final_answer
+from router.answer_features import FEATURE_NAMES, agreement, features_and_final
 from router.bundle import VERIFIER_FILE, VERIFIER_WEIGHTS, read_arrays
 
 VERIFIER_INPUT = "answer_features"
@@ -34,7 +34,7 @@ WEIGHTS, BIAS = "verifier_weights", "verifier_bias"
 ALONE, WITH_SECOND, WITH_PREV, WITH_BOTH = range(4)
 CONTEXTS = 4
 CONTEXT_NAMES = ("alone", "second", "prev", "both")
-_PAIR = ("has", "both_final", "agree", "cosine")
+_PAIR = ("has", "both_final", "agree", "cosine", "len_gap")
 VECTOR_NAMES: tuple[str, ...] = (
     *FEATURE_NAMES,
     "router_logit",
@@ -42,7 +42,8 @@ VECTOR_NAMES: tuple[str, ...] = (
     *(f"prev_{n}" for n in _PAIR),
 )
 N_FEATURES = len(VECTOR_NAMES)
-_HAND = len(FEATURE_NAMES)
+HAND_FEATURES = len(FEATURE_NAMES)
+PAIR_FEATURES = len(_PAIR)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,9 +61,8 @@ def read_answer(
     e = np.asarray(embed(text), dtype=np.float32)
     norm = float(np.linalg.norm(e))
     unit = e / norm if norm > 0 else e
-    return ReadAnswer(
-        tuple(answer_features(prompt, text, options)), final_answer(text, options), unit
-    )
+    hand, found = features_and_final(prompt, text, options)
+    return ReadAnswer(tuple(hand), None if found is None else found.key, unit)
 
 
 def _logit(p: float) -> float:
@@ -72,9 +72,10 @@ def _logit(p: float) -> float:
 
 def _pair(a: ReadAnswer, b: ReadAnswer | None) -> list[float]:
     if b is None:
-        return [0.0, 0.0, 0.0, 0.0]
+        return [0.0] * len(_PAIR)
     both, agree = agreement(a.final, b.final)
-    return [1.0, both, agree, float(a.unit @ b.unit)]
+    # hand[0] is log1p(chars): how far apart the two answers' lengths are.
+    return [1.0, both, agree, float(a.unit @ b.unit), abs(a.hand[0] - b.hand[0])]
 
 
 def context_of(second: ReadAnswer | None, prev: ReadAnswer | None) -> int:

@@ -24,6 +24,7 @@ from router.cascade import NEVER, CascadeFile, CascadePolicy, EscalationCost
 from router.ladder import Ladder
 from router.tokens import CHARS_PER_TOKEN
 from router.verifier import VECTOR_NAMES, WITH_PREV, WITH_SECOND, VerifierSpec
+from training.answer_stats import reading_report
 from training.cascade_sim import CascadeData, simulate
 from training.evaluate import curve_metrics, envelope_metrics
 from training.recorded_answers import AnswerSet, read_answers
@@ -74,6 +75,7 @@ def fit_cascade(
     margin_se: float = 1.0,
     n_lambdas: int = 28,
     rounds: int = 2,
+    judge: bool = True,
 ) -> PolicySearch:
     """Coordinate search of the thresholds for a sweep of trade-offs (quality - lam * cost).
 
@@ -88,12 +90,16 @@ def fit_cascade(
     grids = {
         "start": [_grid(d.p_router[:, j]) for j in range(free)],
         "accept": [_grid(d.v[:, j, :].ravel()) for j in range(free)],
-        "consult": [_grid(d.v[:, j, :2].ravel()) for j in range(free)],
+        # The consult rule is applied before the second opinion is known: to the answer
+        # alone, or knowing the tier below's.
+        "consult": [_grid(d.v[:, j, [0, WITH_PREV]].ravel()) for j in range(free)],
         "accept_second": [_grid(d.v[:, j, WITH_SECOND::WITH_PREV].ravel()) for j in range(free)],
         "cost_weight": [list(COST_WEIGHTS)] * free,
     }
-    names = ["start", "accept", "cost_weight"]
-    if d.has_second:
+    # judge=False: routing alone (every answer accepted), the policy's fallback when
+    # judging answers does not pay on the training split.
+    names = ["start", "accept", "cost_weight"] if judge else ["start"]
+    if d.has_second and judge:
         names += ["consult", "accept_second"]
     tried: dict[tuple, tuple[float, float]] = {}
 
@@ -164,7 +170,7 @@ def fit_cascade(
         for lam in (0.0, *np.geomspace(1e-3, 1e3, 60)):
             evaluate({**routing, "start_lambda": [float(lam)]})
     points: list[CascadePolicy] = []
-    warm = [routing, cascade]
+    warm = [routing, cascade] if judge else [routing]
     for i, lam in enumerate(np.geomspace(30.0, 0.01, n_lambdas)):
         results = [descend(th, lam) for th in warm]
         best = max(results, key=lambda r: r[1])[0]
@@ -359,9 +365,11 @@ def fit_answer_cascade(
     goal_text: str,
     routing_start: Sequence[float],
     max_calls: int | None = None,
+    read_cache: dict[str, list[Any]] | None = None,
 ) -> CascadeResult:
     """Verifier + cascade policy from the training split's recorded answers."""
-    answers = read_answers(records, ids, ladder, embed)
+    answers = read_answers(records, ids, ladder, embed, read_cache)
+    by_id = {r.id: r for r in records}
     fitted = fit_verifier(answers, p_router_oof, passed, fold)
     rows = answers.complete & ~np.isnan(scores).any(axis=1)
     has_second = answers.second is not None
@@ -384,11 +392,35 @@ def fit_answer_cascade(
     search = fit_cascade(data, target, routing_start, max_calls=calls_cap, goal_tier=goal_tier)
     extra = routing_points(data.p_router, calls_cap)
     file = cascade_file(search, extra, has_second, goal_text, cost_model)
-    info = {"oof_auc": {k: round(v, 4) for k, v in fitted.auc.items()}, "rows": int(rows.sum())}
+    oof = oof_curve(file, data)
+    judged = oof["system_pgr_auc"] > oof["routing_pgr_auc"]
+    if not judged:
+        # Judging answers did not beat routing alone out of fold: the policy routes.
+        log.warning(
+            "the cascade's out-of-fold pgr_auc %.3f does not beat routing alone's %.3f on "
+            "the training split: the bundle's policy routes without judging answers",
+            oof["system_pgr_auc"],
+            oof["routing_pgr_auc"],
+        )
+        search = fit_cascade(
+            data, target, routing_start, max_calls=calls_cap, goal_tier=goal_tier, judge=False
+        )
+        file = cascade_file(search, extra, has_second, goal_text, cost_model)
+        oof = oof_curve(file, data)
+    info = {
+        "oof_auc": {k: round(v, 4) for k, v in fitted.auc.items()},
+        "router_oof_auc": {k: round(v, 4) for k, v in fitted.router_auc.items()},
+        "contexts_judged_by_router": fitted.fallback,
+        "rows": int(rows.sum()),
+    }
     spec = VerifierSpec(tiers=tuple(ladder.names), vector=VECTOR_NAMES, fitted=info)
     report = {
-        "oof": oof_curve(file, data),
+        "oof": oof,
+        "judges_answers": judged,
         "verifier_oof_auc": info["oof_auc"],
+        "router_oof_auc": info["router_oof_auc"],
+        "contexts_judged_by_router": fitted.fallback,
+        "answers_read": reading_report([by_id[ids[i]] for i in kept], ladder),
         "cascade_rows": int(rows.sum()),
         "cascade_points": len(file.points),
         "cascade_settings_tried": search.tried,

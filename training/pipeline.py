@@ -39,6 +39,7 @@ from training.operating_points import (
 )
 from training.policy_fit import fit_threshold, parse_goal
 from training.recorded_answers import has_answers
+from training.second_opinion import choose_second_opinion
 from training.selection import SelectionConfig, fold_ids, select_model
 from training.verifier_fit import export_verifier
 
@@ -158,22 +159,30 @@ def train(cfg: TrainConfig) -> TrainResult:
     cascade = None
     if has_answers(recs, ladder):
         log.info("the outcomes carry answers: fitting the verifier and the cascade policy")
-        cascade = fit_answer_cascade(
-            recs,
-            labels.ids,
-            labels.prompts,
-            ladder,
-            lambda text: featurizer.embedding(text)[0],
-            oof,
-            y,
-            q,
-            c,
-            fold_ids(len(y), cfg.folds, cfg.seed),  # the router's folds
-            goal_tier=goal.tier_index,
-            goal_points=goal.points,
-            goal_text=goal.text,
-            routing_start=policy.thresholds,
-        )
+        folds = fold_ids(len(y), cfg.folds, cfg.seed)  # the router's folds
+
+        def fit_one(lad: Ladder, cache: dict[str, list[Any]]) -> CascadeResult:
+            return fit_answer_cascade(
+                recs,
+                labels.ids,
+                labels.prompts,
+                lad,
+                lambda text: featurizer.embedding(text)[0],
+                oof,
+                y,
+                q,
+                c,
+                folds,
+                goal_tier=goal.tier_index,
+                goal_points=goal.points,
+                goal_text=goal.text,
+                routing_start=policy.thresholds,
+                read_cache=cache,
+            )
+
+        cascade, ladder, second_table = choose_second_opinion(recs, labels.ids, ladder, fit_one)
+        if second_table:
+            cascade.report["second_opinion_choice"] = second_table
         timings["cascade_s"] = time.monotonic() - t
 
     t = time.monotonic()

@@ -67,21 +67,33 @@ def read_answers(
     ids: Sequence[str],
     ladder: Ladder,
     embed: Callable[[str], np.ndarray],
+    cache: dict[str, list[ReadAnswer | None]] | None = None,
 ) -> AnswerSet:
+    """Every answer of the ladder's tiers (and second opinion) read once; `cache` (outcomes
+    key -> reads in `ids` order) keeps the reads for another ladder over the same rows."""
     by_id = {r.id: r for r in records}
-    reads: list[list[ReadAnswer | None]] = []
-    second: list[ReadAnswer | None] | None = [] if ladder.second_opinion else None
+    cache = {} if cache is None else cache
+
+    def column(key: str) -> list[ReadAnswer | None]:
+        if key not in cache:
+            col: list[ReadAnswer | None] = []
+            for pid in ids:
+                rec = by_id[pid]
+                text = answer_text(rec, key)
+                col.append(
+                    None
+                    if text is None
+                    else read_answer(rec.prompt, text, prompt_options(rec.prompt), embed)
+                )
+            cache[key] = col
+        return cache[key]
+
+    cols = [column(t.outcomes_key) for t in ladder.tiers]
+    reads = [list(row) for row in zip(*cols, strict=True)]
+    second = None
     cost2 = np.zeros(len(ids))
-    for i, pid in enumerate(ids):
-        rec = by_id[pid]
-        opts = prompt_options(rec.prompt)
-
-        def read(key: str, rec: OutcomeRecord = rec, opts: str = opts) -> ReadAnswer | None:
-            text = answer_text(rec, key)
-            return None if text is None else read_answer(rec.prompt, text, opts, embed)
-
-        reads.append([read(t.outcomes_key) for t in ladder.tiers])
-        if second is not None and ladder.second_opinion is not None:
-            second.append(read(ladder.second_opinion.outcomes_key))
-            cost2[i] = call_cost(rec.prompt, rec, ladder.second_opinion)
+    if ladder.second_opinion is not None:
+        second = column(ladder.second_opinion.outcomes_key)
+        for i, pid in enumerate(ids):
+            cost2[i] = call_cost(by_id[pid].prompt, by_id[pid], ladder.second_opinion)
     return AnswerSet(reads, second, cost2)

@@ -13,6 +13,7 @@ import numpy as np
 
 from outcomes import iter_outcomes
 from router import Router
+from training.answer_stats import reading_report
 from training.cascade_eval import SystemCurve, system_curve, system_report
 from training.evaluate import (
     bootstrap_intervals,
@@ -101,6 +102,7 @@ def evaluate_bundle(
     system = system_curve(router, recs)
     if system is not None:
         rep["system"] = system_report(system)
+        rep["answers_read"] = reading_report(recs, router.ladder)
     ev = Evaluation(rep, p, q, c, choice, labels.prompts, system)
     if bootstrap > 0:
         add_intervals(ev, bootstrap)

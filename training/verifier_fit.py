@@ -19,7 +19,9 @@ from router.verifier import (
     BIAS,
     CONTEXT_NAMES,
     CONTEXTS,
+    HAND_FEATURES,
     N_FEATURES,
+    PAIR_FEATURES,
     VERIFIER_INPUT,
     WEIGHTS,
     WITH_PREV,
@@ -28,12 +30,14 @@ from router.verifier import (
 )
 from training.recorded_answers import AnswerSet
 
-_HAND = N_FEATURES - 9
+_OWN = list(range(HAND_FEATURES + 1))  # hand features and the router's logit
+_SECOND = list(range(HAND_FEATURES + 1, HAND_FEATURES + 1 + PAIR_FEATURES))
+_PREV = list(range(HAND_FEATURES + 1 + PAIR_FEATURES, N_FEATURES))
 _GROUPS = {  # feature columns each context may use
-    0: list(range(_HAND + 1)),
-    WITH_SECOND: list(range(_HAND + 5)),
-    WITH_PREV: [*range(_HAND + 1), *range(_HAND + 5, N_FEATURES)],
-    WITH_SECOND + WITH_PREV: list(range(N_FEATURES)),
+    0: _OWN,
+    WITH_SECOND: _OWN + _SECOND,
+    WITH_PREV: _OWN + _PREV,
+    WITH_SECOND + WITH_PREV: _OWN + _SECOND + _PREV,
 }
 
 
@@ -72,12 +76,17 @@ def _fit_lr(x: np.ndarray, y: np.ndarray, cols: list[int], c: float) -> tuple[np
     return w, float(m.intercept_[0] - coef @ mu)
 
 
+MIN_ROWS = 20  # rows with a label needed to fit one tier and context
+
+
 @dataclass
 class FittedVerifier:
     weights: np.ndarray  # (F, tiers * contexts)
     bias: np.ndarray  # (tiers * contexts,)
     oof: np.ndarray  # (n, tiers, contexts) out-of-fold P(pass), NaN where not computable
-    auc: dict[str, float]
+    auc: dict[str, float]  # "tier.context" -> out-of-fold AUC of the verifier
+    router_auc: dict[str, float]  # the router's P(pass) on the same rows
+    fallback: list[str]  # contexts where the verifier did not beat the router: it is the router
 
 
 def fit_verifier(
@@ -93,13 +102,22 @@ def fit_verifier(
     bias = np.zeros(tiers * CONTEXTS)
     oof = np.full((n, tiers, CONTEXTS), np.nan)
     auc: dict[str, float] = {}
+    router_auc: dict[str, float] = {}
+    fallback: list[str] = []
     for t in range(tiers):
         for k in range(CONTEXTS):
             if (k & WITH_PREV and t == 0) or (k & WITH_SECOND and answers.second is None):
                 continue
             x = vectors(answers, p_router_oof, t, k)
             ok = ~np.isnan(x).any(axis=1) & ~np.isnan(passed[:, t])
-            if ok.sum() < 20:
+            if ok.sum() < MIN_ROWS:
+                # Too few rows to fit: the tier's base rate, in the bundle and in the rows
+                # the policy is searched on alike (serving must score what training saw).
+                known = ~np.isnan(passed[:, t])
+                rate = float(passed[known, t].mean()) if known.any() else 0.5
+                rate = min(max(rate, 1e-3), 1 - 1e-3)
+                bias[t * CONTEXTS + k] = math.log(rate / (1 - rate))
+                oof[~np.isnan(x).any(axis=1), t, k] = rate
                 continue
             y = passed[ok, t]
             cols = _GROUPS[k]
@@ -109,10 +127,21 @@ def fit_verifier(
                     continue
                 w, b = _fit_lr(x[tr], passed[tr, t], cols, c)
                 oof[va, t, k] = _sigmoid(x[va] @ w + b)
+            name = f"{t}.{CONTEXT_NAMES[k]}"
+            auc[name] = _auc(oof[ok, t, k], y)
+            router_auc[name] = _auc(p_router_oof[ok, t], y)
+            if not auc[name] > router_auc[name]:
+                # The answer does not rank better than the prompt did: in this context the
+                # verifier is the router's own P(pass) (weight 1 on its logit), so the
+                # cascade judges no worse than routing alone, here and in serving alike.
+                weights[HAND_FEATURES, t * CONTEXTS + k] = 1.0
+                has = ~np.isnan(x).any(axis=1)
+                oof[has, t, k] = np.clip(p_router_oof[has, t], 1e-4, 1 - 1e-4)
+                fallback.append(name)
+                continue
             w, b = _fit_lr(x[ok], y, cols, c)
             weights[:, t * CONTEXTS + k], bias[t * CONTEXTS + k] = w, b
-            auc[f"{t}.{CONTEXT_NAMES[k]}"] = _auc(oof[ok, t, k], y)
-    return FittedVerifier(weights, bias, oof, auc)
+    return FittedVerifier(weights, bias, oof, auc, router_auc, fallback)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -120,12 +149,19 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _auc(p: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC with tied scores sharing their average rank (a constant scores 0.5)."""
     pos, neg = p[y > 0.5], p[y <= 0.5]
     if not len(pos) or not len(neg):
         return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
+    both = np.concatenate([pos, neg])
+    order = np.argsort(both, kind="mergesort")
+    sorted_v = both[order]
+    ranks = np.empty(len(both))
+    # Average rank of each run of equal values.
+    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
+    ends = np.r_[starts[1:], len(both)]
+    avg = (starts + ends + 1) / 2.0  # 1-based ranks starts+1 .. ends
+    ranks[order] = np.repeat(avg, ends - starts)
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
