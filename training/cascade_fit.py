@@ -58,6 +58,21 @@ def _grid(values: np.ndarray, k: int = 24) -> list[float]:
     return sorted({0.0, NEVER, *(round(float(x), 5) for x in qs)})
 
 
+def search_grids(d: CascadeData) -> dict[str, list[list[float]]]:
+    """Per threshold and tier below the top, the values the search tries: quantiles of the
+    probabilities each threshold is compared with."""
+    free = d.q.shape[1] - 1
+    return {
+        "start": [_grid(d.p_router[:, j]) for j in range(free)],
+        "accept": [_grid(d.v[:, j, :].ravel()) for j in range(free)],
+        # The consult rule is applied before the second opinion is known: to the answer
+        # alone, or knowing the tier below's.
+        "consult": [_grid(d.v[:, j, [0, WITH_PREV]].ravel()) for j in range(free)],
+        "accept_second": [_grid(d.v[:, j, WITH_SECOND::WITH_PREV].ravel()) for j in range(free)],
+        "cost_weight": [list(COST_WEIGHTS)] * free,
+    }
+
+
 @dataclass
 class PolicySearch:
     policy: CascadePolicy
@@ -87,15 +102,7 @@ def fit_cascade(
     n, tiers = d.q.shape
     free = tiers - 1
     top_cost = float(d.c[:, -1].mean()) or 1.0
-    grids = {
-        "start": [_grid(d.p_router[:, j]) for j in range(free)],
-        "accept": [_grid(d.v[:, j, :].ravel()) for j in range(free)],
-        # The consult rule is applied before the second opinion is known: to the answer
-        # alone, or knowing the tier below's.
-        "consult": [_grid(d.v[:, j, [0, WITH_PREV]].ravel()) for j in range(free)],
-        "accept_second": [_grid(d.v[:, j, WITH_SECOND::WITH_PREV].ravel()) for j in range(free)],
-        "cost_weight": [list(COST_WEIGHTS)] * free,
-    }
+    grids = search_grids(d)
     # judge=False: routing alone (every answer accepted), the policy's fallback when
     # judging answers does not pay on the training split.
     names = ["start", "accept", "cost_weight"] if judge else ["start"]

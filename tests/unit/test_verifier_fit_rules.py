@@ -89,3 +89,26 @@ def test_where_the_answer_ranks_no_better_than_the_prompt_the_verifier_is_the_ro
     col = fitted.weights[:, 0 * CONTEXTS + 0]
     assert col[HAND_FEATURES] == 1.0 and np.count_nonzero(col) == 1
     assert np.allclose(fitted.oof[:, 0, 0], np.clip(p[:, 0], 1e-4, 1 - 1e-4))
+
+
+def test_the_consult_grid_comes_from_the_contexts_consult_is_applied_in() -> None:
+    """Consult is decided before the second opinion answers: its thresholds are quantiles
+    of the answer-alone and with-the-tier-below probabilities, not the with-second ones."""
+    from router.cascade import NEVER
+    from router.verifier import WITH_PREV, WITH_SECOND
+    from training.cascade_fit import search_grids
+    from training.cascade_sim import CascadeData
+
+    n = 200
+    v = np.empty((n, 3, 4))
+    v[:, :, 0] = np.linspace(0.0, 0.4, n)[:, None]  # alone
+    v[:, :, WITH_PREV] = np.linspace(0.1, 0.5, n)[:, None]
+    v[:, :, WITH_SECOND] = 0.95  # with the second opinion: never what consult sees
+    v[:, :, WITH_SECOND + WITH_PREV] = 0.97
+    ones = np.ones((n, 3))
+    d = CascadeData(ones * 0.5, v, ones, ones, np.ones(n), True, np.zeros((n, 2)))
+    for grid in search_grids(d)["consult"]:
+        inner = [g for g in grid if 0.0 < g < NEVER]
+        assert inner and max(inner) <= 0.5
+    for grid in search_grids(d)["accept_second"]:
+        assert min(g for g in grid if g > 0) >= 0.95
