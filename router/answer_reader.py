@@ -133,10 +133,10 @@ def _spans(text: str) -> list[tuple[str, str, Any]]:
         # first) at its start: look there, so the work is bounded whatever the length.
         head = text[:_HEAD]
         text = text[-_WINDOW:]
-        low = text.lower()
-        field = _field_value(text, low) or _field_value(head, head.lower())
+        low = _lower(text)
+        field = _field_value(text, low) or _field_value(head, _lower(head))
     else:
-        low = text.lower()
+        low = _lower(text)
         field = _field_value(text, low)
     if field is not None:
         out.append(("field", *field))
@@ -168,6 +168,14 @@ def _spans(text: str) -> list[tuple[str, str, Any]]:
 
 
 _NO_VALUE: Any = object()
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lower(text: str) -> str:
+    """Lower case with the same length as `text` (positions are shared between the two):
+    str.lower() lengthens a few characters, such as 'İ'."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
 
 
 def _field_value(text: str, low: str) -> tuple[str, Any] | None:

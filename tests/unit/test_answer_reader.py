@@ -51,6 +51,7 @@ def key(text: str, options: str = "") -> str | None:
         ("The mass is 3.2 \\times 10^{-7} kg.\nAnswer: 3.2 \\times 10^{-7}", "number:3.2e-07"),
         ("Final answer:\n\n$-2.50$", "number:-2.5"),
         ("#### 24 2/3", "number:24.6667"),
+        ("İstanbul: the answer is 42", "number:42"),  # lower() lengthens İ
         # Code and literal outputs.
         ('{"reasoning": "...", "answer": [1, 2, 3]}', "literal:[1,2,3]"),
         ('{"reasoning": "...", "answer": "(1, 2, 3)"}', "literal:[1,2,3]"),
