@@ -433,12 +433,33 @@ def _canonical(
     text = value if isinstance(value, str) else span
     found = canonical_value(text)
     if found is None or found[0] == TEXT:
-        # "18, since ...", "480 dollars because ...": a number that opens the sentence.
-        head = _HEAD_CUT.split(_strip_wrappers(text[:200]), maxsplit=1)[0]
-        n = parse_number(head) if head else None
-        if n is not None:
-            found = (NUMBER, format_number(n))
+        found = _sentence_value(text, source) or found
     return FinalAnswer(*found, source) if found else None
+
+
+def _sentence_value(text: str, source: str) -> tuple[str, str] | None:
+    """The value a stated answer that is a sentence commits to: its own marker or box
+    ({"answer": "The answer is 18"}), a number that opens it ("18, since ..."), or its one
+    number when it is short ("She earns $18 a day")."""
+    if source in ("field", "tag") and len(text) < _MAX_VALUE:
+        inner = _spans(text)
+        for src, span, value in inner:
+            if src in ("boxed", "hashes", "marker"):
+                found = _canonical(span, value, "", None, src)
+                if found is not None and found.kind != TEXT:
+                    return found.kind, found.value
+    head = _HEAD_CUT.split(_strip_wrappers(text[:200]), maxsplit=1)[0]
+    n = parse_number(head) if head else None
+    if n is not None:
+        return NUMBER, format_number(n)
+    words = text.split()
+    if len(words) <= 8:
+        numbers = _NUMBER_TOKEN.findall(text)
+        if len(numbers) == 1:
+            n = parse_number(numbers[0])
+            if n is not None:
+                return NUMBER, format_number(n)
+    return None
 
 
 _HEAD_CUT = re.compile(r",\s|;|\s(?:because|since|which|as|so|per|for|and)\s|\s\(|\.\s")

@@ -52,6 +52,10 @@ def key(text: str, options: str = "") -> str | None:
         ("Final answer:\n\n$-2.50$", "number:-2.5"),
         ("#### 24 2/3", "number:24.6667"),
         ("İstanbul: the answer is 42", "number:42"),  # lower() lengthens İ
+        # An answer field that is a sentence: its own marker, or its one number.
+        ('{"reasoning": "r", "answer": "The answer is 18"}', "number:18"),
+        ('{"reasoning": "r", "answer": "She earns $18 per day"}', "number:18"),
+        ('{"reasoning": "r", "answer": "18, since 3 * 6 = 18"}', "number:18"),
         # Code and literal outputs.
         ('{"reasoning": "...", "answer": [1, 2, 3]}', "literal:[1,2,3]"),
         ('{"reasoning": "...", "answer": "(1, 2, 3)"}', "literal:[1,2,3]"),
