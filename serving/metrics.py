@@ -1,6 +1,8 @@
 """Live metrics and drift from outcome logs, as CloudWatch Embedded Metric Format.
 
-Per window: requests, tier mix (the router's decisions), escalation rate, cost per
+Per window: requests, tier mix (the router's decisions) and start mix (the tier each
+walk started on: a cascade's start rule, a sticky pin or exploration can differ from the
+decision), escalation rate, cost per
 request, latency p50/p99 and, per tier, calibration: the decided tier's predicted
 P(pass) (`decision.p_pass`) against the verdict its answer got. Only decided attempts
 are labels here: the router chose them by p, which leaves calibration-by-p unbiased,
@@ -78,6 +80,7 @@ class Expectation:
 @dataclass
 class TierStats:
     decided: int = 0
+    started: int = 0
     final: int = 0
     p_sum: float = 0.0
     var_sum: float = 0.0
@@ -146,6 +149,9 @@ class Window:
         decision = rec.decision or DecisionRecord()
         if decision.tier is not None:
             self.tier(decision.tier).decided += 1
+        started = rec.start_tier or decision.tier
+        if started is not None:
+            self.tier(started).started += 1
         if rec.final_tier is not None:
             self.tier(rec.final_tier).final += 1
         for a in rec.attempts:
@@ -166,6 +172,10 @@ class Window:
         n = sum(self.tier(t).decided for t in names)
         return [self.tier(t).decided / n if n else 0.0 for t in names]
 
+    def start_mix(self, names: Sequence[str]) -> list[float]:
+        n = sum(self.tier(t).started for t in names)
+        return [self.tier(t).started / n if n else 0.0 for t in names]
+
     def summary(self, names: Sequence[str]) -> dict[str, Any]:
         n = max(self.requests, 1)
         return {
@@ -178,6 +188,9 @@ class Window:
             "latency_p50_ms": self.percentile(50),
             "latency_p99_ms": self.percentile(99),
             "tier_mix": dict(zip(names, [round(x, 4) for x in self.mix(names)], strict=True)),
+            "start_tier_mix": dict(
+                zip(names, [round(x, 4) for x in self.start_mix(names)], strict=True)
+            ),
             "calibration": {
                 t: {
                     "labels": s.labels,
