@@ -118,14 +118,22 @@ class SwappableRouter:
     def swap(self, path: str | Path) -> SwapResult:
         """Load, verify and probe `path`, then publish it. Raises BundleError and keeps
         the current router if anything about the new bundle is wrong."""
+        try:
+            new = self._loader(Path(path))
+        except BundleError:
+            raise
+        except Exception as e:  # onnxruntime, zip and OS errors: same refusal
+            raise BundleError(f"{path}: cannot load bundle: {type(e).__name__}: {e}") from e
+        return self.publish(new, str(path))
+
+    def publish(self, new: Router, source: str) -> SwapResult:
+        """Verify an already loaded router (ladder, cascade, added checks, a probe
+        decision) and make it current; raises BundleError and keeps the current one if
+        anything is wrong. `swap` is load + publish; a caller that loaded ahead (the demo,
+        a service warming a bundle) publishes when it chooses."""
+        path = source
         with self._swap_lock:
             old = self._current
-            try:
-                new = self._loader(Path(path))
-            except BundleError:
-                raise
-            except Exception as e:  # onnxruntime, zip and OS errors: same refusal
-                raise BundleError(f"{path}: cannot load bundle: {type(e).__name__}: {e}") from e
             if not self._allow_ladder_change and _ladder_key(new.ladder) != _ladder_key(old.ladder):
                 raise BundleError(
                     f"{path}: ladder {new.ladder.names} differs from the serving ladder "
@@ -154,7 +162,7 @@ class SwappableRouter:
             self._current = new
             self.swaps += 1
             log.info("router swapped %s -> %s (%s)", old.version, new.version, path)
-            return SwapResult(old.version, new.version, str(path))
+            return SwapResult(old.version, new.version, source)
 
 
 def has_cascade(router: object) -> bool:

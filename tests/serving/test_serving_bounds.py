@@ -7,14 +7,12 @@ and the record says where the walk started and why."""
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import client_for
 
 from fake_bedrock import LocalBedrock, Reply
 from router.ladder import Ladder
@@ -187,7 +185,7 @@ def test_local_server_answers_a_negative_content_length(server: LocalBedrock) ->
     conn.endheaders()
     try:
         resp = conn.getresponse()
-    except socket.timeout:  # the defect: the server waited for EOF
+    except TimeoutError:  # the defect: the server waited for EOF
         pytest.fail("the local server hung on a negative Content-Length")
     assert resp.status == 400
     assert b"invalid Content-Length" in resp.read()
@@ -210,7 +208,7 @@ def test_record_keeps_the_decision_and_where_the_walk_started(
     bottom.converse("another conversation")
     logger.close()
     recs = [OutcomeLogRecord.from_dict(r) for r in read_log(log)]
-    first, pinned, fresh = recs
+    _first, pinned, fresh = recs
     names = ladder.names
     assert pinned.decision is not None and pinned.decision.tier == names[0]
     assert pinned.start_tier == names[-1]

@@ -4,6 +4,8 @@ bundles (trained on real answers), real boto3 against the local Bedrock server."
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import shutil
 import threading
@@ -20,9 +22,11 @@ from outcomes import read_outcomes
 from router import BundleError, Router
 from router.bundle import CASCADE_FILE, VERIFIER_FILE, VERIFIER_MODEL, VERIFIER_WEIGHTS, seal_bundle
 from router.hot_swap import SwappableRouter
+from serving.demo import DemoConfig, run_demo
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
 from serving.outcome_record import VERDICT_KINDS, OutcomeLogRecord
 from serving.tiered_client import TieredClient, TieredClientConfig
+from tier_router.serving_cli import register
 
 NEVER = 1.01
 
@@ -162,7 +166,7 @@ def test_swap_keeps_the_cascade_and_never_mixes_versions(bundles, records, tmp_p
 def test_swap_to_a_bundle_without_a_cascade_is_refused_unless_allowed(bundles) -> None:
     sr = SwappableRouter.load(bundles["a"])
     client = TieredClient(sr, None, None, TieredClientConfig())
-    with pytest.raises(BundleError, match="no verifier and cascade policy.*allow_cascade_removal"):
+    with pytest.raises(BundleError, match=r"no verifier and cascade policy.*allow_cascade_removal"):
         sr.swap(bundles["plain"])
     assert client.cascade is not None and sr.version == Router.load(bundles["a"]).version
     allowed = SwappableRouter.load(bundles["a"], allow_cascade_removal=True)
@@ -234,3 +238,53 @@ def test_max_calls_bounds_every_call_and_an_unanswered_second_opinion_rejects(
             assert asked.verdict.to_dict() == {"kind": "accepted", "signal": "call_cap"}
             assert r.final_tier == asked.tier
     assert consulted > 0  # the slice asks the second opinion
+
+
+def test_demo_swaps_bundles_under_load_and_counts_verdicts_per_version(
+    bundles, answers_slice, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tier-router demo --swap-to B --swap-after N` on 4 threads with throttling and
+    server errors: nothing fails, every request is logged once, and the cascade judges
+    requests on both versions (verdicts counted per version)."""
+    parser = argparse.ArgumentParser(prog="tier-router")
+    register(parser.add_subparsers(dest="command", required=True))
+    log = tmp_path / "demo.jsonl"
+    argv = ["demo", "--bundle", str(bundles["a"]), "--outcomes", str(answers_slice)]
+    argv += ["--requests", "80", "--throttle-rate", "0.2", "--error-rate", "0.05"]
+    argv += ["--threads", "4", "--swap-to", str(bundles["escalating"]), "--swap-after", "40"]
+    argv += ["--log", str(log), "--seed", "2"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["requests"] == 80 and s["failed"] == 0 and s["log_records"] == 80
+    assert s["throttled"] > 0 and s["server_errors"] > 0
+    assert s["swap"]["ok"] and s["swap"]["after_requests"] == 40
+    by = s["by_version"]
+    assert set(by) == {s["swap"]["from_version"], s["swap"]["to_version"]}
+    assert sum(v["requests"] for v in by.values()) == 80
+    for v in by.values():
+        assert v["failed"] == 0
+        assert v["cascade"] == v["requests"] > 0  # the cascade ran before and after
+        assert v["verdicts"].get("accepted", 0) > 0
+    # The new bundle rejects every answer below the top: its verdicts say so.
+    assert by[s["swap"]["to_version"]]["verdicts"].get("rejected", 0) > 0
+    ids = [r["request_id"] for r in read_log(log)]
+    assert len(set(ids)) == 80  # one record per request, each under one version
+
+
+def test_demo_swap_to_a_bundle_without_a_cascade_is_refused_and_reported(
+    bundles, answers_slice, tmp_path
+) -> None:
+    cfg = DemoConfig(
+        bundle=str(bundles["a"]),
+        outcomes=str(answers_slice),
+        log=str(tmp_path / "log.jsonl"),
+        requests=12,
+        threads=2,
+        swap_to=str(bundles["plain"]),
+        swap_after=6,
+    )
+    s = run_demo(cfg, Router.load(bundles["a"]), progress=io.StringIO())
+    assert s["swap"]["ok"] is False and "allow_cascade_removal" in s["swap"]["error"]
+    assert list(s["by_version"]) == [Router.load(bundles["a"]).version]
+    assert s["failed"] == 0 and s["log_records"] == 12
