@@ -6,7 +6,10 @@ decision), escalation rate, cost per
 request, latency p50/p99 and, per tier, calibration: the decided tier's predicted
 P(pass) (`decision.p_pass`) against the verdict its answer got. Only decided attempts
 are labels here: the router chose them by p, which leaves calibration-by-p unbiased,
-while an escalation is chosen by the tier below failing, which does not.
+while an escalation is chosen by the tier below failing, which does not. Requests the
+cascade judged are left out of calibration and counted (`verifier_judged`): its accept
+and reject are the verifier's predictions, and keeping the accepted ones (or only the
+check failures) would bias the observed rate.
 
 Drift, against the bundle's held-out expectation (train_report.json):
 - tier mix: the live mix differs from `policy_expected.validation_tier_mix` by more than
@@ -81,6 +84,7 @@ class Expectation:
 class TierStats:
     decided: int = 0
     started: int = 0
+    verifier_judged: int = 0  # decided attempts the cascade judged: not labels
     final: int = 0
     p_sum: float = 0.0
     var_sum: float = 0.0
@@ -155,7 +159,12 @@ class Window:
         if rec.final_tier is not None:
             self.tier(rec.final_tier).final += 1
         for a in rec.attempts:
-            if a.role != "decided" or a.outcome not in QUALITY_OUTCOMES:
+            if a.role != "decided":
+                continue
+            if rec.cascade is not None:
+                self.tier(a.tier).verifier_judged += 1
+                continue
+            if a.outcome not in QUALITY_OUTCOMES:
                 continue
             p = decision.p_pass.get(a.tier)
             if p is not None and 0 <= p <= 1 and not rec.route_error:
@@ -197,6 +206,7 @@ class Window:
                     "predicted": None if s.predicted is None else round(s.predicted, 4),
                     "observed": None if s.observed is None else round(s.observed, 4),
                     "ece": None if s.ece is None else round(s.ece, 4),
+                    "verifier_judged": s.verifier_judged,
                 }
                 for t, s in ((t, self.tier(t)) for t in names)
             },

@@ -337,10 +337,12 @@ class OutcomeLogRecord:
         return 1.0
 
     def first_verdict_tier(self) -> str | None:
-        """The tier of the first attempt with a quality verdict (the router's, or the
-        exploration's, pick once unavailable tiers are skipped)."""
+        """The tier of the first attempt whose answer was judged (the router's, or the
+        exploration's, pick once unavailable tiers are skipped). A rejected answer counts:
+        it was judged, though the verifier's rejection is no label. Skipping it would
+        label the prompt with the tier it escalated to, the escalation's bias."""
         for a in self.attempts:
-            if a.outcome in QUALITY_OUTCOMES:
+            if a.outcome in QUALITY_OUTCOMES or a.outcome == "rejected":
                 return a.tier
         return None
 

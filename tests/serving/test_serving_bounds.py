@@ -220,3 +220,28 @@ def test_record_keeps_the_decision_and_where_the_walk_started(
     s = w.summary(names)
     assert s["tier_mix"][names[0]] == pytest.approx(2 / 3, abs=1e-3)
     assert s["start_tier_mix"][names[-1]] == pytest.approx(2 / 3, abs=1e-3)
+
+
+def test_monitor_leaves_cascade_judged_requests_out_of_calibration(ladder: Ladder) -> None:
+    """The verifier's accept/reject is a prediction: a cascade request's decided attempt
+    is counted as verifier_judged, never as a calibration label."""
+    names = ladder.names
+    t0 = ladder.tiers[0]
+
+    def rec(rid: str, outcome: str, cascade: dict[str, Any] | None) -> OutcomeLogRecord:
+        return OutcomeLogRecord.from_dict({
+            "request_id": rid,
+            "decision": {"tier": names[0], "tier_index": 0,
+                         "p_pass": {n: 0.5 for n in names}},
+            "attempts": [{"tier": t0.name, "model_id": t0.model_id, "role": "decided",
+                          "outcome": outcome}],
+            "cascade": cascade,
+        })  # fmt: skip
+
+    w = Window("s", "e")
+    w.add(rec("a", "passed", {"point": "policy"}))
+    w.add(rec("b", "rejected", {"point": "policy"}))
+    w.add(rec("c", "failed", None))
+    cal = w.summary(names)["calibration"][names[0]]
+    assert cal["labels"] == 1 and cal["observed"] == 0.0
+    assert cal["verifier_judged"] == 2
