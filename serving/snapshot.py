@@ -34,6 +34,7 @@ def find_cascade(router: object, point: str) -> Cascade | None:
     if not isinstance(cascade, CascadeFile) or not isinstance(verifier, Verifier):
         return None
     found = [p for p in (cascade.policy, *cascade.points) if p.label == point]
+    found += [p for p in cascade.points if p.expected.get("alias") == point]  # old names
     if not found:
         labels = [p.label for p in (cascade.policy, *cascade.points)]
         raise ValueError(f"cascade_point {point!r} is not in the bundle; it has {labels}")

@@ -288,3 +288,17 @@ def test_demo_swap_to_a_bundle_without_a_cascade_is_refused_and_reported(
     assert s["swap"]["ok"] is False and "allow_cascade_removal" in s["swap"]["error"]
     assert list(s["by_version"]) == [Router.load(bundles["a"]).version]
     assert s["failed"] == 0 and s["log_records"] == 12
+
+
+def test_operating_points_have_descriptive_names_and_old_names_still_work(bundles) -> None:
+    router = Router.load(bundles["a"])
+    assert router.cascade is not None
+    labels = [p.label for p in router.cascade.points]
+    assert labels and all(
+        lb.startswith(("tradeoff-", "min-quality-", "route-only-")) for lb in labels
+    ), labels
+    old = next(p for p in router.cascade.points if p.expected.get("alias"))
+    client = TieredClient(
+        router, None, None, TieredClientConfig(cascade_point=old.expected["alias"])
+    )
+    assert client.cascade is not None and client.cascade.policy.label == old.label
