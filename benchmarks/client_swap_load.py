@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO))
 
 from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex  # noqa: E402
 from outcomes import read_outcomes  # noqa: E402
-from router import Router  # noqa: E402
 from router.hot_swap import SwappableRouter  # noqa: E402
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client  # noqa: E402
 from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, read_log  # noqa: E402

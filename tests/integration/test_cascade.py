@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realdata import REPO, SHARED_DATA
+from realdata import SHARED_DATA
 
 from outcomes import read_outcomes
 from router import Router
