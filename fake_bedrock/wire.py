@@ -194,7 +194,15 @@ def make_handler(service: LocalBedrock) -> type[BaseHTTPRequestHandler]:
             return
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            header = self.headers.get("Content-Length") or "0"
+            try:
+                length = int(header)
+            except ValueError:
+                length = -1
+            if length < 0:  # read(-1) would wait for EOF on a kept-alive connection
+                self.close_connection = True
+                self._error(400, "ValidationException", f"invalid Content-Length {header!r}")
+                return
             raw = self.rfile.read(length) if length else b""
             parts = self.path.split("?", 1)[0].split("/")
             if len(parts) >= 2 and parts[1] == "model-invocation-job":

@@ -5,7 +5,9 @@ At a tier below the top the verifier's P(pass) for the answer decides: at or abo
 configured and not yet asked, the second opinion is called once and the answer is judged
 again with the agreement (`accept_second`); otherwise the next tier is called, knowing the
 answer below. The top tier's answer is returned. `max_calls` caps the calls of a request
-(second opinion included): at the cap the current answer is returned.
+(second opinion included) and is never exceeded: at the cap the current answer is returned,
+and a walk whose last call gave no answer stops there. A second opinion that gives no answer
+is judged `escalate` in context `no_second` (or `cap` at the cap).
 
 `walk` is the one implementation of these rules: replay feeds it recorded answers,
 serving feeds it Bedrock calls, and training fits the thresholds with the same
@@ -239,11 +241,14 @@ class Judgement:
     p_pass: float  # the verifier's
     shift: float  # cost_weight * z: the next tier's predicted cost, added before comparing
     threshold: float
-    context: str  # alone | second | prev | both
+    context: str  # alone | second | prev | both | no_second (consulted, nothing came)
     verdict: str  # accept | escalate | consult | top | cap
 
     @property
     def reason(self) -> str:
+        if self.context == "no_second":
+            why = "escalate" if self.verdict == "escalate" else "call cap reached: returned as is"
+            return f"verifier p={self.p_pass:.3f}; second opinion unavailable: {why}"
         if self.verdict in ("top", "cap"):
             why = "top tier" if self.verdict == "top" else "call cap reached"
             return f"verifier p={self.p_pass:.3f} ({self.context}); {why}: returned as is"
@@ -280,16 +285,20 @@ def walk(
     second: SecondFn | None,
     *,
     start: int | None = None,
+    into: Walk | None = None,
 ) -> Walk:
+    """`into`: the Walk to fill (a caller whose `answer` may raise keeps what was judged)."""
     top = policy.n_tiers - 1
     options = prompt_options(prompt)
-    w = Walk()
+    w = into if into is not None else Walk()
     second_read: ReadAnswer | None = None
     second_asked = False
     prev: ReadAnswer | None = None
     costs = cost.start_costs(len(prompt)) if start is None else []
     tier = policy.start_tier(p_router, costs) if start is None else start
     while tier <= top:
+        if len(w.calls) >= policy.max_calls:
+            return w  # the last call gave no answer and the cap allows no other
         w.calls.append(f"tier:{tier}")
         text = answer(tier)
         if text is None:
@@ -332,6 +341,13 @@ def walk(
                     verdict = "cap"
                 w.judgements.append(Judgement(tier, p, shift, th, _ctx(second_read, prev), verdict))
                 if verdict != "escalate":
+                    w.final = tier
+                    return w
+            else:
+                verdict = "cap" if len(w.calls) >= policy.max_calls else "escalate"
+                th = policy.accept[tier]
+                w.judgements.append(Judgement(tier, p, shift, th, "no_second", verdict))
+                if verdict == "cap":
                     w.final = tier
                     return w
         else:

@@ -11,7 +11,15 @@ from typing import Any
 
 from router.cascade import Walk
 from router.decision import Decision
-from serving.outcome_record import AttemptRecord
+from serving.checks import TOOL_USE
+from serving.outcome_record import (
+    ACCEPTED,
+    FAILED_CALL,
+    REJECTED_VERDICT,
+    UNJUDGED,
+    AttemptRecord,
+    Verdict,
+)
 from serving.pricing import Usage
 
 # Attempt outcomes. Only PASSED and FAILED say anything about answer quality; REJECTED is the
@@ -37,6 +45,12 @@ class Attempt:
     self_check: Mapping[str, Any] | None = None
     verifier: Mapping[str, Any] | None = None  # the cascade's judgement of this answer
     answer: Mapping[str, Any] | None = None  # the answer text, stored / hashed / dropped
+    # Set by the cascade walk, which knows the signal; `verdict_of` derives the rest.
+    judged: Verdict | None = None
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.judged or verdict_of(self)
 
     def record(self) -> AttemptRecord:
         """This attempt as the outcome log holds it."""
@@ -54,10 +68,28 @@ class Attempt:
             self_check=self.self_check,
             verifier=self.verifier,
             answer=self.answer,
+            verdict=self.verdict,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return self.record().to_dict()
+
+
+def verdict_of(a: Attempt) -> Verdict:
+    """The verdict an attempt's own outcome implies (no cascade judgement on it)."""
+    if a.outcome == UNAVAILABLE:
+        return Verdict(FAILED_CALL, "unavailable")
+    if a.outcome == ERROR:
+        return Verdict(FAILED_CALL, "error")
+    if a.outcome == ANSWERED:
+        return Verdict(UNJUDGED, "second_opinion")
+    if a.stop_reason == TOOL_USE and a.outcome == PASSED:
+        return Verdict(UNJUDGED, "tool_use")
+    if a.outcome == PASSED:
+        return Verdict(ACCEPTED, "explicit_check")
+    if a.outcome == REJECTED:
+        return Verdict(REJECTED_VERDICT, "verifier")
+    return Verdict(REJECTED_VERDICT, "explicit_check")
 
 
 @dataclass

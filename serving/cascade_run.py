@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from router.cascade import CascadeFile, CascadePolicy, Judgement, Walk, walk
+from router.cascade import CascadePolicy, Judgement, Walk, walk
 from router.ladder import Ladder
-from router.verifier import Verifier
 from serving.attempts import (
     ANSWERED,
     ERROR,
@@ -26,31 +25,11 @@ from serving.attempts import (
 from serving.checks import TOOL_USE
 from serving.client_config import TieredClientConfig
 from serving.ladder_run import fail_down, try_fallback
+from serving.outcome_record import ACCEPTED, REJECTED_VERDICT, Verdict
 from serving.request_plan import RequestPlan
+from serving.snapshot import Cascade as Cascade
+from serving.snapshot import find_cascade as find_cascade
 from serving.tier_call import CallTier
-
-
-@dataclass(frozen=True)
-class Cascade:
-    """A bundle's cascade as the client runs it: cost model, verifier, operating point."""
-
-    file: CascadeFile
-    verifier: Verifier
-    policy: CascadePolicy
-
-
-def find_cascade(router: object, point: str) -> Cascade | None:
-    """The router bundle's cascade at operating point `point` (None when the bundle has
-    no verifier and cascade policy); ValueError for a point the bundle does not have."""
-    cascade = getattr(router, "cascade", None)
-    verifier = getattr(router, "verifier", None)
-    if not isinstance(cascade, CascadeFile) or not isinstance(verifier, Verifier):
-        return None
-    found = [p for p in (cascade.policy, *cascade.points) if p.label == point]
-    if not found:
-        labels = [p.label for p in (cascade.policy, *cascade.points)]
-        raise ValueError(f"cascade_point {point!r} is not in the bundle; it has {labels}")
-    return Cascade(cascade, verifier, found[0])
 
 
 class _ToolTurn(Exception):
@@ -71,13 +50,13 @@ def run_cascade(
     call: CallTier,
     ladder: Ladder,
     config: TieredClientConfig,
-    cascade: Cascade,
     plan: RequestPlan,
 ) -> WalkResult:
     """router.cascade.walk with live calls: a tier's answer that fails an explicit check
     (or does not come) moves the walk up as a rejected one would; every call, the
     second opinion's included, is an attempt of its own."""
-    assert plan.cascade is not None
+    cascade = plan.cascade
+    assert cascade is not None
     attempts: list[Attempt] = []
     answered: dict[int, tuple[int, Answered]] = {}  # tier -> (attempt index, answer)
     last: list[Answered] = []
@@ -111,9 +90,10 @@ def run_cascade(
         return got.text
 
     use_second = second_tier is not None and cascade.file.second_opinion
+    w = Walk()
     try:
-        w = walk(
-            plan.cascade,
+        walk(
+            cascade.policy,
             cascade.file.cost,
             cascade.verifier,
             plan.text,
@@ -121,15 +101,38 @@ def run_cascade(
             answer,
             second if use_second else None,
             start=plan.start,
+            into=w,
         )
-    except _ToolTurn as turn:  # the tool call goes back to the caller, unjudged
-        return WalkResult(attempts, turn.answered, False, state.escalations, Walk())
+    except _ToolTurn as turn:  # the tool call goes back to the caller, unjudged; the
+        # answers judged below it keep their verdicts
+        state.escalations += _mark_judged(w.judgements, attempts, answered)
+        return WalkResult(attempts, turn.answered, False, state.escalations, w)
     state.escalations += _mark_judged(w.judgements, attempts, answered)
     if w.final is not None:
         final: Answered | None = answered[w.final][1]
     else:
-        final = _no_accepted(call, ladder, config, plan, attempts, answered, last)
+        budget = cascade.policy.max_calls - len(attempts)
+        final = _no_accepted(
+            _bounded(call, budget), ladder, config, plan, attempts, answered, last
+        )
     return WalkResult(attempts, final, False, state.escalations, w)
+
+
+class _CallCap(Exception):
+    """max_calls reached: no further call may be made for this request."""
+
+
+def _bounded(call: CallTier, budget: int) -> CallTier:
+    """`call`, refusing (with _CallCap) once `budget` more calls were made."""
+    left = [budget]
+
+    def bounded(*args: Any) -> Answered | Attempt:
+        if left[0] <= 0:
+            raise _CallCap()
+        left[0] -= 1
+        return call(*args)
+
+    return bounded
 
 
 def _mark_judged(
@@ -152,13 +155,27 @@ def _mark_judged(
             "verdict": j.verdict,
             "reason": j.reason,
         }
+        judged_as = _verdict(j)
         if j.verdict == "escalate":
-            attempts[k] = replace(attempts[k], outcome=REJECTED, reason=j.reason, verifier=verdict)
+            attempts[k] = replace(
+                attempts[k], outcome=REJECTED, reason=j.reason, verifier=verdict, judged=judged_as
+            )
             rejected += 1
         else:
-            attempts[k] = replace(attempts[k], verifier=verdict)
+            attempts[k] = replace(attempts[k], verifier=verdict, judged=judged_as)
         answered[j.tier] = (k, replace(judged, attempt=attempts[k]))
     return rejected
+
+
+def _verdict(j: Judgement) -> Verdict:
+    """A cascade judgement as a typed verdict: what was concluded, on which signal."""
+    if j.context == "no_second":
+        signal = "second_opinion_unavailable" if j.verdict == "escalate" else "call_cap"
+    elif j.verdict in ("top", "cap"):
+        signal = "top_tier" if j.verdict == "top" else "call_cap"
+    else:
+        signal = "agreement" if j.context in ("second", "both") else "verifier"
+    return Verdict(REJECTED_VERDICT if j.verdict == "escalate" else ACCEPTED, signal)
 
 
 def _no_accepted(
@@ -174,7 +191,10 @@ def _no_accepted(
     answer there is (ok is False), else cheaper tiers when nothing answered at all."""
     top_name = ladder.tiers[-1].name
     if not any(a.attempt.tier == top_name for a in last):
-        got = try_fallback(call, config, plan.checks, attempts)
+        try:
+            got = try_fallback(call, config, plan.checks, attempts)
+        except _CallCap:
+            got = None
         if got is not None:
             return got
     if last and last[-1].attempt.tier == top_name:  # the top answered but failed a
@@ -183,7 +203,10 @@ def _no_accepted(
         return answered[max(answered)][1]
     if last:
         return last[-1]
-    return fail_down(call, ladder, config, plan.start, plan.checks, attempts)
+    try:
+        return fail_down(call, ladder, config, plan.start, plan.checks, attempts)
+    except _CallCap:
+        return None
 
 
 def cascade_record(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from router.ladder import Tier
 from serving.checks import SelfCheckConfig
-from serving.outcome_log import PromptStorage
+from serving.outcome_log import PromptStorage, check_hash_key
 from serving.pricing import CachePricing
 
 
@@ -60,6 +60,8 @@ class TieredClientConfig:
             raise ValueError(f"exploration_rate must be in [0, 1), got {r!r}")
         if not isinstance(self.prompt_storage, PromptStorage):
             raise ValueError(f"prompt_storage must be a PromptStorage, got {self.prompt_storage!r}")
+        if self.prompt_storage is PromptStorage.HASH:
+            check_hash_key(self.prompt_hash_key)
         check_tags(self.tags, "TieredClientConfig.tags")
 
 

@@ -14,8 +14,11 @@ import importlib
 import json
 import random
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,7 +28,9 @@ from router.tokens import estimate_tokens
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import Answer, CallableCheck
 from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, read_log
+from serving.outcome_record import OutcomeLogRecord
 from serving.routing import RouterLike
+from serving.snapshot import take_snapshot
 from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError
 
 
@@ -42,6 +47,9 @@ class DemoConfig:
     seed: int = 0
     max_attempts: int = 4
     retry_delay_scale: float = 0.02
+    threads: int = 1  # requests in flight at once
+    swap_to: str | None = None  # a bundle to hot-swap to mid-run, under load
+    swap_after: int = 0  # ... once this many requests have completed
 
 
 def load_router(bundle: str) -> RouterLike:
@@ -61,9 +69,25 @@ def pick_requests(
     return random.Random(seed).sample(usable, n)
 
 
+@dataclass
+class _Tally:
+    """The demo's running totals; one lock, since requests finish on several threads."""
+
+    done: int = 0
+    failed: int = 0
+    escalations: int = 0
+    cost: float = 0.0
+    quality: float = 0.0
+    final_tiers: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def run_demo(
     cfg: DemoConfig, router: RouterLike, progress: TextIO | None = None
 ) -> dict[str, Any]:
+    """Serve the chosen prompts (on `cfg.threads` threads), swapping to `cfg.swap_to`
+    after `cfg.swap_after` requests when given; the summary adds, per bundle version,
+    its requests, cascade verdicts and escalations, counted from the log."""
     progress = progress if progress is not None else sys.stderr
     ladder = router.ladder
     keys = [t.outcomes_key for t in ladder.tiers]
@@ -73,6 +97,14 @@ def run_demo(
         raise ValueError(f"{cfg.outcomes}: no {cfg.split!r} records with results for all of {keys}")
     index = OutcomeIndex(chosen, ladder)
     faults = FaultConfig(cfg.throttle_rate, cfg.error_rate, cfg.latency_ms, cfg.seed)
+    preload: Future[Any] | None = None
+    loader = ThreadPoolExecutor(max_workers=1)
+    if cfg.swap_to is not None:  # imported late, as load_router is
+        hot_swap = importlib.import_module("router.hot_swap")
+        router = hot_swap.SwappableRouter(router)
+        # Loading is independent of serving and slower than many requests: it starts
+        # now, and the swap (verify, probe, publish) runs after `swap_after` requests.
+        preload = loader.submit(load_router, cfg.swap_to)
 
     def recorded_verdict(answer: Answer) -> bool:
         verdict = index.passed(answer.prompt, answer.model_id)
@@ -80,9 +112,16 @@ def run_demo(
 
     top = ladder.tiers[-1]
     started = time.monotonic()
-    failed = escalations = 0
-    cost = top_cost = quality = top_quality = 0.0
-    final_tiers: dict[str, int] = {}
+    top_cost = sum(
+        top.cost_usd(
+            estimate_tokens(len(r.prompt)),
+            min(recorded_output_tokens(r.results[top.outcomes_key]), top.max_tokens),
+        )
+        for r in chosen
+    )
+    top_quality = sum(r.results[top.outcomes_key].score for r in chosen)
+    tally = _Tally()
+    swap: dict[str, Any] | None = None
     logger = OutcomeLogger([JsonlSink(cfg.log)])
     with LocalBedrock(ladder, index, faults) as server:
         bedrock = make_bedrock_client(
@@ -93,9 +132,10 @@ def run_demo(
                 retry_delay_scale=cfg.retry_delay_scale,
                 connect_timeout_s=2.0,
                 read_timeout_s=30.0,
+                max_pool_connections=max(10, cfg.threads),
             )
         )
-        cascade = getattr(router, "cascade", None) is not None
+        cascade = getattr(take_snapshot(router), "cascade", None) is not None
         client = TieredClient(
             router,
             bedrock,
@@ -104,45 +144,77 @@ def run_demo(
             checks=[] if cascade else [CallableCheck(recorded_verdict, name="recorded_verdict")],
         )
         step = max(1, len(chosen) // 10)
-        for i, rec in enumerate(chosen, 1):
-            top_result = rec.results[top.outcomes_key]
-            top_out = min(recorded_output_tokens(top_result), top.max_tokens)
-            top_cost += top.cost_usd(estimate_tokens(len(rec.prompt)), top_out)
-            top_quality += top_result.score
+
+        # Requests from swap_after + threads on wait for the swap: `threads` requests stay
+        # in flight while it runs (load under swap), and the rest are after it.
+        resolved = threading.Event()
+        gate = cfg.swap_after + cfg.threads if cfg.swap_to is not None else len(chosen)
+
+        def do_swap() -> dict[str, Any]:
+            assert cfg.swap_to is not None and preload is not None
+            try:
+                new = preload.result()
+                done = router.publish(new, cfg.swap_to)  # type: ignore[attr-defined]
+            except Exception as e:  # BundleError: refused, the old bundle keeps serving
+                print(f"demo: swap to {cfg.swap_to} refused: {e}", file=progress, flush=True)
+                return {"to": cfg.swap_to, "ok": False, "error": str(e)}
+            finally:
+                resolved.set()
+            print(f"demo: swapped {done.old_version} -> {done.new_version}", file=progress)
+            return {"to": cfg.swap_to, "ok": True, "from_version": done.old_version,
+                    "to_version": done.new_version, "after_requests": cfg.swap_after}  # fmt: skip
+
+        def serve(i: int, rec: OutcomeRecord) -> dict[str, Any] | None:
+            if i >= gate:
+                resolved.wait()
             try:
                 res = client.converse(rec.prompt, tags={"team": "demo"})
             except TieredClientError:
-                failed += 1
-            else:
-                cost += res.cost_usd
-                escalations += res.escalations
-                final_tiers[res.tier] = final_tiers.get(res.tier, 0) + 1
-                if res.ok or cascade:
-                    tier = ladder.tiers[ladder.index(res.tier)]
-                    quality += rec.results[tier.outcomes_key].score
-            if i % step == 0 or i == len(chosen):
-                print(
-                    f"demo: {i}/{len(chosen)} requests, {failed} failed, "
-                    f"{escalations} escalations, ${cost:.4f} (always-top ${top_cost:.4f})",
-                    file=progress,
-                    flush=True,
-                )
+                res = None
+            with tally.lock:
+                tally.done += 1
+                if res is None:
+                    tally.failed += 1
+                else:
+                    tally.cost += res.cost_usd
+                    tally.escalations += res.escalations
+                    tally.final_tiers[res.tier] = tally.final_tiers.get(res.tier, 0) + 1
+                    if res.ok or cascade:
+                        tier = ladder.tiers[ladder.index(res.tier)]
+                        tally.quality += rec.results[tier.outcomes_key].score
+                n, swap_now = tally.done, cfg.swap_to is not None and tally.done == cfg.swap_after
+                if n % step == 0 or n == len(chosen):
+                    print(
+                        f"demo: {n}/{len(chosen)} requests, {tally.failed} failed, "
+                        f"{tally.escalations} escalations, ${tally.cost:.4f} "
+                        f"(always-top ${top_cost:.4f})",
+                        file=progress,
+                        flush=True,
+                    )
+            # The swap runs on this request's thread while the others keep serving.
+            return do_swap() if swap_now else None
+
+        with ThreadPoolExecutor(max_workers=cfg.threads) as pool:
+            for got in pool.map(serve, range(len(chosen)), chosen):
+                swap = got or swap
+        loader.shutdown(wait=True)
         stats = dict(server.stats)
     logger.close()
     read_stats = ReadStats()
-    logged = sum(1 for _ in read_log(cfg.log, read_stats))
+    logged = list(read_log(cfg.log, read_stats))
     n = len(chosen)
-    return {
+    cost = tally.cost
+    summary: dict[str, Any] = {
         "requests": n,
-        "failed": failed,
-        "escalations": escalations,
+        "failed": tally.failed,
+        "escalations": tally.escalations,
         "cost_usd": round(cost, 6),
         "always_top_cost_usd": round(top_cost, 6),
-        "quality": round(quality / n, 4),
+        "quality": round(tally.quality / n, 4),
         "always_top_quality": round(top_quality / n, 4),
         "log": str(Path(cfg.log)),
-        "log_records": logged,
-        "final_tiers": final_tiers,
+        "log_records": len(logged),
+        "final_tiers": tally.final_tiers,
         "router_version": router.version,
         "judged_by": "verifier" if cascade else "recorded_verdict",
         "cost_vs_top": round(cost / top_cost, 4) if top_cost else None,
@@ -150,7 +222,35 @@ def run_demo(
         "throttled": stats.get("throttled", 0),
         "server_errors": stats.get("server_errors", 0),
         "seconds": round(time.monotonic() - started, 1),
+        "threads": cfg.threads,
+        "by_version": per_version(logged),
     }
+    if cfg.swap_to is not None:
+        summary["swap"] = swap or {"to": cfg.swap_to, "ok": False, "error": "not reached"}
+    return summary
+
+
+def per_version(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per router version in the log: requests, failed, escalations and the verdicts its
+    cascade (or checks) gave, by kind. A record is one request, decided, judged and
+    walked by one bundle snapshot, so each request counts under exactly one version."""
+    out: dict[str, dict[str, Any]] = {}
+    for raw in records:
+        rec = OutcomeLogRecord.from_dict(raw)
+        v = out.setdefault(
+            str(rec.router_version),
+            {"requests": 0, "failed": 0, "escalations": 0, "cascade": 0, "verdicts": Counter()},
+        )
+        v["requests"] += 1
+        v["failed"] += rec.final_tier is None
+        v["escalations"] += rec.escalations
+        v["cascade"] += rec.cascade is not None
+        for a in rec.attempts:
+            if a.verdict is not None:
+                v["verdicts"][a.verdict.kind] += 1
+    for v in out.values():
+        v["verdicts"] = dict(sorted(v["verdicts"].items()))
+    return out
 
 
 def main_json(summary: dict[str, Any]) -> str:

@@ -1,10 +1,15 @@
 """Live metrics and drift from outcome logs, as CloudWatch Embedded Metric Format.
 
-Per window: requests, tier mix (the router's decisions), escalation rate, cost per
+Per window: requests, tier mix (the router's decisions) and start mix (the tier each
+walk started on: a cascade's start rule, a sticky pin or exploration can differ from the
+decision), escalation rate, cost per
 request, latency p50/p99 and, per tier, calibration: the decided tier's predicted
 P(pass) (`decision.p_pass`) against the verdict its answer got. Only decided attempts
 are labels here: the router chose them by p, which leaves calibration-by-p unbiased,
-while an escalation is chosen by the tier below failing, which does not.
+while an escalation is chosen by the tier below failing, which does not. Requests the
+cascade judged are left out of calibration and counted (`verifier_judged`): its accept
+and reject are the verifier's predictions, and keeping the accepted ones (or only the
+check failures) would bias the observed rate.
 
 Drift, against the bundle's held-out expectation (train_report.json):
 - tier mix: the live mix differs from `policy_expected.validation_tier_mix` by more than
@@ -78,6 +83,8 @@ class Expectation:
 @dataclass
 class TierStats:
     decided: int = 0
+    started: int = 0
+    verifier_judged: int = 0  # decided attempts the cascade judged: not labels
     final: int = 0
     p_sum: float = 0.0
     var_sum: float = 0.0
@@ -146,10 +153,18 @@ class Window:
         decision = rec.decision or DecisionRecord()
         if decision.tier is not None:
             self.tier(decision.tier).decided += 1
+        started = rec.start_tier or decision.tier
+        if started is not None:
+            self.tier(started).started += 1
         if rec.final_tier is not None:
             self.tier(rec.final_tier).final += 1
         for a in rec.attempts:
-            if a.role != "decided" or a.outcome not in QUALITY_OUTCOMES:
+            if a.role != "decided":
+                continue
+            if rec.cascade is not None:
+                self.tier(a.tier).verifier_judged += 1
+                continue
+            if a.outcome not in QUALITY_OUTCOMES:
                 continue
             p = decision.p_pass.get(a.tier)
             if p is not None and 0 <= p <= 1 and not rec.route_error:
@@ -166,6 +181,10 @@ class Window:
         n = sum(self.tier(t).decided for t in names)
         return [self.tier(t).decided / n if n else 0.0 for t in names]
 
+    def start_mix(self, names: Sequence[str]) -> list[float]:
+        n = sum(self.tier(t).started for t in names)
+        return [self.tier(t).started / n if n else 0.0 for t in names]
+
     def summary(self, names: Sequence[str]) -> dict[str, Any]:
         n = max(self.requests, 1)
         return {
@@ -178,12 +197,16 @@ class Window:
             "latency_p50_ms": self.percentile(50),
             "latency_p99_ms": self.percentile(99),
             "tier_mix": dict(zip(names, [round(x, 4) for x in self.mix(names)], strict=True)),
+            "start_tier_mix": dict(
+                zip(names, [round(x, 4) for x in self.start_mix(names)], strict=True)
+            ),
             "calibration": {
                 t: {
                     "labels": s.labels,
                     "predicted": None if s.predicted is None else round(s.predicted, 4),
                     "observed": None if s.observed is None else round(s.observed, 4),
                     "ece": None if s.ece is None else round(s.ece, 4),
+                    "verifier_judged": s.verifier_judged,
                 }
                 for t, s in ((t, self.tier(t)) for t in names)
             },

@@ -45,9 +45,21 @@ def prompt_field(text: str, storage: PromptStorage, hash_key: bytes = b"") -> di
     if storage is PromptStorage.STORE:
         return {"storage": "store", "text": text}
     if storage is PromptStorage.HASH:
+        check_hash_key(hash_key)
         digest = hmac.new(hash_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
         return {"storage": "hash", "sha256": digest, "chars": len(text)}
     return {"storage": "drop", "chars": len(text)}
+
+
+def check_hash_key(hash_key: bytes) -> None:
+    """HASH needs a secret key: an unkeyed SHA-256 of a short prompt is reversed by
+    hashing guesses, so the log would hold the text in all but name."""
+    if not isinstance(hash_key, bytes | bytearray) or not hash_key:
+        raise ValueError(
+            "prompt_storage=hash needs a non-empty secret prompt_hash_key (bytes): an "
+            "unkeyed hash of a short prompt can be reversed by guessing; use "
+            "prompt_storage=drop to log no prompt at all"
+        )
 
 
 class LogSink(Protocol):
@@ -267,15 +279,24 @@ class OutcomeLogger:
 
     def _write_one(self, q: _SinkQueue, record: dict[str, Any]) -> bool:
         with self._cond:
-            if q.pending or self._closed:  # keep order: behind what the sink still owes
+            if self._closed:
+                return self._refuse_closed(q, record)
+            if q.pending:  # keep order: behind what the sink still owes
                 self._hold(q, record)
                 return False
         try:
+            # close() closes the sink under its lock, so a write either lands before
+            # the close or sees `_closed` here: never a write to a closed sink.
             with q.lock:
+                with self._cond:
+                    if self._closed:
+                        return self._refuse_closed(q, record)
                 q.sink.write(record)
         except Exception as e:
             with self._cond:
                 q.failures += 1
+                if self._closed:  # close() already made its last attempt
+                    return self._refuse_closed(q, record)
                 first = not q.pending
                 self._hold(q, record)
             if first:
@@ -285,6 +306,12 @@ class OutcomeLogger:
         with self._cond:
             q.written += 1
         return True
+
+    def _refuse_closed(self, q: _SinkQueue, record: dict[str, Any]) -> bool:
+        """A write after close(): counted as dropped and logged (caller holds _cond)."""
+        q.dropped += 1
+        log.error("outcome logger is closed: record %s not written", record.get("request_id"))
+        return False
 
     def _hold(self, q: _SinkQueue, record: dict[str, Any]) -> None:
         """Append to the backlog (caller holds _cond); past the bound drop the oldest."""
@@ -344,10 +371,12 @@ class OutcomeLogger:
                     ok = False
                     break
                 with self._cond:
-                    if q.inflight_dropped:  # dropped from the queue while written: delivered
+                    # Dropped from the queue while written (by the bound, or by a close
+                    # that gave up waiting): delivered after all, so not counted lost.
+                    if q.inflight_dropped:
                         q.dropped -= 1
                         q.dropped_this_outage = max(0, q.dropped_this_outage - 1)
-                    else:
+                    elif q.pending and q.pending[0] is rec:
                         q.pending.popleft()
                     q.inflight, q.inflight_dropped = None, False
                     q.written += 1
@@ -390,6 +419,8 @@ class OutcomeLogger:
         with self._cond:
             for q in self._queues:
                 if q.pending:
+                    if q.inflight is not None and q.pending[0] is q.inflight:
+                        q.inflight_dropped = True  # a stuck write may still land
                     n = len(q.pending)
                     q.dropped += n
                     q.pending.clear()
@@ -397,7 +428,11 @@ class OutcomeLogger:
                               q.sink, n)
         for q in self._queues:
             try:
-                q.sink.close()
+                if stuck:  # its lock is held by the hung write; close without it
+                    q.sink.close()
+                else:
+                    with q.lock:
+                        q.sink.close()
             except Exception:
                 log.exception("closing outcome sink %r failed", q.sink)
 

@@ -50,6 +50,51 @@ def _numbers(d: Mapping[str, Any], key: str) -> dict[str, int | float]:
     return {k: v for k, v in raw.items() if isinstance(v, _NUM) and not isinstance(v, bool)}
 
 
+# What the walk concluded about one call's answer, and on what evidence (`Verdict`).
+ACCEPTED, REJECTED_VERDICT, UNJUDGED, FAILED_CALL = "accepted", "rejected", "unjudged", "failed"
+VERDICT_KINDS = (ACCEPTED, REJECTED_VERDICT, UNJUDGED, FAILED_CALL)
+VERDICT_SIGNALS = (
+    "explicit_check",  # the client's checks passed / failed the answer
+    "verifier",  # the verifier's P(pass) alone (or with the tier below's answer)
+    "agreement",  # the verifier's P(pass) with the second opinion's answer
+    "second_opinion_unavailable",  # consulted, no second answer: escalated (or capped)
+    "top_tier",  # the top tier's answer is returned as it is
+    "call_cap",  # max_calls reached: returned as it is
+    "tool_use",  # a tool call goes back to the caller unjudged
+    "second_opinion",  # the second opinion's own answer: evidence, not a candidate
+    "unavailable",  # no answer (throttled past retries, 5xx, unavailable)
+    "error",  # the call or a check errored
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the walk concluded about one call's answer and by which signal.
+
+    `accepted` means the walk returned or kept the answer, not that it passed: only an
+    explicit check (or graded feedback) is a ground-truth label; a verifier's verdict is
+    a prediction, logged as evidence."""
+
+    kind: str  # accepted | rejected | unjudged | failed
+    signal: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in VERDICT_KINDS:
+            raise ValueError(f"verdict kind {self.kind!r} is not one of {VERDICT_KINDS}")
+        if self.signal not in VERDICT_SIGNALS:
+            raise ValueError(f"verdict signal {self.signal!r} is not one of {VERDICT_SIGNALS}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "signal": self.signal}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
+        try:
+            return cls(str(d.get("kind")), str(d.get("signal")))
+        except ValueError as e:
+            raise NotAnOutcomeRecord(f"attempt verdict: {e}") from None
+
+
 @dataclass(frozen=True)
 class AttemptRecord:
     """One model call of a request as logged: which tier, in what role, what came of it."""
@@ -67,6 +112,7 @@ class AttemptRecord:
     self_check: Mapping[str, Any] | None = None
     verifier: Mapping[str, Any] | None = None
     answer: Mapping[str, Any] | None = None  # {"storage": store|hash|drop, ...}
+    verdict: Verdict | None = None  # absent in logs written before verdicts were typed
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -88,6 +134,8 @@ class AttemptRecord:
             d["verifier"] = dict(self.verifier)
         if self.answer is not None:
             d["answer"] = dict(self.answer)
+        if self.verdict is not None:
+            d["verdict"] = self.verdict.to_dict()
         return d
 
     @classmethod
@@ -110,6 +158,9 @@ class AttemptRecord:
             self_check=_get(d, "self_check", dict, None),
             verifier=_get(d, "verifier", dict, None),
             answer=_get(d, "answer", dict, None),
+            verdict=None if d.get("verdict") is None else Verdict.from_dict(
+                _get(d, "verdict", dict, {})
+            ),
         )
 
     @property
@@ -163,6 +214,9 @@ class OutcomeLogRecord:
     decision: DecisionRecord | None = None
     route_error: str | None = None
     start_tier: str | None = None
+    # Why the walk started on `start_tier` (the cascade's start rule, a sticky pin,
+    # exploration), which can differ from the router's `decision.tier`.
+    start_reason: str | None = None
     conversation_id: str | None = None
     sticky: bool = False
     turns: int | None = None
@@ -192,6 +246,7 @@ class OutcomeLogRecord:
             "decision": None if self.decision is None else self.decision.to_dict(),
             "route_error": self.route_error,
             "start_tier": self.start_tier,
+            "start_reason": self.start_reason,
             "conversation_id": self.conversation_id,
             "sticky": self.sticky,
             "turns": self.turns,
@@ -237,6 +292,7 @@ class OutcomeLogRecord:
             decision=None if decision is None else DecisionRecord.from_dict(decision),
             route_error=_get(d, "route_error", str, None),
             start_tier=_get(d, "start_tier", str, None),
+            start_reason=_get(d, "start_reason", str, None),
             conversation_id=_get(d, "conversation_id", str, None),
             sticky=_get(d, "sticky", bool, False),
             turns=_get(d, "turns", int, None),
@@ -281,10 +337,12 @@ class OutcomeLogRecord:
         return 1.0
 
     def first_verdict_tier(self) -> str | None:
-        """The tier of the first attempt with a quality verdict (the router's, or the
-        exploration's, pick once unavailable tiers are skipped)."""
+        """The tier of the first attempt whose answer was judged (the router's, or the
+        exploration's, pick once unavailable tiers are skipped). A rejected answer counts:
+        it was judged, though the verifier's rejection is no label. Skipping it would
+        label the prompt with the tier it escalated to, the escalation's bias."""
         for a in self.attempts:
-            if a.outcome in QUALITY_OUTCOMES:
+            if a.outcome in QUALITY_OUTCOMES or a.outcome == "rejected":
                 return a.tier
         return None
 

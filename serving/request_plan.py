@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from router.cascade import CascadePolicy
 from router.decision import Decision
 from serving.checks import Check
 from serving.conversation import ConverseRequest, RequestError
+from serving.snapshot import Cascade
 
 # What `converse` answers: a prompt, a Converse message list, or a built request.
 RequestLike = str | ConverseRequest | Sequence[Mapping[str, Any]]
@@ -56,7 +56,7 @@ class RequestPlan:
     tags: dict[str, str]
     decision: Decision
     route_error: str | None
-    cascade: CascadePolicy | None
+    cascade: Cascade | None  # from the same bundle snapshot as `decision`
     p_router: list[float]
     start: int
     conversation_id: str | None
@@ -64,6 +64,7 @@ class RequestPlan:
     pinned_index: int | None
     exploration: dict[str, Any] | None
     checks: tuple[Check, ...]
+    start_reason: str = "router decision"  # why the walk starts at `start` (logged)
 
 
 def normalize_request(

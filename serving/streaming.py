@@ -84,10 +84,11 @@ def stream_live(
         first, events = opened
         asm = StreamAssembler()
         try:
-            for event in itertools.chain((first,), events):
-                piece = asm.feed(event)
-                if piece:
-                    yield StreamDelta(piece)
+            with contextlib.closing(events):  # the EventStream is closed on every path
+                for event in itertools.chain((first,), events):
+                    piece = asm.feed(event)
+                    if piece:
+                        yield StreamDelta(piece)
         except GeneratorExit:  # the caller stopped reading: still one record
             usage = Usage.from_bedrock(asm.usage)
             attempts.append(
@@ -96,13 +97,14 @@ def stream_live(
             with contextlib.suppress(TieredClientError):
                 finish(attempts, None, {"verify": False})
             raise
-        except (ClientError, BotoCoreError) as e:  # broken mid-stream: committed, so fail
+        except Exception as e:  # broken mid-stream (botocore or not): committed, so fail
             usage = Usage.from_bedrock(asm.usage)
-            reason = f"stream_broken: {e}"[:300]
+            known = isinstance(e, ClientError | BotoCoreError)
+            reason = f"stream_broken: {'' if known else type(e).__name__ + ': '}{e}"[:300]
             attempts.append(
                 caller.unanswered(tier, role, ERROR, reason, usage, ms_since(t), type(e).__name__)
             )
-            finish(attempts, None, {"verify": False})
+            finish(attempts, None, {"verify": False})  # logs, then raises TieredClientError
             return
         got = keep(
             attempts,

@@ -7,11 +7,12 @@ saying why, so the walks above only decide where to go next.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +46,25 @@ UNAVAILABLE_CODES = frozenset(
 # call(tier, ladder index or None, role, checks): one attempt of a request on `tier`.
 CallTier = Callable[[Tier, int | None, str, tuple[Check, ...]], "Answered | Attempt"]
 # A stream that started: its first event, and the rest.
-Opened = tuple[Mapping[str, Any], Iterator[Mapping[str, Any]]]
+Opened = tuple[Mapping[str, Any], Generator[Mapping[str, Any], None, None]]
+
+
+def _closing_events(stream: Any) -> Generator[Mapping[str, Any], None, None]:
+    """The stream's events; the EventStream (its HTTP connection) is closed when they end,
+    break, or the generator is closed, so a stream left half-read frees its connection."""
+    try:
+        yield from stream
+    finally:
+        _close_stream(stream)
+
+
+def _close_stream(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # closing is best effort: the record matters more
+            log.debug("closing an event stream failed", exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -263,15 +282,18 @@ class TierCaller:
     def open_stream(self, tier: Tier, body: dict[str, Any]) -> Opened | CallFailure:
         """Start ConverseStream on `tier` and read its first event (botocore retries the
         start); (first event, the rest), or why it did not start."""
+        stream: Any = None
         try:
             resp = self.settings.bedrock.converse_stream(
                 modelId=tier.model_id, **_params(tier), **body
             )
-            events = iter(resp["stream"])
+            stream = resp["stream"]
+            events = _closing_events(stream)
             first = next(events)
         except StopIteration:
             return CallFailure(ERROR, "EmptyStream", "the stream ended before its first event")
         except Exception as e:
+            _close_stream(stream)
             return call_failure(e, "streaming from", tier.model_id)
         return first, events
 
@@ -293,8 +315,9 @@ class TierCaller:
         first, events = opened
         asm = StreamAssembler()
         try:
-            for event in itertools.chain((first,), events):
-                asm.feed(event)
+            with contextlib.closing(events):
+                for event in itertools.chain((first,), events):
+                    asm.feed(event)
         except (ClientError, BotoCoreError) as e:
             broken = CallFailure(UNAVAILABLE, type(e).__name__, f"stream_broken: {e}"[:300])
             return Called(broken, Usage.from_bedrock(asm.usage), ms_since(t))

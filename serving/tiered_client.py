@@ -59,6 +59,7 @@ from serving.request_plan import (
     normalize_request,
 )
 from serving.routing import FixedTierRouter, RouterLike, load_router_or_failsafe
+from serving.snapshot import BundleSnapshot, SnapshotCache
 from serving.streaming import StreamDelta, StreamDone, failover_order, stream_live
 from serving.tier_call import UNAVAILABLE_CODES as UNAVAILABLE_CODES
 from serving.tier_call import TierCaller
@@ -88,10 +89,22 @@ class TieredClient:
         self._sticky = StickyTiers(self.config.sticky_max_conversations, self.config.sticky_ttl_s)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
-        # The bundle's cascade at the configured point; None routes the plain ladder.
-        self.cascade: Cascade | None = (
-            find_cascade(router, self.config.cascade_point) if self.config.cascade else None
-        )
+        # Per request: one router snapshot and the cascade at the configured point built
+        # from it (None routes the plain ladder). A swappable router also refuses a new
+        # bundle lacking that point, so a swap never breaks the cascade mid-service.
+        point = self.config.cascade_point if self.config.cascade else None
+        self._snapshots = SnapshotCache(router, point)
+        add_check = getattr(router, "add_check", None)
+        if point is not None and callable(add_check):
+            add_check(lambda new: find_cascade(new, point))
+
+    def snapshot(self) -> BundleSnapshot:
+        """The bundle (router, verifier, cascade) the next request is served by."""
+        return self._snapshots.current()
+
+    @property
+    def cascade(self) -> Cascade | None:
+        return self.snapshot().cascade
 
     @property
     def cascade_file(self) -> CascadeFile | None:
@@ -158,12 +171,12 @@ class TieredClient:
         Raises RequestError before anything is sent, TieredClientError when nothing answered.
         """
         check_options(options, "TieredClient.converse_stream")
-        return self._stream(request, verify, options)
+        # Validated and routed on the call, so a bad request raises here, not on first read.
+        return self._stream(self._prepare(request, options), verify)
 
     def _stream(
-        self, request: RequestLike, verify: bool, options: ConverseOptions
+        self, plan: RequestPlan, verify: bool
     ) -> Generator[StreamDelta | StreamDone, None, None]:
-        plan = self._prepare(request, options)
         if verify:
             response, record = self._complete(plan, stream=True)
             for piece in response.deltas:
@@ -194,14 +207,17 @@ class TieredClient:
         check_tags(call_tags, "tags")
         rid = options.get("request_id") or uuid.uuid4().hex
         text = req.routing_text()
-        decision, route_error = self._decide(text)
-        cascade = self.cascade if route_error is None else None
+        snap = self.snapshot()  # one bundle for the decision, the verifier and the walk
+        decision, route_error = self._decide(snap.router, text)
+        cascade = snap.cascade if route_error is None else None
         p_router = [float(decision.p_pass[n]) for n in self.ladder.names] if cascade else []
         if cascade is not None:
             costs = cascade.file.cost.start_costs(len(text))
             start = cascade.policy.start_tier(p_router, costs)
+            start_reason = _cascade_start_reason(cascade.policy.label, costs, cascade)
         else:
             start = decision.tier_index
+            start_reason = "router decision" if route_error is None else "fail-safe tier"
         sticky = False
         pinned_index: int | None = None
         conversation_id = options.get("conversation_id")
@@ -211,9 +227,11 @@ class TieredClient:
                 # Routed once, on the first turn; later turns start where it is (never lower).
                 start, sticky = self.ladder.index(pinned), True
                 pinned_index = start
+                start_reason = f"sticky: conversation is on {pinned}"
         exploration = None if sticky else self._explore(start)
         if exploration is not None and exploration["explored"]:
             start -= 1
+            start_reason += "; exploration: one tier below"
         all_checks = (builtin_checks() if self.config.use_builtin_checks else ()) + self.checks
         all_checks += tuple(options.get("checks", ()))
         return RequestPlan(
@@ -224,7 +242,7 @@ class TieredClient:
             call_tags,
             decision,
             route_error,
-            cascade.policy if cascade else None,
+            cascade,
             p_router,
             start,
             conversation_id,
@@ -232,6 +250,7 @@ class TieredClient:
             pinned_index,
             exploration,
             all_checks,
+            start_reason,
         )
 
     def _complete(self, plan: RequestPlan, stream: bool) -> tuple[TieredResponse, dict[str, Any]]:
@@ -243,8 +262,7 @@ class TieredClient:
             return self._caller.attempt(tier, idx, role, plan.req, plan.text, checks, stream)
 
         if plan.cascade is not None:
-            assert self.cascade is not None  # plan.cascade is its policy
-            walked = run_cascade(call, self.ladder, self.config, self.cascade, plan)
+            walked = run_cascade(call, self.ladder, self.config, plan)
         else:
             walked = run_ladder(call, self.ladder, self.config, plan.start, plan.checks)
         return self._finish(plan, walked, {"verify": True} if stream else None)
@@ -279,6 +297,7 @@ class TieredClient:
             ),
             route_error=plan.route_error,
             start_tier=self.ladder.tiers[plan.start].name,
+            start_reason=plan.start_reason,
             conversation_id=plan.conversation_id,
             sticky=plan.sticky,
             turns=len(plan.req.messages),
@@ -290,7 +309,9 @@ class TieredClient:
             failure_reason=None if ok else (final.attempt.reason if final else "no_answer"),
             escalations=escalations,
             stopped_by_max_escalations=walked.stopped_on_quality,
-            cascade=cascade_record(plan.cascade, walked.walked, self.ladder),
+            cascade=cascade_record(
+                plan.cascade.policy if plan.cascade else None, walked.walked, self.ladder
+            ),
             usage=usage.to_dict(),
             cost_usd=cost,
             latency_ms=round(latency_ms, 3),
@@ -322,9 +343,9 @@ class TieredClient:
         return response, record
 
     # ---------------------------------------------------------------- routing
-    def _decide(self, text: str) -> tuple[Decision, str | None]:
+    def _decide(self, router: RouterLike, text: str) -> tuple[Decision, str | None]:
         try:
-            d = self.router.route(text)
+            d = router.route(text)
             if not 0 <= d.tier_index < len(self.ladder):
                 raise ValueError(f"router returned tier_index {d.tier_index}")
             return d, None
@@ -347,3 +368,11 @@ class TieredClient:
             "propensity": rate if explored else 1.0 - rate,
             "decided_tier": decided,
         }
+
+
+def _cascade_start_reason(point: str, costs: list[float], cascade: Cascade) -> str:
+    """Why the cascade starts where it does, next to the router's own decision."""
+    if cascade.policy.start_lambda >= 0 and costs:
+        lam = cascade.policy.start_lambda
+        return f"cascade start ({point}): best P(pass) - {lam:g} x predicted cost"
+    return f"cascade start ({point}): first tier whose router P(pass) clears its threshold"

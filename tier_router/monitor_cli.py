@@ -91,13 +91,15 @@ def cmd_monitor(a: argparse.Namespace) -> int:
             print(json.dumps(s))
             continue
         mix = " ".join(f"{t}={v:.2f}" for t, v in s["tier_mix"].items())
+        started = " ".join(f"{t}={v:.2f}" for t, v in s["start_tier_mix"].items())
         cal = " ".join(
             f"{t}={c['predicted']:.2f}/{c['observed']:.2f}({c['labels']})"
             for t, c in s["calibration"].items()
             if c["labels"]
         )
         print(
-            f"{s['start']} n={s['requests']} mix[{mix}] esc={s['escalation_rate']:.3f} "
+            f"{s['start']} n={s['requests']} mix[{mix}] start[{started}] "
+            f"esc={s['escalation_rate']:.3f} "
             f"cost/req=${s['cost_per_request_usd']:.6f} p50={s['latency_p50_ms']:.1f}ms "
             f"p99={s['latency_p99_ms']:.1f}ms cal(pred/obs)[{cal}]"
         )

@@ -101,6 +101,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.02,
         help="multiplies botocore's backoff (default 0.02: 20 ms instead of 1 s)",
     )
+    p.add_argument(
+        "--threads", type=_int_in(1, 256), default=1, help="requests in flight at once"
+    )
+    p.add_argument(
+        "--swap-to",
+        type=_existing_dir,
+        default=None,
+        help="a second bundle to hot-swap to mid-run, under load (same ladder; it must "
+        "keep the cascade if the first has one)",
+    )
+    p.add_argument(
+        "--swap-after",
+        type=_int_in(1, 1_000_000),
+        default=None,
+        help="swap once this many requests have completed (default: half of --requests)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = subparsers.add_parser(
@@ -177,7 +193,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_attempts=args.max_attempts,
         retry_delay_scale=args.retry_delay_scale,
+        threads=args.threads,
+        swap_to=None if args.swap_to is None else str(args.swap_to),
+        swap_after=args.swap_after or max(1, args.requests // 2),
     )
+    if args.swap_after is not None and args.swap_to is None:
+        return _fail("demo", "--swap-after needs --swap-to")
     try:
         summary = run_demo(cfg, router)
     except (OutcomesError, ValueError) as e:

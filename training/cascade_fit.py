@@ -119,7 +119,7 @@ def fit_cascade(
         names += ["consult", "accept_second"]
     tried: dict[tuple, tuple[float, float]] = {}
 
-    def make(th: dict[str, list[float]], label: str) -> CascadePolicy:
+    def make(th: dict[str, list[float]], label: str, alias: str = "") -> CascadePolicy:
         return CascadePolicy(
             start=tuple(th["start"]),
             accept=tuple(th["accept"]),
@@ -129,6 +129,7 @@ def fit_cascade(
             start_lambda=th.get("start_lambda", [-1.0])[0],
             max_calls=max_calls,
             label=label,
+            expected={"alias": alias} if alias else {},
         )
 
     def evaluate(th: dict[str, list[float]]) -> tuple[float, float]:
@@ -197,7 +198,10 @@ def fit_cascade(
             results = [descend(th, lam, grids_k) for th in warm]
             best = max(results, key=lambda r: r[1])[0]
             warm = [r[0] for r in results]  # each chain goes on from where it got to
-            points.append(make(best, f"lam{i:02d}" + (f"g{size}" if pass_no else "")))
+            if pass_no == 0:
+                points.append(make(best, point_name("tradeoff", lam), f"lam{i:02d}"))
+            else:  # the finer grid's chain: its own names
+                points.append(make(best, f"{point_name('tradeoff', lam)}-grid{size}"))
 
     def unpack(key: tuple) -> dict[str, list[float]]:
         vals = list(key)
@@ -214,7 +218,7 @@ def fit_cascade(
     for i, level in enumerate(np.linspace(min(qs), max(qs), 40)):
         found = cheapest(float(level))
         if found is not None:
-            points.append(make(unpack(found), f"q{i:02d}"))
+            points.append(make(unpack(found), point_name("min-quality", level), f"q{i:02d}"))
     # The goal: the cheapest setting tried whose training-split quality meets it (with
     # the margin), among the cheapest few hundred that meet it on average.
     key = None
@@ -247,6 +251,15 @@ def fit_cascade(
     return PolicySearch(policy, _distinct(points), len(tried))
 
 
+def point_name(kind: str, value: float) -> str:
+    """An operating point's label that says what it is: `tradeoff-<lambda>` (the best
+    cost/quality trade-off at that price on cost), `min-quality-<q>` (the cheapest setting
+    reaching quality q on the training split), `route-only-<tau>` (routing alone, start at
+    the first tier with P(pass) >= tau). The older labels (lam03, q10, route05) stay
+    readable as aliases (`expected["alias"]`)."""
+    return f"{kind}-{float(value):.3g}"
+
+
 def _distinct(points: list[CascadePolicy]) -> list[CascadePolicy]:
     seen: set[tuple] = set()
     out = []
@@ -271,7 +284,8 @@ def routing_points(p_router: np.ndarray, max_calls: int, k: int = 12) -> list[Ca
                 accept_second=(NEVER,) * free,
                 cost_weight=(0.0,) * free,
                 max_calls=max_calls,
-                label=f"route{i:02d}",
+                label=point_name("route-only", tau),
+                expected={"alias": f"route{i:02d}"},
             )
         )
     return out

@@ -134,3 +134,20 @@ def test_retrain_without_clusters_trains_with_the_model_default(
     assert report["model"]["n_clusters"] == ",".join(map(str, ModelConfig().n_clusters))
     assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "}")["feedback"][
         "feedback_rows"] == 2
+
+
+def test_a_rejected_first_answer_is_not_relabelled_with_the_escalation(
+    tmp_path: Path, small_ladder: Path
+) -> None:
+    """The cascade rejected haiku's answer and sonnet's was accepted: the first judged tier
+    is haiku, whose rejection is a prediction, not a label, so the first-attempt rule
+    keeps no label for the prompt (never sonnet's, the escalation's bias)."""
+    ld = Ladder.load(small_ladder)
+    p = tmp_path / "log.jsonl"
+    rec = _record("r9", "prove the lemma", [
+        _attempt(ld, "haiku", "rejected", "decided"),
+        _attempt(ld, "sonnet", "passed", "escalation")])
+    p.write_text(json.dumps(rec) + "\n")
+    st = MergeStats()
+    assert list(feedback_records([p], ld, "first-attempt", set(), st)) == []
+    assert st.dropped_by_label_rule == 1 and st.dropped_escalation_labels == 1

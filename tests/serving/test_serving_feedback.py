@@ -67,7 +67,7 @@ def logged(server: LocalBedrock, bedrock: Any, ladder: Ladder, tmp_path: Path) -
         FixedTierRouter(ladder, 0),
         bedrock,
         logger,
-        TieredClientConfig(prompt_storage=PromptStorage.HASH),
+        TieredClientConfig(prompt_storage=PromptStorage.HASH, prompt_hash_key=b"k" * 32),
     )
     hashed.converse("easy")
     assert sonnet  # both tiers were reachable
