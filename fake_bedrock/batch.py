@@ -125,7 +125,11 @@ class BatchJobs:
     """Model invocation jobs: validated on create, run one at a time by a worker thread.
 
     A job waits `start_delay_s` in Submitted (tests use it to interrupt a labeling run
-    while its jobs are pending), then reads every `.jsonl` object at its input URI."""
+    while its jobs are pending), then reads every `.jsonl` object at its input URI.
+
+    Injected faults beside the server's per-record `error_rate`: `create_throttle_rate`
+    of CreateModelInvocationJob calls answer ThrottlingException (nothing is created),
+    and `job_failure_rate` of jobs end Failed without output. `stats` counts creates."""
 
     def __init__(
         self, service: LocalBedrock, s3_endpoint_url: str | None, start_delay_s: float = 0.0
@@ -138,6 +142,12 @@ class BatchJobs:
         self._wake = threading.Condition(self._lock)
         self._pending: list[str] = []
         self._worker: threading.Thread | None = None
+        self.create_throttle_rate = 0.0
+        self.job_failure_rate = 0.0
+
+    def _draw(self) -> float:
+        with self.service._lock:
+            return self.service._rng.random()
 
     # ---- control plane
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,12 +171,17 @@ class BatchJobs:
         split_s3_uri(in_uri)
         split_s3_uri(out_uri)
         token = body.get("clientRequestToken")
+        if self.create_throttle_rate and self._draw() < self.create_throttle_rate:
+            self.service._count("batch_create_throttled")
+            raise BedrockError(429, "ThrottlingException", "Too many requests, please wait.")
+        self.service._count("batch_create_calls")
         with self._lock:
             for job in self.jobs.values():
                 if token and job.token == token:
                     return {"jobArn": job.arn}  # an idempotent retry of the same create
                 if job.name == name:
                     raise BedrockError(400, "ConflictException", f"a job named {name!r} exists")
+            self.service._count("batch_jobs_created")
             job = BatchJob(
                 job_id=uuid.uuid4().hex[:12],
                 name=name,
@@ -262,6 +277,8 @@ class BatchJobs:
         if not self.s3_endpoint_url:
             raise BedrockError(400, "ValidationException", "this local server has no S3 endpoint")
         self._set(job, status="Validating")
+        if self.job_failure_rate and self._draw() < self.job_failure_rate:
+            raise BedrockError(500, "InternalServerException", "injected job failure")
         s3 = loopback_s3_client(self.s3_endpoint_url)
         bucket, key = split_s3_uri(job.input_uri)
         if key.endswith(".jsonl"):

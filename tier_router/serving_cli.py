@@ -101,6 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.02,
         help="multiplies botocore's backoff (default 0.02: 20 ms instead of 1 s)",
     )
+    p.add_argument(
+        "--batch",
+        action="store_true",
+        help="run the routed batch path (Batch jobs per tier over a local S3) instead; "
+        "--error-rate then fails records and jobs, --throttle-rate job creations",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = subparsers.add_parser(
@@ -179,7 +185,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         retry_delay_scale=args.retry_delay_scale,
     )
     try:
-        summary = run_demo(cfg, router)
+        if args.batch:
+            from serving.batch_demo import run_batch_demo
+
+            summary = run_batch_demo(cfg, router)
+        else:
+            summary = run_demo(cfg, router)
     except (OutcomesError, ValueError) as e:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
