@@ -185,7 +185,23 @@ class BatchRunner:
     def run(
         self, items_path: Path, items: Sequence[BatchItem], out: Path, logger: OutcomeLogger
     ) -> BatchSummary:
+        """Route (or resume), run rounds until every walk has ended, write the answers and
+        one outcome log record per input record."""
         started = time.monotonic()
+        state = self.prepare(items_path, items)
+        while True:
+            pending = [j for j in state.round_jobs(state.round) if not j.collected]
+            if state.round and pending:
+                self._run_round(state, items, pending)
+                continue
+            if not self.plan_round(state, items):
+                break
+        summary = self._finish(state, items, out, logger)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    def prepare(self, items_path: Path, items: Sequence[BatchItem]) -> RunState:
+        """The saved state of this run, or a new one with every record routed."""
         point = self.judge.cascade.policy.label if self.judge.cascade else "checks"
         run_id = run_id_of(items_path, self.router.version, self.judge.ladder, point)
         state = self.store.load()
@@ -198,16 +214,13 @@ class BatchRunner:
             state = RunState(run_id, route_records(self.router, self.judge, items))
             self._save(state, "routed")
             self.log.note(f"batch: routed {len(items)} records (run {run_id})")
-        while True:
-            pending = [j for j in state.round_jobs(state.round) if not j.collected]
-            if state.round and pending:
-                self._run_round(state, items, pending)
-                continue
-            if not self._plan_round(state, items):
-                break
-        summary = self._finish(state, items, out, logger)
-        summary.seconds = time.monotonic() - started
-        return summary
+        return state
+
+    def submit(self, state: RunState, items: Sequence[BatchItem], jobs: list[JobState]) -> None:
+        """Write the input files of `jobs` and create those not created yet."""
+        for job in jobs:
+            if job.arn is None:
+                self._submit(state, items, job)
 
     def _save(self, state: RunState, step: str) -> None:
         self.store.save(state)
@@ -215,7 +228,7 @@ class BatchRunner:
             self.after_step(step)
 
     # ---------------------------------------------------------------- rounds
-    def _plan_round(self, state: RunState, items: Sequence[BatchItem]) -> bool:
+    def plan_round(self, state: RunState, items: Sequence[BatchItem]) -> bool:
         """The next round's jobs from what the walks need; False when none need anything."""
         needs: dict[str, list[int]] = {}
         for rid, (item, rec) in enumerate(zip(items, state.records, strict=True)):
@@ -229,7 +242,7 @@ class BatchRunner:
                 for rid in rids:
                     state.records[rid].dead.append(target)
                     state.records[rid].last_error[target] = "max rounds reached"
-            return self._plan_round(state, items)
+            return self.plan_round(state, items)
         state.round += 1
         order = {n: i for i, n in enumerate(self.judge.ladder.names)}
         for target in sorted(needs, key=lambda t: order.get(t, -1)):
@@ -250,9 +263,7 @@ class BatchRunner:
         n = self.cfg.max_jobs_in_flight
         for s in range(0, len(jobs), n):
             wave = jobs[s : s + n]
-            for job in wave:
-                if job.arn is None:
-                    self._submit(state, items, job)
+            self.submit(state, items, wave)
             self._wait(state, wave)
             for job in wave:
                 self._collect(state, job)

@@ -66,9 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3,
         help="rounds a failed record is retried on a model before it counts as unavailable",
     )
-    p.add_argument(
-        "--cascade-point", default="policy", help="the bundle's cascade operating point"
-    )
+    p.add_argument("--cascade-point", default="policy", help="the bundle's cascade operating point")
     p.add_argument(
         "--poll-seconds", type=_positive_float, default=30.0, help="seconds between job polls"
     )
