@@ -158,7 +158,10 @@ def route_records(
         for text, d in zip(texts, router.route_batch(texts), strict=True):
             p = [float(d.p_pass[n]) for n in names]
             if cascade is not None:
-                start = cascade.policy.start_tier(p, cascade.file.cost.start_costs(len(text)))
+                # Predicted costs matter only to a start_lambda rule (as in start_tier).
+                uses_costs = cascade.policy.start_lambda >= 0
+                costs = cascade.file.cost.start_costs(len(text)) if uses_costs else []
+                start = cascade.policy.start_tier(p, costs)
             else:
                 start = int(d.tier_index)
             out.append(RecordState(start=start, p_router=p))
@@ -217,10 +220,13 @@ class BatchRunner:
         return state
 
     def submit(self, state: RunState, items: Sequence[BatchItem], jobs: list[JobState]) -> None:
-        """Write the input files of `jobs` and create those not created yet."""
-        for job in jobs:
-            if job.arn is None:
-                self._submit(state, items, job)
+        """Write the input files of `jobs` and create those not created yet; the state is
+        saved once for them all (a job created but not saved is found by its token)."""
+        todo = [j for j in jobs if j.arn is None]
+        for job in todo:
+            self._submit(state, items, job)
+        if todo:
+            self._save(state, f"submitted {len(todo)} jobs of round {state.round}")
 
     def _save(self, state: RunState, step: str) -> None:
         self.store.save(state)
@@ -231,8 +237,14 @@ class BatchRunner:
     def plan_round(self, state: RunState, items: Sequence[BatchItem]) -> bool:
         """The next round's jobs from what the walks need; False when none need anything."""
         needs: dict[str, list[int]] = {}
+        names = self.judge.ladder.names
         for rid, (item, rec) in enumerate(zip(items, state.records, strict=True)):
-            got = self.judge.advance(item, rec)
+            # A walk's first call is always its start tier: no need to replay it.
+            got = (
+                names[rec.start]
+                if not rec.calls and not rec.dead
+                else self.judge.advance(item, rec)
+            )
             if isinstance(got, str):
                 needs.setdefault(got, []).append(rid)
         if not needs:
@@ -267,6 +279,7 @@ class BatchRunner:
             self._wait(state, wave)
             for job in wave:
                 self._collect(state, job)
+            self._save(state, f"collected {len(wave)} jobs of round {state.round}")
 
     def _base(self, state: RunState, job: JobState) -> str:
         return f"{self.cfg.s3_prefix}/{state.run_id}/r{job.round}/{job.target}/p{job.part:05d}"
@@ -305,7 +318,6 @@ class BatchRunner:
         except Exception as e:
             raise BatchRunError(f"job {job.name}: submit failed: {type(e).__name__}: {e}") from e
         job.arn, job.status = resp["jobArn"], "Submitted"
-        self._save(state, f"submitted {job.name}")
         self.log.note(f"batch: created job {job.name} ({tier.model_id}, {len(job.rids)} records)")
 
     def _wait(self, state: RunState, jobs: list[JobState]) -> None:
@@ -323,9 +335,7 @@ class BatchRunner:
                             raise BatchRunError(
                                 f"job {job.name}: status failed: {type(e).__name__}: {e}"
                             ) from e
-                        if d["status"] != job.status:
-                            job.status = d["status"]
-                            self._save(state, f"{job.name} {job.status}")
+                        job.status = d["status"]  # saved with the collected job
                         processed = int(d.get("processedRecordCount", 0) or 0)
                     else:
                         processed = len(job.rids)
@@ -370,7 +380,6 @@ class BatchRunner:
             if r.fails[job.target] > self.cfg.max_record_retries:
                 r.dead.append(job.target)
         job.collected = True
-        self._save(state, f"collected {job.name}")
         failed = len(job.rids) - len(answered)
         self.log.note(
             f"batch: {job.name} {job.status}: {len(answered)} answered, {failed} to retry"
