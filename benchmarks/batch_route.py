@@ -72,6 +72,11 @@ def serve(bundle: str) -> None:
     moto.stop()
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", required=True, help="a bundle with a cascade")
@@ -117,6 +122,7 @@ def main() -> int:
         runner = BatchRunner(
             cfg, router, judge, BatchClients(bedrock, s3), StateStore(str(work / "state.json"))
         )
+        cpu0 = _cpu_s()
         t = [time.perf_counter()]
         items = read_items(inp)
         t.append(time.perf_counter())
@@ -127,6 +133,7 @@ def main() -> int:
         jobs = state.round_jobs(1)
         runner.submit(state, items, jobs)
         t.append(time.perf_counter())
+        cpu = _cpu_s() - cpu0
     finally:
         child.stdin.close()
         child.wait(timeout=60)
@@ -144,6 +151,10 @@ def main() -> int:
                 "total_s": round(total, 3),
                 "records_per_s": round(n / total),
                 "routing_records_per_s": round(n / secs["route_and_save"]),
+                # The machine may be shared: records per CPU-second of this process is
+                # what the code does with the CPU it got (S3 and the server are elsewhere).
+                "cpu_s": round(cpu, 3),
+                "records_per_cpu_s": round(n / cpu),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             }
         )

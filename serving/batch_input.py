@@ -66,22 +66,26 @@ def parse_item(d: Any, where: str) -> BatchItem:
     if has_prompt == has_messages:
         raise BatchInputError(f"{where}: give exactly one of 'prompt' and 'messages'")
     system = d.get("system")
-    try:
-        if has_prompt:
-            prompt = d["prompt"]
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise RequestError("field 'prompt': expected a non-empty string")
-            req = ConverseRequest.from_prompt(prompt, system)
-        else:
+    if system is not None and (not isinstance(system, str) or not system.strip()):
+        raise BatchInputError(f"{where}: field 'system': expected a non-empty string")
+    if has_prompt:
+        prompt = d["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BatchInputError(f"{where}: field 'prompt': expected a non-empty string")
+        # What ConverseRequest.from_prompt builds, without re-checking the one message.
+        req = ConverseRequest(({"role": "user", "content": [{"text": prompt}]},), system)
+    else:
+        try:
             req = ConverseRequest.build(d["messages"], system)
-    except RequestError as e:
-        raise BatchInputError(f"{where}: {e}") from None
-    for i, m in enumerate(req.messages):
-        for j, b in enumerate(m["content"]):
-            if "text" not in b:
-                raise BatchInputError(
-                    f"{where}: messages[{i}].content[{j}]: batch records take text blocks only"
-                )
+        except RequestError as e:
+            raise BatchInputError(f"{where}: {e}") from None
+        for i, m in enumerate(req.messages):
+            for j, b in enumerate(m["content"]):
+                if "text" not in b:
+                    raise BatchInputError(
+                        f"{where}: messages[{i}].content[{j}]: batch records take text "
+                        "blocks only"
+                    )
     max_tokens = d.get("max_tokens")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
@@ -90,8 +94,8 @@ def parse_item(d: Any, where: str) -> BatchItem:
             f"{where}: field 'max_tokens': expected a positive integer, got {max_tokens!r}"
         )
     tags = d.get("tags") or {}
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
+    if not isinstance(tags, dict) or (
+        tags and not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
     ):
         raise BatchInputError(f"{where}: field 'tags': expected an object of strings")
     return BatchItem(rid, req, max_tokens, tags)

@@ -1,5 +1,6 @@
 """The routed batch run's state: one JSON document, on local disk or in S3, saved after
-every step that changes it (routing, each job created, each job collected).
+every step that changes it (routing, planning a round, creating and collecting a wave
+of jobs).
 
 It holds what a resumed run must not redo: each record's start tier and router P(pass),
 the answers its calls got (text, stop reason, tokens, round), failures per target, and
