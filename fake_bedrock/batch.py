@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fake_bedrock.errors import BedrockError
-from fake_bedrock.translate import anthropic_to_converse, converse_to_anthropic
+from fake_bedrock.translate import (
+    anthropic_to_converse,
+    converse_to_anthropic,
+    converse_to_nova,
+    is_nova_body,
+    nova_to_converse,
+)
 
 if TYPE_CHECKING:
     from fake_bedrock.server import LocalBedrock
@@ -309,8 +315,8 @@ class BatchJobs:
                     rec = self._record(job.model_id, line)
                     if "modelOutput" in rec:
                         u = rec["modelOutput"]["usage"]
-                        in_tokens += u["input_tokens"]
-                        out_tokens += u["output_tokens"]
+                        in_tokens += u.get("input_tokens", u.get("inputTokens", 0))
+                        out_tokens += u.get("output_tokens", u.get("outputTokens", 0))
                     out.write(json.dumps(rec).encode("utf-8") + b"\n")
                     with self._lock:
                         job.total += 1
@@ -359,8 +365,14 @@ class BatchJobs:
         try:
             if failed:
                 raise BedrockError(500, "InternalServerException", "Internal server error.")
-            resp = self.service.answer(model_id, anthropic_to_converse(rec.get("modelInput")))
-            out["modelOutput"] = converse_to_anthropic(resp, model_id)
+            body = rec.get("modelInput")
+            if is_nova_body(body):
+                out["modelOutput"] = converse_to_nova(
+                    self.service.answer(model_id, nova_to_converse(body))
+                )
+            else:
+                resp = self.service.answer(model_id, anthropic_to_converse(body))
+                out["modelOutput"] = converse_to_anthropic(resp, model_id)
         except BedrockError as e:
             out["error"] = {"errorCode": e.status, "errorMessage": e.message}
         return out

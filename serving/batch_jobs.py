@@ -75,6 +75,71 @@ def messages_body(
     return body
 
 
+def is_nova(model_id: str) -> bool:
+    """Amazon Nova models (their batch records use Nova's `messages-v1` schema)."""
+    return "amazon.nova" in model_id
+
+
+def nova_body(
+    messages: Sequence[Mapping[str, Any]],
+    tier: Tier,
+    system: str | None = None,
+    max_tokens: int | None = None,
+) -> dict[str, Any]:
+    """A record's `modelInput` for an Amazon Nova model: its `messages-v1` invoke body."""
+    cfg: dict[str, Any] = {
+        "maxTokens": min(max_tokens, tier.max_tokens) if max_tokens else tier.max_tokens
+    }
+    if tier.temperature is not None:
+        cfg["temperature"] = tier.temperature
+    if tier.top_p is not None:
+        cfg["topP"] = tier.top_p
+    body: dict[str, Any] = {
+        "schemaVersion": "messages-v1",
+        "messages": [
+            {"role": m["role"], "content": [{"text": b["text"]} for b in m["content"]]}
+            for m in messages
+        ],
+        "inferenceConfig": cfg,
+    }
+    if system:
+        body["system"] = [{"text": system}]
+    return body
+
+
+def model_input(
+    messages: Sequence[Mapping[str, Any]],
+    tier: Tier,
+    system: str | None = None,
+    max_tokens: int | None = None,
+) -> dict[str, Any]:
+    """The `modelInput` of a batch record in the tier's model family's own format."""
+    build = nova_body if is_nova(tier.model_id) else messages_body
+    return build(messages, tier, system, max_tokens)
+
+
+def answer_of(model_output: Any) -> tuple[str, str, int, int] | None:
+    """(text, stop reason, input tokens, output tokens) of a record's `modelOutput`, in
+    the Anthropic or the Nova response format; None when it holds no message."""
+    if not isinstance(model_output, dict):
+        return None
+    if "output" in model_output:  # Nova
+        message = (model_output.get("output") or {}).get("message") or {}
+        content = message.get("content") or []
+        stop = model_output.get("stopReason")
+        usage = model_output.get("usage") or {}
+        tokens = (usage.get("inputTokens", 0), usage.get("outputTokens", 0))
+    else:
+        content = model_output.get("content") or []
+        stop = model_output.get("stop_reason")
+        usage = model_output.get("usage") or {}
+        tokens = (usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    text = "\n".join(
+        b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)
+    )
+    return text, str(stop or ""), int(tokens[0] or 0), int(tokens[1] or 0)
+
+
 def upload_jsonl(s3: Any, bucket: str, key: str, lines: Iterable[Mapping[str, Any]]) -> int:
     """Write `lines` to a temp file and upload it part by part (memory stays flat in the
     number of records); returns how many records it holds."""

@@ -33,8 +33,9 @@ from serving.batch_jobs import (
     MAX_RECORDS_PER_JOB,
     TERMINAL_STATUSES,
     USABLE_STATUSES,
+    answer_of,
     job_name,
-    messages_body,
+    model_input,
     output_keys,
     output_records,
     record_id,
@@ -291,7 +292,7 @@ class BatchRunner:
         lines = (
             {
                 "recordId": record_id(rid),
-                "modelInput": messages_body(
+                "modelInput": model_input(
                     items[rid].request.messages, tier, items[rid].request.system,
                     items[rid].max_tokens,
                 ),
@@ -432,18 +433,8 @@ class BatchRunner:
 
 def _call_of(rec: dict[str, Any], round_: int) -> Call | None:
     """An output record's answer, or None when the record failed."""
-    out = rec.get("modelOutput")
-    if not isinstance(out, dict):
+    got = answer_of(rec.get("modelOutput"))
+    if got is None:
         return None
-    content = out.get("content") or []
-    text = "\n".join(
-        b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)
-    )
-    usage = out.get("usage") or {}
-    return Call(
-        text=text,
-        stop_reason=str(out.get("stop_reason") or ""),
-        input_tokens=int(usage.get("input_tokens", 0) or 0),
-        output_tokens=int(usage.get("output_tokens", 0) or 0),
-        round=round_,
-    )
+    text, stop, tokens_in, tokens_out = got
+    return Call(text, stop, tokens_in, tokens_out, round_)

@@ -130,6 +130,8 @@ def test_batch_run_walks_as_on_demand_and_loses_nothing(
         assert r["cascade"]["point"] == "policy" and r["tags"]["mode"] == "batch"
         judged = [a for a in r["attempts"] if a["role"] != "second_opinion"]
         assert all(a["verifier"]["reason"].startswith("verifier p=") for a in judged)
+    inputs = [r["modelInput"] for r in moto.records() if "modelInput" in r]
+    assert {"schemaVersion" in b for b in inputs} == {True, False}  # Nova and Claude bodies
     fb = build_outcomes([log], ladder, tmp_path / "fb.jsonl")
     assert fb.written == n  # batch traffic feeds retraining as on-demand traffic does
 
