@@ -12,6 +12,7 @@ on-demand price) and `on_demand_quality`: the on-demand cascade's walk on the sa
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def _start_moto() -> tuple[Any, str]:
         raise ValueError(
             "demo --batch needs moto's S3 server: pip install 'moto[server]' (the dev extra)"
         ) from None
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
