@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from router.cascade import Walk
-from router.ladder import Ladder
+from router.ladder import Ladder, Tier
 from serving.batch_input import BatchItem
 from serving.batch_jobs import (
     MAX_RECORDS_PER_JOB,
@@ -118,6 +118,9 @@ class BatchSummary:
     jobs_failed: int = 0
     cost_usd: float = 0.0
     on_demand_cost_usd: float = 0.0
+    # Every record on the top tier at its batch price: the top's own answer where it was
+    # called, else this run's mean top-tier output length (an estimate).
+    always_top_cost_usd_est: float = 0.0
     final_tiers: dict[str, int] = field(default_factory=dict)
     log_records: int = 0
     out: str = ""
@@ -127,6 +130,7 @@ class BatchSummary:
         d = dict(self.__dict__)
         d["cost_usd"] = round(self.cost_usd, 6)
         d["on_demand_cost_usd"] = round(self.on_demand_cost_usd, 6)
+        d["always_top_cost_usd_est"] = round(self.always_top_cost_usd_est, 6)
         d["cost_vs_on_demand"] = (
             round(self.cost_usd / self.on_demand_cost_usd, 4) if self.on_demand_cost_usd else None
         )
@@ -154,10 +158,12 @@ def route_records(
     names = judge.ladder.names
     out: list[RecordState] = []
     cascade = judge.cascade
+    batch = getattr(router, "route_batch", None)  # a fixed or fail-safe router has none
     for s in range(0, len(items), chunk):
         texts = [it.text for it in items[s : s + chunk]]
-        for text, d in zip(texts, router.route_batch(texts), strict=True):
-            p = [float(d.p_pass[n]) for n in names]
+        decisions = batch(texts) if batch is not None else [router.route(t) for t in texts]
+        for text, d in zip(texts, decisions, strict=True):
+            p = [float(d.p_pass[n]) for n in names if n in d.p_pass]
             if cascade is not None:
                 # Predicted costs matter only to a start_lambda rule (as in start_tier).
                 uses_costs = cascade.policy.start_lambda >= 0
@@ -399,6 +405,9 @@ class BatchRunner:
             out=str(out),
         )
         second = self.judge.ladder.second_opinion
+        top = self.judge.ladder.tiers[-1]
+        top_out = [c.output_tokens for r in state.records if (c := r.calls.get(top.name))]
+        mean_top_out = sum(top_out) / len(top_out) if top_out else float(top.max_tokens)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
         names = self.judge.ladder.names
         tmp = out.with_name(out.name + ".tmp")
@@ -408,7 +417,7 @@ class BatchRunner:
                 assert isinstance(walked, Walk), "a finished run has no pending walks"
                 done = settle(
                     self.judge, item, rec, walked, self.router.version, names,
-                    self.cfg.prompt_storage, now,
+                    self.cfg.prompt_storage, now, self.cfg.tags,
                 )  # fmt: skip
                 f.write(json.dumps(done.line, ensure_ascii=False) + "\n")
                 logger.write(done.log)  # a sink that is down keeps it in its backlog
@@ -420,6 +429,7 @@ class BatchRunner:
                 s.second_opinion_calls += second is not None and second.name in rec.calls
                 s.escalations += done.log["escalations"]
                 s.cost_usd += done.cost_usd
+                s.always_top_cost_usd_est += _always_top(rec, top, mean_top_out)
                 s.on_demand_cost_usd += done.on_demand_cost_usd
                 if done.final_tier is not None:
                     s.final_tiers[done.final_tier] = s.final_tiers.get(done.final_tier, 0) + 1
@@ -429,6 +439,14 @@ class BatchRunner:
         state.finished = True
         self._save(state, "finished")
         return s
+
+
+def _always_top(rec: RecordState, top: Tier, mean_out: float) -> float:
+    call = rec.calls.get(top.name)
+    if call is not None:
+        return top.batch_cost_usd(call.input_tokens, call.output_tokens)
+    tokens_in = max((c.input_tokens for c in rec.calls.values()), default=0)
+    return top.batch_cost_usd(tokens_in, mean_out)
 
 
 def _call_of(rec: dict[str, Any], round_: int) -> Call | None:

@@ -10,6 +10,7 @@ the record logged at the end has the same attempts, verdicts and `cascade` block
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +142,7 @@ def settle(
     p_names: list[str],
     storage: PromptStorage = PromptStorage.STORE,
     time: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> Settled:
     """The record's attempts (every call, in the walk's order, with its verdict), the
     outcome log record and the output line."""
@@ -228,7 +230,7 @@ def settle(
         cascade=cascade_record(judge.cascade.policy if judge.cascade else None, walked, ladder),
         usage=usage_sum.to_dict(),
         cost_usd=cost,
-        tags={**item.tags, "mode": "batch"},
+        tags={**(tags or {}), **item.tags, "mode": "batch"},
         prompt=prompt_field(item.text, storage),
     ).to_dict()
     final_tier = final_attempt.tier if final_attempt else None

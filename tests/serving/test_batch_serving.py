@@ -243,3 +243,50 @@ def test_demo_batch_meets_the_bar(
     assert s["cost_usd"] <= 0.55 * s["on_demand_cost_usd"]
     assert s["quality"] >= s["on_demand_quality"] - 0.005
     assert len(list(read_log(cfg.log))) == 120
+
+
+def test_without_a_cascade_the_checks_decide(ladder, moto: MotoS3, tmp_path: Path) -> None:
+    """A router without a verifier (here a fixed one, as the fail-safe router is): the
+    built-in checks judge, so an answer cut at max_tokens goes up a tier next round."""
+    from outcomes import ModelResult
+    from serving.routing import FixedTierRouter
+
+    recs = [
+        OutcomeRecord(
+            f"q{i}",
+            f"Question {i}: name a prime above {i}?",
+            {
+                t.outcomes_key: ModelResult(
+                    1.0, output_tokens=5000 if i % 3 == 0 and j == 0 else 50
+                )
+                for j, t in enumerate(ladder.tiers)
+            },
+            "test",
+        )
+        for i in range(30)
+    ]
+    inp = _input(recs, tmp_path / "in.jsonl")
+    router = FixedTierRouter(ladder, 0)
+    judge = Judge(ladder, None, builtin_checks())
+    log = tmp_path / "log.jsonl"
+    with LocalBedrock(ladder, OutcomeIndex(recs, ladder), s3_endpoint_url=moto.url) as server:
+        cfg = BatchRunConfig(
+            bucket=moto.bucket, role_arn=ROLE, poll_interval_s=0.05, progress=False,
+            tags={"team": "t"},
+        )  # fmt: skip
+        logger = OutcomeLogger([JsonlSink(log)])
+        s = BatchRunner(
+            cfg, router, judge, BatchClients(_control(server.url), moto.client()),
+            StateStore(str(tmp_path / "state.json")),
+        ).run(inp, read_items(inp), tmp_path / "out.jsonl", logger)  # fmt: skip
+        logger.close()
+    assert s.failed == 0 and s.rounds == 2 and s.final_tiers == {"haiku": 20, "sonnet": 10}
+    assert s.always_top_cost_usd_est > s.cost_usd > 0
+    for r in read_log(log):
+        cut = int(r["request_id"][1:]) % 3 == 0
+        assert [a["outcome"] for a in r["attempts"]] == (
+            ["failed", "passed"] if cut else ["passed"]
+        )
+        assert r["tags"] == {"team": "t", "mode": "batch"} and r["cascade"] is None
+        if cut:
+            assert r["attempts"][0]["reason"] == "stop_reason:max_tokens"
