@@ -2,10 +2,11 @@
 Bedrock batch API and S3 on moto (both in a child process, so the peak RSS is the run's).
 
 Measured in this process, each phase timed: reading and validating the input JSONL,
-routing every record (`route_batch` in chunks) and saving the state, planning round 1
-(the cascade's first need of each record), and writing the per-tier Batch input files to
+routing every record (the bundle's batch path, in chunks), planning round 1 (each
+record's start tier) and saving the state, and writing the per-tier Batch input files to
 S3 and creating the jobs. The jobs are left waiting (the server starts them an hour
-later), so nothing else competes for the CPU. Reports records/s and peak RSS (getrusage).
+later), so nothing else competes for the CPU. Reports records/s (wall, and per CPU-second
+of this process, for a shared machine) and peak RSS (getrusage).
 
     python benchmarks/batch_route.py --bundle BUNDLE [--records 100000] [--records-per-job 10000]
 """
@@ -138,7 +139,7 @@ def main() -> int:
         child.stdin.close()
         child.wait(timeout=60)
     n = len(items)
-    phases = ("read_validate", "route_and_save", "plan_round_1", "write_inputs_create_jobs")
+    phases = ("read_validate", "route", "plan_round_1", "write_inputs_create_jobs")
     secs = {p: round(t[i + 1] - t[i], 3) for i, p in enumerate(phases)}
     total = t[-1] - t[0]
     print(
@@ -150,7 +151,7 @@ def main() -> int:
                 "seconds": secs,
                 "total_s": round(total, 3),
                 "records_per_s": round(n / total),
-                "routing_records_per_s": round(n / secs["route_and_save"]),
+                "routing_records_per_s": round(n / secs["route"]),
                 # The machine may be shared: records per CPU-second of this process is
                 # what the code does with the CPU it got (S3 and the server are elsewhere).
                 "cpu_s": round(cpu, 3),

@@ -154,13 +154,25 @@ def route_records(
     router: Any, judge: Judge, items: Sequence[BatchItem], chunk: int = 4096
 ) -> list[RecordState]:
     """Each record's start tier and router P(pass), with `route_batch` in chunks, as the
-    on-demand client would start it (the cascade's start rule where there is one)."""
+    on-demand client would start it (the cascade's start rule where there is one: it
+    needs only P(pass), so the router's `p_pass_batch`, route_batch's own first step,
+    skips building the decisions)."""
     names = judge.ladder.names
     out: list[RecordState] = []
     cascade = judge.cascade
     batch = getattr(router, "route_batch", None)  # a fixed or fail-safe router has none
+    p_batch = getattr(router, "p_pass_batch", None) if cascade is not None else None
+    if p_batch is not None and router.ladder.names != names:
+        p_batch = None  # its columns are the router's ladder's tiers
     for s in range(0, len(items), chunk):
         texts = [it.text for it in items[s : s + chunk]]
+        if p_batch is not None:
+            assert cascade is not None
+            for text, p in zip(texts, p_batch(texts).tolist(), strict=True):
+                uses_costs = cascade.policy.start_lambda >= 0
+                costs = cascade.file.cost.start_costs(len(text)) if uses_costs else []
+                out.append(RecordState(cascade.policy.start_tier(p, costs), p))
+            continue
         decisions = batch(texts) if batch is not None else [router.route(t) for t in texts]
         for text, d in zip(texts, decisions, strict=True):
             p = [float(d.p_pass[n]) for n in names if n in d.p_pass]
@@ -220,9 +232,8 @@ class BatchRunner:
                 f"state {self.store.location} belongs to another run ({state.run_id}; this "
                 f"one is {run_id}: the input, bundle or ladder changed); use another --state"
             )
-        if state is None:
+        if state is None:  # saved with round 1's plan (routing again is the same)
             state = RunState(run_id, route_records(self.router, self.judge, items))
-            self._save(state, "routed")
             self.log.note(f"batch: routed {len(items)} records (run {run_id})")
         return state
 
