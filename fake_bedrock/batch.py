@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fake_bedrock.errors import BedrockError
-from fake_bedrock.translate import anthropic_to_converse, converse_to_anthropic
+from fake_bedrock.translate import (
+    anthropic_to_converse,
+    converse_to_anthropic,
+    converse_to_nova,
+    is_nova_body,
+    nova_to_converse,
+)
 
 if TYPE_CHECKING:
     from fake_bedrock.server import LocalBedrock
@@ -125,7 +131,11 @@ class BatchJobs:
     """Model invocation jobs: validated on create, run one at a time by a worker thread.
 
     A job waits `start_delay_s` in Submitted (tests use it to interrupt a labeling run
-    while its jobs are pending), then reads every `.jsonl` object at its input URI."""
+    while its jobs are pending), then reads every `.jsonl` object at its input URI.
+
+    Injected faults beside the server's per-record `error_rate`: `create_throttle_rate`
+    of CreateModelInvocationJob calls answer ThrottlingException (nothing is created),
+    and `job_failure_rate` of jobs end Failed without output. `stats` counts creates."""
 
     def __init__(
         self, service: LocalBedrock, s3_endpoint_url: str | None, start_delay_s: float = 0.0
@@ -138,6 +148,12 @@ class BatchJobs:
         self._wake = threading.Condition(self._lock)
         self._pending: list[str] = []
         self._worker: threading.Thread | None = None
+        self.create_throttle_rate = 0.0
+        self.job_failure_rate = 0.0
+
+    def _draw(self) -> float:
+        with self.service._lock:
+            return self.service._rng.random()
 
     # ---- control plane
     def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,12 +177,17 @@ class BatchJobs:
         split_s3_uri(in_uri)
         split_s3_uri(out_uri)
         token = body.get("clientRequestToken")
+        if self.create_throttle_rate and self._draw() < self.create_throttle_rate:
+            self.service._count("batch_create_throttled")
+            raise BedrockError(429, "ThrottlingException", "Too many requests, please wait.")
+        self.service._count("batch_create_calls")
         with self._lock:
             for job in self.jobs.values():
                 if token and job.token == token:
                     return {"jobArn": job.arn}  # an idempotent retry of the same create
                 if job.name == name:
                     raise BedrockError(400, "ConflictException", f"a job named {name!r} exists")
+            self.service._count("batch_jobs_created")
             job = BatchJob(
                 job_id=uuid.uuid4().hex[:12],
                 name=name,
@@ -262,6 +283,8 @@ class BatchJobs:
         if not self.s3_endpoint_url:
             raise BedrockError(400, "ValidationException", "this local server has no S3 endpoint")
         self._set(job, status="Validating")
+        if self.job_failure_rate and self._draw() < self.job_failure_rate:
+            raise BedrockError(500, "InternalServerException", "injected job failure")
         s3 = loopback_s3_client(self.s3_endpoint_url)
         bucket, key = split_s3_uri(job.input_uri)
         if key.endswith(".jsonl"):
@@ -292,8 +315,8 @@ class BatchJobs:
                     rec = self._record(job.model_id, line)
                     if "modelOutput" in rec:
                         u = rec["modelOutput"]["usage"]
-                        in_tokens += u["input_tokens"]
-                        out_tokens += u["output_tokens"]
+                        in_tokens += u.get("input_tokens", u.get("inputTokens", 0))
+                        out_tokens += u.get("output_tokens", u.get("outputTokens", 0))
                     out.write(json.dumps(rec).encode("utf-8") + b"\n")
                     with self._lock:
                         job.total += 1
@@ -342,8 +365,14 @@ class BatchJobs:
         try:
             if failed:
                 raise BedrockError(500, "InternalServerException", "Internal server error.")
-            resp = self.service.answer(model_id, anthropic_to_converse(rec.get("modelInput")))
-            out["modelOutput"] = converse_to_anthropic(resp, model_id)
+            body = rec.get("modelInput")
+            if is_nova_body(body):
+                out["modelOutput"] = converse_to_nova(
+                    self.service.answer(model_id, nova_to_converse(body))
+                )
+            else:
+                resp = self.service.answer(model_id, anthropic_to_converse(body))
+                out["modelOutput"] = converse_to_anthropic(resp, model_id)
         except BedrockError as e:
             out["error"] = {"errorCode": e.status, "errorMessage": e.message}
         return out

@@ -1,4 +1,5 @@
-"""Anthropic messages <-> Converse, for batch records (Claude's batch format is Anthropic's)."""
+"""Batch record bodies <-> Converse: Claude's batch format is Anthropic's messages API,
+Amazon Nova's its own `messages-v1` schema (close to Converse)."""
 
 from __future__ import annotations
 
@@ -70,5 +71,45 @@ def converse_to_anthropic(resp: Mapping[str, Any], model_id: str) -> dict[str, A
         "usage": {
             "input_tokens": int(usage.get("inputTokens", 0)),
             "output_tokens": int(usage.get("outputTokens", 0)),
+        },
+    }
+
+
+def is_nova_body(model_input: Any) -> bool:
+    return isinstance(model_input, dict) and model_input.get("schemaVersion") == "messages-v1"
+
+
+def nova_to_converse(model_input: Any) -> dict[str, Any]:
+    """A Nova `messages-v1` invoke body as a Converse body (text blocks only)."""
+    messages = model_input.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BedrockError(400, "ValidationException", "messages: at least one message is required")
+    cfg = model_input.get("inferenceConfig") or {}
+    max_tokens = cfg.get("maxTokens") if isinstance(cfg, dict) else None
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BedrockError(400, "ValidationException", "inferenceConfig.maxTokens is required")
+    conv: dict[str, Any] = {
+        "messages": [
+            {"role": m.get("role"), "content": list(m.get("content") or [])}
+            for m in messages
+            if isinstance(m, dict)
+        ],
+        "inferenceConfig": {"maxTokens": max_tokens},
+    }
+    if model_input.get("system"):
+        conv["system"] = list(model_input["system"])
+    return conv
+
+
+def converse_to_nova(resp: Mapping[str, Any]) -> dict[str, Any]:
+    """A Converse response as Nova's invoke response body (what its batch output holds)."""
+    usage = resp.get("usage", {})
+    return {
+        "output": {"message": dict(resp["output"]["message"])},
+        "stopReason": resp.get("stopReason", "end_turn"),
+        "usage": {
+            "inputTokens": int(usage.get("inputTokens", 0)),
+            "outputTokens": int(usage.get("outputTokens", 0)),
+            "totalTokens": int(usage.get("inputTokens", 0)) + int(usage.get("outputTokens", 0)),
         },
     }

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from labeling.answers import ModelAnswer
@@ -40,18 +38,16 @@ from labeling.batch_state import BatchState, JobRow, record_id, rid_of
 from labeling.config import BatchConfig, LabelConfig
 from labeling.graders import GradeError, GraderSet, Verdict
 from labeling.invocation import anthropic_body, worst_case_cost
-from labeling.progress import Progress
 from labeling.prompts import PromptItem, iter_prompts
 from labeling.results import BATCH_PRICE_FACTOR, RunSummary, outcome_record, tier_result
 from outcomes import OutcomeRecord
 from router.ladder import Ladder, Tier
+from serving.batch_jobs import TERMINAL_STATUSES, TRANSFER, USABLE_STATUSES
+from serving.batch_jobs import job_name as _job_name
+from serving.progress import Progress
 
-TERMINAL = frozenset({"Completed", "Failed", "Stopped", "PartiallyCompleted", "Expired"})
-USABLE = frozenset({"Completed", "PartiallyCompleted", "Stopped", "Expired"})
-# Multipart uploads buffer chunk_size x concurrency bytes; keep that small and fixed.
-_TRANSFER = TransferConfig(
-    multipart_threshold=8 * 2**20, multipart_chunksize=8 * 2**20, max_concurrency=2
-)
+TERMINAL = TERMINAL_STATUSES
+USABLE = USABLE_STATUSES
 
 
 class BatchError(RuntimeError):
@@ -94,8 +90,7 @@ def run_id(prompts: Path, ladder: Ladder, strategy: str) -> str:
 
 
 def job_name(bcfg: BatchConfig, rid: str, tier: Tier) -> str:
-    name = re.sub(r"[^a-zA-Z0-9-]", "-", f"{bcfg.job_prefix}-{rid}-{tier.name}")
-    return name[:63].rstrip("-")
+    return _job_name(bcfg.job_prefix, rid, tier.name)
 
 
 @dataclass(frozen=True)
@@ -290,7 +285,7 @@ class BatchRunner:
             name, fh = fh.name, None  # this function owns the file now; removed once
             key = f"{prefix}part-{part:05d}.jsonl"
             try:
-                self.c.s3.upload_file(name, self.bcfg.bucket, key, Config=_TRANSFER)
+                self.c.s3.upload_file(name, self.bcfg.bucket, key, Config=TRANSFER)
             except (S3UploadFailedError, ClientError, BotoCoreError) as e:
                 raise self._s3_failure(e, f"upload of s3://{self.bcfg.bucket}/{key}") from e
             finally:

@@ -16,6 +16,9 @@ from typing import Any
 
 from labeling.prompts import PromptItem
 from outcomes import ModelResult
+from serving.batch_jobs import record_id, rid_of
+
+__all__ = ["BatchState", "JobRow", "StateError", "record_id", "rid_of"]
 
 
 class StateError(RuntimeError):
@@ -35,17 +38,6 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS errors (
     rid INTEGER NOT NULL, tier TEXT NOT NULL, message TEXT NOT NULL, PRIMARY KEY (rid, tier));
 """
-
-
-def record_id(rid: int) -> str:
-    """Bedrock wants an alphanumeric recordId; prompt ids may hold '/' and more."""
-    return f"R{rid:010d}"
-
-
-def rid_of(record_id_: str) -> int | None:
-    if len(record_id_) == 11 and record_id_[0] == "R" and record_id_[1:].isdigit():
-        return int(record_id_[1:])
-    return None
 
 
 @dataclass(frozen=True)

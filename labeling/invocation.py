@@ -9,8 +9,9 @@ from labeling.prompts import PromptItem
 from router.inference import inference_config
 from router.ladder import Tier
 from router.tokens import estimate_tokens
+from serving.batch_jobs import ANTHROPIC_VERSION, messages_body
 
-ANTHROPIC_VERSION = "bedrock-2023-05-31"
+__all__ = ["ANTHROPIC_VERSION", "anthropic_body", "converse_request", "worst_case_cost"]
 
 
 def converse_request(item: PromptItem, tier: Tier) -> dict[str, Any]:
@@ -22,22 +23,7 @@ def converse_request(item: PromptItem, tier: Tier) -> dict[str, Any]:
 
 
 def anthropic_body(item: PromptItem, tier: Tier) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "anthropic_version": ANTHROPIC_VERSION,
-        "max_tokens": tier.max_tokens,
-        "messages": [
-            {
-                "role": m["role"],
-                "content": [{"type": "text", "text": b["text"]} for b in m["content"]],
-            }
-            for m in item.messages
-        ],
-    }
-    if tier.temperature is not None:
-        body["temperature"] = tier.temperature
-    if tier.top_p is not None:
-        body["top_p"] = tier.top_p
-    return body
+    return messages_body(item.messages, tier)
 
 
 def worst_case_cost(prompt_chars: int, tier: Tier) -> float:

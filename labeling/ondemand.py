@@ -21,12 +21,12 @@ from labeling.answers import ModelAnswer
 from labeling.config import LabelConfig
 from labeling.graders import GradeError, GraderSet
 from labeling.invocation import converse_request
-from labeling.progress import Progress
 from labeling.prompts import PromptItem, PromptsError, iter_prompts
 from labeling.results import RunSummary, Spend, call_cost, outcome_record, tier_result
 from labeling.store import OutcomeAppender
 from outcomes import ModelResult, OutcomeRecord
 from router.ladder import Ladder
+from serving.progress import Progress
 
 
 def validate_prompts(cfg: LabelConfig, graders: GraderSet) -> set[str]:

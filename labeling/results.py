@@ -15,15 +15,16 @@ from labeling.answers import ModelAnswer
 from labeling.graders import Verdict
 from labeling.prompts import PromptItem
 from outcomes import ModelResult, OutcomeRecord
-from router.ladder import Tier
+from router.ladder import DEFAULT_BATCH_PRICE_FACTOR, Tier
 
-BATCH_PRICE_FACTOR = 0.5
+BATCH_PRICE_FACTOR = DEFAULT_BATCH_PRICE_FACTOR
 MODES = ("ondemand", "batch")
 
 
 def call_cost(tier: Tier, answer: ModelAnswer, mode: str) -> float:
-    factor = BATCH_PRICE_FACTOR if mode == "batch" else 1.0
-    return tier.cost_usd(answer.input_tokens, answer.output_tokens) * factor
+    if mode == "batch":  # the tier's batch price (default: half the on-demand one)
+        return tier.batch_cost_usd(answer.input_tokens, answer.output_tokens)
+    return tier.cost_usd(answer.input_tokens, answer.output_tokens)
 
 
 def tier_result(tier: Tier, answer: ModelAnswer, verdict: Verdict, mode: str) -> ModelResult:

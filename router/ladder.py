@@ -12,6 +12,9 @@ from typing import Any
 
 _MAX_LADDER_BYTES = 64 * 1024  # a 20-tier ladder is ~5 KB
 _MAX_DOTS_PER_LINE = 32  # tomllib is quadratic in dotted-key depth
+# Bedrock Batch Inference bills about half the on-demand price; a tier without its own
+# batch prices is billed at this share of its on-demand ones.
+DEFAULT_BATCH_PRICE_FACTOR = 0.5
 
 
 class LadderError(ValueError):
@@ -32,6 +35,9 @@ class Tier:
     # extended-thinking budget. Bedrock bills reasoning tokens as output tokens, so the
     # tier's output price covers them; `thinking_budget` only says how many to expect.
     additional_request_fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # Bedrock Batch prices ($/Mtok); None: DEFAULT_BATCH_PRICE_FACTOR x the on-demand price.
+    batch_price_in_per_mtok: float | None = None
+    batch_price_out_per_mtok: float | None = None
 
     @property
     def thinking_budget(self) -> int:
@@ -46,6 +52,21 @@ class Tier:
         return (
             input_tokens * self.price_in_per_mtok + output_tokens * self.price_out_per_mtok
         ) / 1e6
+
+    def batch_cost_usd(self, input_tokens: float, output_tokens: float) -> float:
+        """Dollars for a Bedrock Batch record of these token counts on this tier."""
+        pin, pout = self.batch_prices
+        return (input_tokens * pin + output_tokens * pout) / 1e6
+
+    @property
+    def batch_prices(self) -> tuple[float, float]:
+        """($/Mtok in, out) at the batch price: the tier's own, or the default share."""
+        pin = self.batch_price_in_per_mtok
+        pout = self.batch_price_out_per_mtok
+        return (
+            self.price_in_per_mtok * DEFAULT_BATCH_PRICE_FACTOR if pin is None else pin,
+            self.price_out_per_mtok * DEFAULT_BATCH_PRICE_FACTOR if pout is None else pout,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -62,6 +83,10 @@ class Tier:
             d["top_p"] = self.top_p
         if self.additional_request_fields:
             d["additional_request_fields"] = _plain(self.additional_request_fields)
+        if self.batch_price_in_per_mtok is not None:
+            d["batch_price_in_per_mtok"] = self.batch_price_in_per_mtok
+        if self.batch_price_out_per_mtok is not None:
+            d["batch_price_out_per_mtok"] = self.batch_price_out_per_mtok
         return d
 
 
@@ -187,7 +212,15 @@ class Ladder:
 
 
 _REQUIRED = ("name", "model_id", "outcomes_key", "price_in_per_mtok", "price_out_per_mtok")
-_KNOWN = {*_REQUIRED, "max_tokens", "temperature", "top_p", "additional_request_fields"}
+_BATCH_PRICES = ("batch_price_in_per_mtok", "batch_price_out_per_mtok")
+_KNOWN = {
+    *_REQUIRED,
+    *_BATCH_PRICES,
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "additional_request_fields",
+}
 _MAX_FIELD_DEPTH = 8
 
 
@@ -204,8 +237,10 @@ def _parse_tier(t: Any, source: str, i: int | str) -> Tier:
     for k in ("name", "model_id", "outcomes_key"):
         if not isinstance(t[k], str) or not t[k].strip():
             raise LadderError(f"{where}.{k}: expected a non-empty string, got {t[k]!r}")
-    prices = {}
-    for k in ("price_in_per_mtok", "price_out_per_mtok"):
+    prices: dict[str, Any] = {}
+    for k in ("price_in_per_mtok", "price_out_per_mtok", *_BATCH_PRICES):
+        if k not in t:
+            continue  # only the batch prices are optional (checked above)
         v = t[k]
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise LadderError(f"{where}.{k}: expected a finite number >= 0, got {v!r}")

@@ -54,8 +54,9 @@ class BedrockClientConfig:
 DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
-def make_bedrock_client(cfg: BedrockClientConfig) -> Any:
-    """A real boto3 bedrock-runtime client configured from `cfg`."""
+def make_bedrock_client(cfg: BedrockClientConfig, service: str = "bedrock-runtime") -> Any:
+    """A real boto3 bedrock-runtime client configured from `cfg` (or, with `service`,
+    another Bedrock client: `bedrock`, the control plane of batch jobs)."""
     config = Config(
         region_name=cfg.region,
         retries={"mode": "standard", "total_max_attempts": cfg.max_attempts},
@@ -68,7 +69,7 @@ def make_bedrock_client(cfg: BedrockClientConfig) -> Any:
         kwargs["endpoint_url"] = cfg.endpoint_url
     if cfg.dummy_credentials:
         kwargs.update(DUMMY_CREDENTIALS)
-    client = boto3.session.Session().client("bedrock-runtime", **kwargs)
+    client = boto3.session.Session().client(service, **kwargs)
     if cfg.retry_delay_scale != 1.0:
         scale_retry_delays(client, cfg.retry_delay_scale, cfg.max_attempts)
     return client

@@ -117,6 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="swap once this many requests have completed (default: half of --requests)",
     )
+    p.add_argument(
+        "--batch",
+        action="store_true",
+        help="run the routed batch path (Batch jobs per tier over a local S3) instead; "
+        "--error-rate then fails records and jobs, --throttle-rate job creations",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = subparsers.add_parser(
@@ -199,8 +205,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.swap_after is not None and args.swap_to is None:
         return _fail("demo", "--swap-after needs --swap-to")
+    if args.batch and (args.swap_to is not None or args.threads != 1):
+        return _fail("demo", "--batch runs Batch jobs: --swap-to and --threads do not apply")
     try:
-        summary = run_demo(cfg, router)
+        if args.batch:
+            from serving.batch_demo import run_batch_demo
+
+            summary = run_batch_demo(cfg, router)
+        else:
+            summary = run_demo(cfg, router)
     except (OutcomesError, ValueError) as e:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -29,10 +29,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     ),
 }
 LIBRARIES = ("router", "outcomes", "serving", "training", "labeling", "fake_bedrock")
-# Besides the CLI, tests and benchmarks, only the offline demo (which starts one in
-# process) may import the fake Bedrock; serving may import it for that module alone.
+# Besides the CLI, tests and benchmarks, only the offline demos (which start one in
+# process) may import the fake Bedrock; serving may import it for those modules alone.
 FAKE_BEDROCK = "fake_bedrock"
-FAKE_BEDROCK_USERS = {"serving/demo.py"}
+FAKE_BEDROCK_USERS = {"serving/demo.py", "serving/batch_demo.py"}
 
 
 @cache
