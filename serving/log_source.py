@@ -68,7 +68,9 @@ def s3_client() -> Any:
     return boto3.session.Session().client("s3")
 
 
-def expand(locations: str | Path | Iterable[str | Path], s3: Any | None = None) -> Iterator[Source]:
+def expand(
+    locations: str | Path | Iterable[str | Path], s3: Any | None = None, page_size: int = 1000
+) -> Iterator[Source]:
     """Each location as its sources: a file as itself, an S3 prefix as its objects in key
     order (listed one page at a time, so a prefix of a million objects costs one page)."""
     items = [locations] if isinstance(locations, str | Path) else locations
@@ -78,7 +80,9 @@ def expand(locations: str | Path | Iterable[str | Path], s3: Any | None = None) 
             continue
         bucket, prefix = split_s3(str(loc))
         client = s3 if s3 is not None else s3_client()
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
+        )
         found = False
         for page in pages:
             for obj in page.get("Contents", []):
@@ -92,13 +96,14 @@ def expand(locations: str | Path | Iterable[str | Path], s3: Any | None = None) 
 
 def open_source(src: Source, s3: Any | None = None) -> IO[bytes]:
     """A binary stream of the source's (decompressed) bytes."""
+    buffered: io.BufferedReader
     if src.path is not None:
-        raw: IO[bytes] = src.path.open("rb")
+        buffered = src.path.open("rb")
     else:
         client = s3 if s3 is not None else s3_client()
-        raw = client.get_object(Bucket=src.bucket, Key=src.key)["Body"]
-    buffered = io.BufferedReader(raw) if not hasattr(raw, "peek") else raw  # type: ignore[arg-type]
-    if buffered.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[attr-defined]
+        body = client.get_object(Bucket=src.bucket, Key=src.key)["Body"]
+        buffered = io.BufferedReader(body, BLOCK_BYTES)  # botocore's body has readinto
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
     return buffered
 
