@@ -5,7 +5,8 @@ records/s.
 
 For each size, writes a gzipped synthetic log (benchmarks/make_logs.py; reused when
 present), then runs each reader in a fresh child process and reports its peak resident
-set (getrusage ru_maxrss, which covers the whole child: interpreter, imports, reading)
+set (VmHWM of /proc/self/status, which covers the whole child: interpreter, imports,
+reading)
 and records per second:
 - feedback: `serving.feedback.build_outcomes` (read, parse, dedupe, label, encode; the
   outcomes lines go to /dev/null, as compressing them is not what is measured);
@@ -32,6 +33,14 @@ TIERS = REPO / "data" / "ladders" / "mmlu_pro.toml"
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident set since its exec: VmHWM from /proc (ru_maxrss would
+    also count the forking parent's pages, which it keeps across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
