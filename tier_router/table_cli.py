@@ -29,17 +29,35 @@ def register(sub: Any) -> None:
     )
     add_logs(p)
     add_tiers(p)
-    p.add_argument("--bundle", type=existing_dir, required=True,
-                   help="bundle whose featurizer makes the features (e.g. the champion's)")  # fmt: skip
-    p.add_argument("--out", required=True,
-                   help="local: a .parquet file; ray: a directory or s3://bucket/prefix/")  # fmt: skip
+    p.add_argument(
+        "--bundle",
+        type=existing_dir,
+        required=True,
+        help="bundle whose featurizer makes the features (e.g. the champion's)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="local: a .parquet file; ray: a directory or s3://bucket/prefix/",
+    )
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="where to run")
-    p.add_argument("--ray-address", default=None,
-                   help="Ray cluster to join ('auto' on a cluster node); default: a local Ray")  # fmt: skip
-    p.add_argument("--featurizers", type=int_in(1, 10_000), default=1,
-                   help="Ray actors featurizing (one CPU each)")  # fmt: skip
-    p.add_argument("--label-rule", choices=["first-attempt", "all-tried"],
-                   default="first-attempt", help="which logged labels to keep (as retrain)")  # fmt: skip
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster to join ('auto' on a cluster node); default: a local Ray",
+    )
+    p.add_argument(
+        "--featurizers",
+        type=int_in(1, 10_000),
+        default=1,
+        help="Ray actors featurizing (one CPU each)",
+    )
+    p.add_argument(
+        "--label-rule",
+        choices=["first-attempt", "all-tried"],
+        default="first-attempt",
+        help="which logged labels to keep (as retrain)",
+    )
     p.set_defaults(func=cmd_table)
 
 
@@ -47,8 +65,10 @@ def cmd_table(a: argparse.Namespace) -> int:
     try:
         from training.scale_table import TableSpec, build_table, build_table_ray
     except ImportError as e:
-        print(f"tier-router table: needs the scale extra ({e}); pip install 'tier-router[scale]'",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"tier-router table: needs the scale extra ({e}); pip install 'tier-router[scale]'",
+            file=sys.stderr,
+        )
         return 2
     try:
         spec = TableSpec.of(Path(a.tiers), Path(a.bundle), a.label_rule)
@@ -58,8 +78,10 @@ def cmd_table(a: argparse.Namespace) -> int:
     started = time.monotonic()
     if a.engine == "local":
         if str(a.out).startswith("s3://"):
-            print("tier-router table: error: --out: --engine local writes a local file",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "tier-router table: error: --out: --engine local writes a local file",
+                file=sys.stderr,
+            )
             return 2
         rows = build_table(a.log, spec, Path(a.out))
     else:
@@ -70,7 +92,11 @@ def cmd_table(a: argparse.Namespace) -> int:
             rows = build_table_ray(a.log, spec, str(a.out), featurizers=a.featurizers)
         finally:
             ray.shutdown()
-    out = {"rows": rows, "out": str(a.out), "engine": a.engine,
-           "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    out = {
+        "rows": rows,
+        "out": str(a.out),
+        "engine": a.engine,
+        "seconds": round(time.monotonic() - started, 1),
+    }
     print(json.dumps(out), flush=True)
     return 0

@@ -80,7 +80,8 @@ def test_ray_local_mode_table_equals_the_in_process_table(
     rows = _rows(local)
     assert n_local == len(rows) and 0 < n_local <= len(ids)
     assert len({r["request_id"] for r in rows}) == n_local  # the duplicates are gone
-    assert [r["request_id"] for r in rows] == [i for i in ids if i in {r["request_id"] for r in rows}]
+    kept = {r["request_id"] for r in rows}
+    assert [r["request_id"] for r in rows] == [i for i in ids if i in kept]  # in log order
     r0 = rows[0]
     assert len(r0["scores"]) == len(Ladder.load(LADDER)) and len(r0["emb"]) > 100
     labelled = [s for r in rows for s in r["scores"] if not math.isnan(s)]
