@@ -113,6 +113,7 @@ def write_logs(
     duplicates: float = 0.01,
     seed: int = 0,
     variants: int = 20_000,
+    first_id: int = 0,
 ) -> int:
     """Write `n` records to `out` (gzip when it ends in .gz); returns the bytes written.
 
@@ -138,6 +139,7 @@ def write_logs(
         for k in range(n):
             i = rng.randrange(k) if k and rng.random() < duplicates else k
             head, mid, tail = templates[i % variants]
+            i += first_id
             stamp = (t0 + step * i).isoformat()
             fh.write(f"{head}req-{i:012d}{mid}{stamp}{tail}")
     return out.stat().st_size

@@ -64,7 +64,7 @@ def main() -> int:
         logs = []
         for i in range(a.sources):
             p = work / f"logs-{i}.jsonl.gz"
-            write_logs(p, per, ladder, seed=i + 1)
+            write_logs(p, per, ladder, seed=i + 1, first_id=i * per)
             logs.append(str(p))
         spec = TableSpec.of(TIERS, bundle)
         n = per * a.sources

@@ -148,8 +148,10 @@ def test_retrain_from_a_table_fits_the_base_and_the_sample(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    import training.table_fit as tf
     from tier_router.registry_cli import main as cli
 
+    monkeypatch.setattr(tf, "MIN_PER_STRATUM", 5)  # 120 rows: let the budget of 40 bind
     table = tmp_path / "t.parquet"
     n = build_table([s3_logs], TableSpec.of(LADDER, trained_bundle), table)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
