@@ -11,6 +11,7 @@ rather than buffered.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import re
@@ -84,14 +85,27 @@ def expand(
             Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size}
         )
         found = False
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith("/"):
-                    continue  # a folder marker
-                found = True
-                yield Source(f"s3://{bucket}/{obj['Key']}", bucket=bucket, key=obj["Key"])
+        with _s3_errors(str(loc)):
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    if obj["Key"].endswith("/"):
+                        continue  # a folder marker
+                    found = True
+                    yield Source(f"s3://{bucket}/{obj['Key']}", bucket=bucket, key=obj["Key"])
         if not found:
             raise LogSourceError(f"{loc}: no objects under this prefix")
+
+
+@contextlib.contextmanager
+def _s3_errors(where: str) -> Iterator[None]:
+    """S3 failures (no such bucket, access denied, no credentials, unreachable) as one
+    LogSourceError naming the location, not a botocore traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as e:
+        raise LogSourceError(f"{where}: cannot read from S3: {e}") from None
 
 
 def open_source(src: Source, s3: Any | None = None) -> IO[bytes]:
@@ -101,7 +115,8 @@ def open_source(src: Source, s3: Any | None = None) -> IO[bytes]:
         buffered = src.path.open("rb")
     else:
         client = s3 if s3 is not None else s3_client()
-        body = client.get_object(Bucket=src.bucket, Key=src.key)["Body"]
+        with _s3_errors(src.name):
+            body = client.get_object(Bucket=src.bucket, Key=src.key)["Body"]
         buffered = io.BufferedReader(body, BLOCK_BYTES)  # botocore's body has readinto
     if buffered.peek(2)[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]

@@ -109,6 +109,8 @@ def test_feedback_reads_an_s3_prefix_page_by_page_and_dedupes_across_places(
 
     with pytest.raises(LogSourceError, match="no objects"):
         list(read_log(f"s3://{moto.bucket}/nothing-here/", s3=s3))
+    with pytest.raises(LogSourceError, match="cannot read from S3"):
+        list(read_log("s3://no-such-bucket-i27/logs/", s3=s3))
 
 
 def test_reading_holds_one_block_not_the_log(tmp_path: Path) -> None:
