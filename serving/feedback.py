@@ -33,6 +33,7 @@ from serving.outcome_record import (
     OutcomeLogRecord,
     labels_of,
 )
+from serving.seen_ids import SeenIds
 
 
 @dataclass
@@ -104,17 +105,18 @@ def iter_labelled(
 ) -> Iterator[tuple[OutcomeLogRecord, OutcomeRecord]]:
     """The one read loop: each distinct request's log record with its outcomes record.
 
-    A request id seen before (the same batch read from two places) is skipped."""
-    seen: set[str] = set()
+    Streams: `logs` are files or `s3://bucket/prefix` locations, read a block at a time
+    (serving/log_source.py); the only state that grows is 8 bytes per request id
+    (serving/seen_ids.py). A request id seen before (the same batch read from two
+    places) is skipped."""
+    seen = SeenIds()
     read_stats = ReadStats()
     for raw in read_log(logs, read_stats):
         stats.records_read += 1
         rid = raw.get("request_id")
-        if isinstance(rid, str) and rid in seen:
+        if isinstance(rid, str) and not seen.add(rid):
             stats.skipped_duplicate += 1
             continue
-        if isinstance(rid, str):
-            seen.add(rid)
         try:
             rec = OutcomeLogRecord.from_dict(raw)
         except NotAnOutcomeRecord:

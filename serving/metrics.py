@@ -11,6 +11,13 @@ cascade judged are left out of calibration and counted (`verifier_judged`): its 
 and reject are the verifier's predictions, and keeping the accepted ones (or only the
 check failures) would bias the observed rate.
 
+Streaming: records are read once, in order, and folded into windows; a window keeps
+counts and a bounded latency summary (exact up to EXACT_LATENCIES values, then
+log-bucketed within 1%), so memory grows with the number of windows, never with the
+number of records. Windows of N requests (`window_requests`) follow the read order (each
+log is in time order, and S3 keys of the S3 sink sort by time); time windows do not
+depend on the order.
+
 Drift, against the bundle's held-out expectation (train_report.json):
 - tier mix: the live mix differs from `policy_expected.validation_tier_mix` by more than
   TV_BOUND in total variation AND some tier's share fails a two-proportion z-test at
@@ -23,9 +30,10 @@ Drift, against the bundle's held-out expectation (train_report.json):
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,8 @@ Z_BOUND = 3.29  # two-sided p < 0.001
 CALIBRATION_MARGIN = 0.05
 MIN_LABELS = 20
 NAMESPACE = "TierRouter"
+EXACT_LATENCIES = 4096  # per window; past this, latencies go to log buckets
+_LATENCY_GAMMA = 1.02  # bucket i covers (gamma^(i-1), gamma^i]: a value within 1%
 
 
 class MetricsError(ValueError):
@@ -126,6 +136,44 @@ class TierStats:
 
 
 @dataclass
+class LatencySummary:
+    """Latencies of one window: exact while few, then log buckets (bounded memory)."""
+
+    exact: list[float] = field(default_factory=list)
+    buckets: dict[int, int] = field(default_factory=dict)
+    n: int = 0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        if not self.buckets and len(self.exact) < EXACT_LATENCIES:
+            self.exact.append(x)
+            return
+        if self.exact:
+            for v in self.exact:
+                self._bucket(v)
+            self.exact = []
+        self._bucket(x)
+
+    def _bucket(self, x: float) -> None:
+        i = math.ceil(math.log(x, _LATENCY_GAMMA)) if x > 0 else -(10**6)
+        self.buckets[i] = self.buckets.get(i, 0) + 1
+
+    def percentile(self, q: float) -> float | None:
+        if not self.n:
+            return None
+        k = min(self.n - 1, max(0, math.ceil(q / 100 * self.n) - 1))
+        if not self.buckets:
+            return sorted(self.exact)[k]
+        seen = 0
+        for i in sorted(self.buckets):
+            seen += self.buckets[i]
+            if seen > k:
+                # the bucket's midpoint: within (gamma - 1) / (gamma + 1) of any value in it
+                return 0.0 if i == -(10**6) else 2 * _LATENCY_GAMMA**i / (_LATENCY_GAMMA + 1)
+        raise AssertionError("unreachable: counts sum to n")
+
+
+@dataclass
 class Window:
     """Metrics of the records in one window."""
 
@@ -135,7 +183,7 @@ class Window:
     escalated: int = 0
     failed: int = 0
     cost_usd: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    latencies: LatencySummary = field(default_factory=LatencySummary)
     tiers: dict[str, TierStats] = field(default_factory=dict)
     router_versions: set[str] = field(default_factory=set)
     drift: list[str] = field(default_factory=list)
@@ -148,7 +196,7 @@ class Window:
         self.escalated += rec.escalations > 0
         self.failed += not rec.ok
         self.cost_usd += rec.cost_usd
-        self.latencies.append(rec.latency_ms)
+        self.latencies.add(rec.latency_ms)
         self.router_versions.add(str(rec.router_version))
         decision = rec.decision or DecisionRecord()
         if decision.tier is not None:
@@ -171,11 +219,7 @@ class Window:
                 self.tier(a.tier).label(float(p), int(a.outcome == "passed"))
 
     def percentile(self, q: float) -> float | None:
-        if not self.latencies:
-            return None
-        xs = sorted(self.latencies)
-        k = min(len(xs) - 1, max(0, math.ceil(q / 100 * len(xs)) - 1))
-        return xs[k]
+        return self.latencies.percentile(q)
 
     def mix(self, names: Sequence[str]) -> list[float]:
         n = sum(self.tier(t).decided for t in names)
@@ -214,17 +258,59 @@ class Window:
         }
 
 
+def iter_records(
+    records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
+) -> Iterator[OutcomeLogRecord]:
+    """Log lines (or records) as typed records, one at a time; a line that is not one is
+    an error naming its position."""
+    for i, r in enumerate(records):
+        try:
+            yield r if isinstance(r, OutcomeLogRecord) else OutcomeLogRecord.from_dict(r)
+        except NotAnOutcomeRecord as e:
+            raise MetricsError(f"record {i + 1} is not an outcome record: {e}") from None
+
+
 def parse_records(
     records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
 ) -> list[OutcomeLogRecord]:
-    """Log lines (or records) as typed records; a line that is not one is an error."""
-    out: list[OutcomeLogRecord] = []
-    for i, r in enumerate(records):
-        try:
-            out.append(r if isinstance(r, OutcomeLogRecord) else OutcomeLogRecord.from_dict(r))
-        except NotAnOutcomeRecord as e:
-            raise MetricsError(f"record {i + 1} is not an outcome record: {e}") from None
-    return out
+    """All of `iter_records` as a list (for small logs and tests)."""
+    return list(iter_records(records))
+
+
+def iter_windows(
+    records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
+    window_s: float | None = 300.0,
+    window_requests: int | None = None,
+) -> Iterator[Window]:
+    """Records folded into windows in one pass: by count (`window_requests`, in read
+    order, each window yielded when full) or by time (`window_s`-aligned buckets, yielded
+    in time order after the last record)."""
+    if window_requests is not None and window_requests < 1:
+        raise MetricsError("window_requests must be >= 1")
+    if window_requests is None and (window_s is None or window_s <= 0):
+        raise MetricsError("window_s must be > 0")
+    current: Window | None = None
+    by_bucket: dict[int, Window] = {}
+    for rec in iter_records(records):
+        t = _time(rec.time, rec.request_id)
+        stamp = rec.time or ""
+        if window_requests is not None:
+            if current is not None and current.requests >= window_requests:
+                yield current
+                current = None
+            if current is None:
+                current = Window(stamp, stamp)
+            w = current
+        else:
+            assert window_s is not None
+            bucket = math.floor(t / window_s)
+            w = by_bucket.get(bucket) or by_bucket.setdefault(bucket, Window(stamp, stamp))
+        w.start, w.end = min(w.start, stamp), max(w.end, stamp)
+        w.add(rec)
+    if current is not None:
+        yield current
+    for bucket in sorted(by_bucket):
+        yield by_bucket[bucket]
 
 
 def windows(
@@ -232,31 +318,8 @@ def windows(
     window_s: float | None = 300.0,
     window_requests: int | None = None,
 ) -> list[Window]:
-    """Records grouped into consecutive windows by time (`window_s`) or by count."""
-    if window_requests is not None and window_requests < 1:
-        raise MetricsError("window_requests must be >= 1")
-    if window_requests is None and (window_s is None or window_s <= 0):
-        raise MetricsError("window_s must be > 0")
-    out: list[Window] = []
-    current: Window | None = None
-    start_t = 0.0
-    for rec in sorted(parse_records(records), key=lambda r: r.time or ""):
-        t = _time(rec.time, rec.request_id)
-        stamp = rec.time or ""
-        if window_requests is not None:
-            fresh = current is None or current.requests >= window_requests
-        else:
-            assert window_s is not None
-            fresh = current is None or t - start_t >= window_s
-        if fresh:
-            if window_requests is None and window_s is not None:
-                start_t = t - (t % window_s)
-            current = Window(stamp, stamp)
-            out.append(current)
-        assert current is not None
-        current.end = stamp
-        current.add(rec)
-    return out
+    """All of `iter_windows` as a list."""
+    return list(iter_windows(records, window_s, window_requests))
 
 
 def _time(stamp: str | None, request_id: str | None = None) -> float:
@@ -379,9 +442,55 @@ def emf_lines(w: Window, names: Sequence[str], namespace: str = NAMESPACE) -> li
     return lines
 
 
+def peek_tier_names(
+    records: Iterable[OutcomeLogRecord],
+) -> tuple[list[str] | None, Iterator[OutcomeLogRecord]]:
+    """Tier names from the first record with a decision, and every record still to fold
+    (those read to find it first): names without reading the whole log."""
+    it = iter(records)
+    head: list[OutcomeLogRecord] = []
+    for r in it:
+        head.append(r)
+        if r.decision is not None and r.decision.p_pass:
+            return list(r.decision.p_pass), itertools.chain(head, it)
+    return None, iter(head)
+
+
 def tier_names(records: Iterable[Mapping[str, Any] | OutcomeLogRecord]) -> list[str]:
     """Tier names in ladder order, from the records' decisions (p_pass keys keep it)."""
-    for r in parse_records(records):
+    for r in iter_records(records):
         if r.decision is not None and r.decision.p_pass:
             return list(r.decision.p_pass)
     raise MetricsError("no record has a decision with per-tier p_pass")
+
+
+def backlog_emf(
+    logger_stats: Mapping[str, Any], namespace: str = NAMESPACE, timestamp_ms: int | None = None
+) -> str:
+    """One EMF line for the outcome logger's backlog (`OutcomeLogger.stats()`): records and
+    bytes held and dropped, so a drop shows up as a metric (alarm on OutcomeLogDropped > 0)
+    and not only in the process's log."""
+    import time as _time
+
+    names = ("Backlog", "BacklogBytes", "Dropped", "DroppedBytes")
+    keys = ("backlog", "backlog_bytes", "dropped", "dropped_bytes")
+    units = ("Count", "Bytes", "Count", "Bytes")
+    doc: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(_time.time() * 1000) if timestamp_ms is None else timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [[]],
+                    "Metrics": [
+                        {"Name": f"OutcomeLog{n}", "Unit": u}
+                        for n, u in zip(names, units, strict=True)
+                    ],
+                }
+            ],
+        },
+        "MaxBacklogBytes": logger_stats.get("max_backlog_bytes"),
+    }
+    for n, k in zip(names, keys, strict=True):
+        doc[f"OutcomeLog{n}"] = int(logger_stats.get(k, 0))
+    return json.dumps(doc)

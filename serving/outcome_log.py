@@ -4,14 +4,14 @@ The local sink appends each record with a single write() of one full line to a f
 opened O_APPEND, so a crash can at worst leave one torn last line; `read_log` skips
 such lines. A record that a sink fails to take is held in a bounded in-memory backlog
 and retried in order by a background thread, so a failing disk or bucket delays
-records instead of dropping them, until the backlog is full: then the oldest are
-dropped, counted and logged (see OutcomeLogger).
+records instead of dropping them, until the backlog is full (a bound in bytes and one in
+records): then the oldest are dropped, counted in `stats()` (and its CloudWatch metric,
+serving.metrics.backlog_emf) and logged (see OutcomeLogger).
 """
 
 from __future__ import annotations
 
 import enum
-import gzip
 import hashlib
 import hmac
 import io
@@ -20,13 +20,13 @@ import logging
 import os
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
+from serving.log_source import expand, iter_source_lines
 from serving.outcome_record import SCHEMA as SCHEMA  # the record's format lives there
 
 log = logging.getLogger(__name__)
@@ -136,37 +136,32 @@ class ReadStats:
     corrupt_files: list[str] = field(default_factory=list)
 
 
-def _open_maybe_gzip(path: Path) -> IO[bytes]:
-    raw = path.open("rb")
-    if raw.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
-    return raw
-
-
 def read_log(
-    paths: str | Path | Iterable[str | Path], stats: ReadStats | None = None
+    paths: str | Path | Iterable[str | Path],
+    stats: ReadStats | None = None,
+    s3: Any | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Records from outcome logs (plain or gzipped), skipping torn or corrupt lines."""
+    """Records from outcome logs, streamed: local files or `s3://bucket/prefix` (every
+    object under it), plain or gzipped, skipping torn or corrupt lines. Memory holds one
+    block of one source at a time (serving/log_source.py); `s3` is a boto3 client (default:
+    one from the environment)."""
     st = stats if stats is not None else ReadStats()
-    items = [paths] if isinstance(paths, str | Path) else list(paths)
-    for p in items:
-        path = Path(p)
-        st.files.append(str(path))
-        data, damage = _read_salvaging(path)
-        if damage is not None:
-            # A gzipped log cut short (a crash) or damaged: keep every line before the damage.
-            log.warning("%s: %s; reading the %d bytes before it", path, damage, len(data))
-            st.corrupt_files.append(str(path))
-            st.torn_tail = True
-        lines = data.split(b"\n")
-        for i, raw in enumerate(lines):
-            if not raw.strip():
+    for src in expand(paths, s3):
+        st.files.append(src.name)
+        for item in iter_source_lines(src, s3):
+            if isinstance(item, str):
+                # A gzipped log cut short (a crash) or damaged: keep every line before it.
+                log.warning("%s: %s; read the lines before it", src.name, item)
+                st.corrupt_files.append(src.name)
+                st.torn_tail = True
+                continue
+            if not item.data.strip():
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
+                obj = json.loads(item.data.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
                 st.bad_lines += 1
-                if i == len(lines) - 1:
+                if item.last:
                     st.torn_tail = True
                 continue
             if not isinstance(obj, dict):
@@ -176,32 +171,32 @@ def read_log(
             yield obj
 
 
-def _read_salvaging(path: Path) -> tuple[bytes, str | None]:
-    """The file's (decompressed) bytes, and what stopped the read early, if anything."""
-    chunks: list[bytes] = []
-    with _open_maybe_gzip(path) as fh:
-        read1 = getattr(fh, "read1", fh.read)  # one step at a time: keep all before the damage
-        try:
-            while block := read1(1 << 16):
-                chunks.append(block)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            return b"".join(chunks), f"compressed data unreadable ({type(e).__name__}: {e})"
-    return b"".join(chunks), None
-
-
 @dataclass
 class _SinkQueue:
     """One sink's records waiting to be written, oldest first, and what became of them."""
 
     sink: LogSink
-    pending: deque[dict[str, Any]] = field(default_factory=deque)
+    pending: deque[bytes] = field(default_factory=deque)  # encoded lines: bytes are the bound
+    pending_bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)  # one write at a time
-    inflight: dict[str, Any] | None = None  # the head the flusher is writing now
+    inflight: bytes | None = None  # the head the flusher is writing now
     inflight_dropped: bool = False  # the bound dropped that head mid-write
     written: int = 0
     failures: int = 0
     dropped: int = 0
+    dropped_bytes: int = 0
     dropped_this_outage: int = 0
+
+    def write_line(self, line: bytes) -> None:
+        """Write one held (encoded) record: as bytes when the sink takes them."""
+        write_bytes = getattr(self.sink, "write_bytes", None)
+        if write_bytes is not None:
+            write_bytes(line)
+        else:
+            self.sink.write(json.loads(line))
+
+
+DEFAULT_MAX_BACKLOG_BYTES = 64 << 20  # per sink: minutes of a busy service's records
 
 
 class OutcomeLogger:
@@ -210,22 +205,34 @@ class OutcomeLogger:
     While a sink takes records, each one is written on the caller's thread before
     `write` returns. When a sink refuses one, that record and every later one for the
     sink go to its in-memory backlog, which a background thread retries in order (with
-    backoff), so requests never wait on a sink that is down. The backlog keeps at most
-    `max_backlog` records per sink: past that the oldest is dropped, counted in
-    `stats()` and logged (at 1, 10, 100, ... drops per outage, and when the sink comes
-    back), since an unbounded backlog would take the process down with the sink.
+    backoff), so requests never wait on a sink that is down. Held records are kept
+    encoded, and a sink's backlog holds at most `max_backlog_bytes` of them (the bound
+    that matters for memory: records differ in size by 1000x with stored prompts and
+    answers) and at most `max_backlog` records: past either, the oldest is dropped,
+    counted in `stats()` (records and bytes; `serving.metrics.backlog_emf` makes it a
+    CloudWatch metric) and logged (at 1, 10, 100, ... drops per outage, and when the sink
+    comes back), since an unbounded backlog would take the process down with the sink.
     """
 
     def __init__(
         self,
         sinks: Sequence[LogSink],
         max_backlog: int = 100_000,
+        max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
         retry_interval_s: float = 0.05,
         max_retry_interval_s: float = 5.0,
         close_timeout_s: float = 10.0,
     ) -> None:
         if isinstance(max_backlog, bool) or not isinstance(max_backlog, int) or max_backlog < 1:
             raise ValueError(f"max_backlog must be an integer >= 1, got {max_backlog!r}")
+        if (
+            isinstance(max_backlog_bytes, bool)
+            or not isinstance(max_backlog_bytes, int)
+            or max_backlog_bytes < 1
+        ):
+            raise ValueError(
+                f"max_backlog_bytes must be an integer >= 1, got {max_backlog_bytes!r}"
+            )
         if not 0 < retry_interval_s <= max_retry_interval_s:
             raise ValueError(
                 "need 0 < retry_interval_s <= max_retry_interval_s, got "
@@ -233,6 +240,7 @@ class OutcomeLogger:
             )
         self._queues = [_SinkQueue(s) for s in sinks]
         self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
         self._retry_s = retry_interval_s
         self._max_retry_s = max_retry_interval_s
         self._close_timeout_s = close_timeout_s
@@ -247,22 +255,32 @@ class OutcomeLogger:
             return sum(len(q.pending) for q in self._queues)
 
     @property
+    def backlog_bytes(self) -> int:
+        with self._cond:
+            return sum(q.pending_bytes for q in self._queues)
+
+    @property
     def dropped(self) -> int:
         with self._cond:
             return sum(q.dropped for q in self._queues)
 
     def stats(self) -> dict[str, Any]:
-        """Totals and per-sink counts: written, held in the backlog, dropped, failed writes."""
+        """Totals and per-sink counts: written, held in the backlog (records and bytes),
+        dropped (records and bytes), failed writes."""
         with self._cond:
             per = [
                 {"sink": repr(q.sink), "written": q.written, "backlog": len(q.pending),
-                 "dropped": q.dropped, "failures": q.failures}
+                 "backlog_bytes": q.pending_bytes, "dropped": q.dropped,
+                 "dropped_bytes": q.dropped_bytes, "failures": q.failures}
                 for q in self._queues
             ]  # fmt: skip
         return {
             "backlog": sum(p["backlog"] for p in per),
+            "backlog_bytes": sum(p["backlog_bytes"] for p in per),
             "dropped": sum(p["dropped"] for p in per),
+            "dropped_bytes": sum(p["dropped_bytes"] for p in per),
             "max_backlog": self._max_backlog,
+            "max_backlog_bytes": self._max_backlog_bytes,
             "sinks": per,
         }
 
@@ -314,20 +332,28 @@ class OutcomeLogger:
         return False
 
     def _hold(self, q: _SinkQueue, record: dict[str, Any]) -> None:
-        """Append to the backlog (caller holds _cond); past the bound drop the oldest."""
-        q.pending.append(record)
-        if len(q.pending) > self._max_backlog:
+        """Append to the backlog (caller holds _cond); past a bound drop the oldest."""
+        line = encode_record(record)
+        q.pending.append(line)
+        q.pending_bytes += len(line)
+        while len(q.pending) > self._max_backlog or (
+            q.pending_bytes > self._max_backlog_bytes and len(q.pending) > 1
+        ):
             if q.inflight is not None and q.pending[0] is q.inflight:
                 q.inflight_dropped = True  # un-counted if that write still succeeds
             lost = q.pending.popleft()
+            q.pending_bytes -= len(lost)
             q.dropped += 1
+            q.dropped_bytes += len(lost)
             q.dropped_this_outage += 1
             n = q.dropped_this_outage
             if str(n).rstrip("0") == "1":  # 1, 10, 100, ...: a trail, not a flood
                 log.error(
-                    "outcome sink %r: backlog full (%d records): dropped the oldest held "
-                    "record (request_id %s); %d dropped in this outage, %d in all",
-                    q.sink, self._max_backlog, lost.get("request_id"), n, q.dropped,
+                    "outcome sink %r: backlog full (%d records, %d bytes; bounds %d records, "
+                    "%d bytes): dropped the oldest held record (request_id %s); %d dropped in "
+                    "this outage, %d in all",
+                    q.sink, len(q.pending), q.pending_bytes, self._max_backlog,
+                    self._max_backlog_bytes, _request_id(lost), n, q.dropped,
                 )
         if self._flusher is None and not self._closed:
             self._flusher = threading.Thread(
@@ -363,7 +389,7 @@ class OutcomeLogger:
                     rec = q.inflight = q.pending[0]  # stays queued until written: order holds
                 try:
                     with q.lock:
-                        q.sink.write(rec)
+                        q.write_line(rec)
                 except Exception:
                     with self._cond:
                         q.inflight, q.inflight_dropped = None, False
@@ -375,9 +401,11 @@ class OutcomeLogger:
                     # that gave up waiting): delivered after all, so not counted lost.
                     if q.inflight_dropped:
                         q.dropped -= 1
+                        q.dropped_bytes -= len(rec)
                         q.dropped_this_outage = max(0, q.dropped_this_outage - 1)
                     elif q.pending and q.pending[0] is rec:
                         q.pending.popleft()
+                        q.pending_bytes -= len(rec)
                     q.inflight, q.inflight_dropped = None, False
                     q.written += 1
                     delivered += 1
@@ -423,7 +451,9 @@ class OutcomeLogger:
                         q.inflight_dropped = True  # a stuck write may still land
                     n = len(q.pending)
                     q.dropped += n
+                    q.dropped_bytes += q.pending_bytes
                     q.pending.clear()
+                    q.pending_bytes = 0
                     log.error("outcome sink %r: %d held record(s) not written at close",
                               q.sink, n)
         for q in self._queues:
@@ -435,6 +465,15 @@ class OutcomeLogger:
                         q.sink.close()
             except Exception:
                 log.exception("closing outcome sink %r failed", q.sink)
+
+
+def _request_id(line: bytes) -> str | None:
+    """The request id of a held (encoded) record, for the drop message."""
+    try:
+        rid = json.loads(line).get("request_id")
+    except (ValueError, AttributeError):
+        return None
+    return rid if isinstance(rid, str) else None
 
 
 def dumps_lines(records: Iterable[dict[str, Any]]) -> bytes:

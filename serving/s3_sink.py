@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from serving.outcome_log import JsonlSink
+from serving.outcome_log import JsonlSink, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,12 @@ class S3Sink:
 
     # -- LogSink ---------------------------------------------------------------
     def write(self, record: dict[str, Any]) -> None:
+        self.write_bytes(encode_record(record))
+
+    def write_bytes(self, line: bytes) -> None:
+        """One encoded record (the outcome logger's backlog holds records encoded)."""
         with self._lock:
-            self._writer.write(record)
+            self._writer.write_bytes(line)
             self._count += 1
             full = self._count >= self.cfg.batch_size
             if full:

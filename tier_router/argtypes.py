@@ -169,9 +169,29 @@ def add_max_train(p: argparse.ArgumentParser) -> None:
     )
 
 
+def log_location(value: str) -> str | Path:
+    """An outcome log: an existing file, or `s3://bucket/prefix` (every object under it)."""
+    if value.startswith("s3://"):
+        from serving.log_source import LogSourceError, split_s3
+
+        try:
+            split_s3(value)
+        except LogSourceError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+    return existing_file(value)
+
+
 def add_logs(p: argparse.ArgumentParser) -> None:
-    """`--log L [L ...]`: the serving outcome logs a command reads."""
-    p.add_argument("--log", type=existing_file, nargs="+", required=True, help="outcome log(s)")
+    """`--log L [L ...]`: the serving outcome logs a command reads (files or S3 prefixes)."""
+    p.add_argument(
+        "--log",
+        type=log_location,
+        nargs="+",
+        required=True,
+        help="outcome log(s): files (plain or gzipped JSONL) or s3://bucket/prefix/ (read as "
+        "streams; S3 endpoint and credentials from the AWS environment)",
+    )
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

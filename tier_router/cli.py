@@ -296,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_optional(sub, "tier_router.labeling_cli", "serve", ("label",))
     _register_optional(sub, "tier_router.batch_cli", "serve", ("batch",))
     _register_optional(sub, "tier_router.monitor_cli", "serve", ("monitor",))
+    _register_optional(sub, "tier_router.table_cli", "train", ("table",))
     for command in sub.choices.values():  # subparsers do not inherit the formatter
         command.formatter_class = DefaultsHelpFormatter
     return p

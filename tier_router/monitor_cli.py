@@ -9,21 +9,23 @@ expectation (bounds in serving/metrics.py) and exits 1 when any window drifted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from pathlib import Path
 
+from serving.log_source import LogSourceError
 from serving.metrics import (
     CALIBRATION_MARGIN,
     TV_BOUND,
     Z_BOUND,
     Expectation,
     MetricsError,
+    Window,
     check_drift,
     emf_lines,
-    parse_records,
-    tier_names,
-    windows,
+    iter_records,
+    iter_windows,
+    peek_tier_names,
 )
 from serving.outcome_log import ReadStats, read_log
 from tier_router.argtypes import (
@@ -69,50 +71,60 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_monitor(a: argparse.Namespace) -> int:
+    """One pass over the logs: windows are printed (and EMF lines written) as they close."""
+    stats = ReadStats()
     try:
         exp = None if a.bundle is None else Expectation.from_bundle(a.bundle)
-        stats = ReadStats()
-        records = parse_records(read_log([Path(x) for x in a.log], stats))
-        if not records:
-            raise MetricsError(f"no outcome records in {', '.join(map(str, a.log))}")
-        names = list(exp.tiers) if exp is not None else tier_names(records)
-        wins = windows(records, a.window_s, a.window_requests)
-    except MetricsError as e:
+        records = iter_records(read_log(list(a.log), stats))
+        names, records = peek_tier_names(records)
+        if exp is not None:
+            names = list(exp.tiers)
+        if names is None:
+            if stats.records == 0:
+                raise MetricsError(f"no outcome records in {', '.join(map(str, a.log))}")
+            raise MetricsError("no record has a decision with per-tier p_pass")
+        with contextlib.ExitStack() as stack:
+            emf = None if a.emf is None else stack.enter_context(a.emf.open("w", encoding="utf-8"))
+            n_windows, drifted = 0, 0
+            for w in iter_windows(records, a.window_s, a.window_requests):
+                n_windows += 1
+                if exp is not None:
+                    drifted += bool(check_drift(w, exp))
+                if emf is not None:
+                    emf.writelines(line + "\n" for line in emf_lines(w, names))
+                _print_window(w, names, a.json)
+    except (MetricsError, LogSourceError) as e:
         print(f"tier-router monitor: error: {e}", file=sys.stderr)
         return 2
-    drifted = 0
-    emf: list[str] = []
-    for w in wins:
-        if exp is not None:
-            drifted += bool(check_drift(w, exp))
-        emf += emf_lines(w, names)
-        s = w.summary(names)
-        if a.json:
-            print(json.dumps(s))
-            continue
-        mix = " ".join(f"{t}={v:.2f}" for t, v in s["tier_mix"].items())
-        started = " ".join(f"{t}={v:.2f}" for t, v in s["start_tier_mix"].items())
-        cal = " ".join(
-            f"{t}={c['predicted']:.2f}/{c['observed']:.2f}({c['labels']})"
-            for t, c in s["calibration"].items()
-            if c["labels"]
-        )
-        print(
-            f"{s['start']} n={s['requests']} mix[{mix}] start[{started}] "
-            f"esc={s['escalation_rate']:.3f} "
-            f"cost/req=${s['cost_per_request_usd']:.6f} p50={s['latency_p50_ms']:.1f}ms "
-            f"p99={s['latency_p99_ms']:.1f}ms cal(pred/obs)[{cal}]"
-        )
-        for finding in w.drift:
-            print(f"  DRIFT {finding}")
-    if a.emf is not None:
-        a.emf.write_text("\n".join(emf) + "\n", encoding="utf-8")
     skipped = f", {stats.bad_lines} unreadable line(s) skipped" if stats.bad_lines else ""
     verdict = "no drift" if exp is None or not drifted else f"DRIFT in {drifted} window(s)"
     if exp is None:
         verdict += " checked (no --bundle)"
     print(
-        f"monitor: {len(records)} records, {len(wins)} window(s){skipped}; {verdict}",
+        f"monitor: {stats.records} records, {n_windows} window(s){skipped}; {verdict}",
         file=sys.stderr,
     )
     return 1 if drifted else 0
+
+
+def _print_window(w: Window, names: list[str], as_json: bool) -> None:
+    s = w.summary(names)
+    if as_json:
+        print(json.dumps(s), flush=True)
+        return
+    mix = " ".join(f"{t}={v:.2f}" for t, v in s["tier_mix"].items())
+    started = " ".join(f"{t}={v:.2f}" for t, v in s["start_tier_mix"].items())
+    cal = " ".join(
+        f"{t}={c['predicted']:.2f}/{c['observed']:.2f}({c['labels']})"
+        for t, c in s["calibration"].items()
+        if c["labels"]
+    )
+    print(
+        f"{s['start']} n={s['requests']} mix[{mix}] start[{started}] "
+        f"esc={s['escalation_rate']:.3f} "
+        f"cost/req=${s['cost_per_request_usd']:.6f} p50={s['latency_p50_ms']:.1f}ms "
+        f"p99={s['latency_p99_ms']:.1f}ms cal(pred/obs)[{cal}]",
+        flush=True,
+    )
+    for finding in w.drift:
+        print(f"  DRIFT {finding}", flush=True)

@@ -233,11 +233,13 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     out = a.out or Path(tempfile.mkdtemp(prefix="tier-router-challenger-")) / "bundle"
     cfg = RetrainConfig(
         base=a.outcomes,
-        feedback=tuple(a.feedback),
+        feedback=tuple(a.feedback or ()),
         tiers=a.tiers,
         out=out,
         eval_split=a.split,
         label_rule=a.label_rule,
+        table=a.table,
+        table_rows=a.table_rows,
     )
     tcfg = TrainConfig(
         outcomes=a.outcomes,
@@ -353,8 +355,21 @@ def register(subparsers: Any) -> None:
         "--feedback",
         type=_file,
         nargs="+",
-        required=True,
-        help="serving outcome log(s), plain or gzipped JSONL",
+        default=None,
+        help="serving outcome log(s), plain or gzipped JSONL (or give --table)",
+    )
+    r.add_argument(
+        "--table",
+        default=None,
+        help="training table from `tier-router table` (a .parquet file, directory or "
+        "s3://bucket/prefix/) instead of --feedback; sampled to --table-rows",
+    )
+    r.add_argument(
+        "--table-rows",
+        type=_positive_int,
+        default=500_000,
+        help="memory budget of --table in rows (~1.2 kB each): a larger table is "
+        "sampled, stratified by label pattern (docs/scale.md)",
     )
     add_tiers(r)
     r.add_argument("--out", type=_out_dir, default=None, help="challenger bundle directory")

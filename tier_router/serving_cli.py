@@ -235,9 +235,11 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if out.resolve() in {Path(p).resolve() for p in args.log}:
         return _fail("feedback", "--out must not be one of the --log files")
     started = time.monotonic()
+    from serving.log_source import LogSourceError
+
     try:
         stats = build_outcomes(args.log, ladder, out, split=args.split)
-    except OSError as e:
+    except (OSError, LogSourceError) as e:
         return _fail("feedback", f"--log/--out: {e}")
     summary = {**stats.to_dict(), "out": str(out), "seconds": round(time.monotonic() - started, 2)}
     if stats.skipped_prompt_hashed or stats.skipped_prompt_dropped:

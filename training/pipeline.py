@@ -92,14 +92,28 @@ def training_records(path: Path, max_train: int | None, seed: int) -> list[Outco
     return recs
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+@dataclass(frozen=True)
+class Prepared:
+    """Labels and features made elsewhere (a training table, training/table_fit.py): the
+    fit uses them instead of reading and featurizing `outcomes`. `featurizer_digest` must
+    name the featurizer this fit exports (scale_table.featurizer_digest)."""
+
+    labels: LabelSet
+    features: Features
+    featurizer_digest: str
+
+
+def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
     t_start = time.monotonic()
     timings: dict[str, float] = {}
     ladder = Ladder.load(cfg.tiers)
     goal = parse_goal(cfg.goal, ladder)
-    log.info("reading %s (train split)", cfg.outcomes)
-    recs = training_records(cfg.outcomes, cfg.max_train, cfg.seed)
-    labels = build_labels(recs, ladder)
+    if prepared is None:
+        log.info("reading %s (train split)", cfg.outcomes)
+        recs = training_records(cfg.outcomes, cfg.max_train, cfg.seed)
+        labels = build_labels(recs, ladder)
+    else:  # no records: the verifier and cascade need answer texts a table does not carry
+        recs, labels = [], prepared.labels
     if len(labels) < 20:
         raise ValueError(
             f"{cfg.outcomes}: only {len(labels)} training prompts have a result for any tier "
@@ -126,7 +140,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     timings["assets_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    feats = featurize(labels.prompts, featurizer, encoder.model if encoder else None)
+    if prepared is None:
+        feats = featurize(labels.prompts, featurizer, encoder.model if encoder else None)
+    else:
+        from training.scale_table import assets_digest
+
+        if cfg.featurizer != "fast" or prepared.featurizer_digest != assets_digest(
+            fcfg, static.tokenizer_json, static.table
+        ):
+            raise ValueError(
+                "the table's features were made by another featurizer than the one this fit "
+                "exports (fast, this machine's static assets): rebuild the table with a "
+                "bundle trained here"
+            )
+        feats = prepared.features
     timings["featurize_s"] = time.monotonic() - t
 
     t = time.monotonic()

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from outcomes import OutcomeRecord, iter_outcomes, write_outcomes
+from outcomes import ModelResult, OutcomeRecord, iter_outcomes, write_outcomes
 from router import Router
 from router.bundle import BundleError, sha256_file
 from router.ladder import Ladder
@@ -44,6 +44,9 @@ from training.compare import (
 )
 from training.pipeline import TrainConfig
 
+if TYPE_CHECKING:
+    from serving.outcome_record import OutcomeLogRecord
+
 log = logging.getLogger(__name__)
 
 LABEL_RULES = ("first-attempt", "all-tried")
@@ -57,12 +60,18 @@ class RetrainConfig:
     out: Path
     eval_split: str = "test"
     label_rule: str = "first-attempt"
+    table: str | None = None  # a training table (file, directory or s3:// prefix) instead of logs
+    table_rows: int = 500_000  # the table's sample budget (training/table_fit.py)
 
     def __post_init__(self) -> None:
         if not self.base.is_file():
             raise ValueError(f"--outcomes: no such file: {self.base}")
-        if not self.feedback:
-            raise ValueError("--feedback: give at least one outcome log")
+        if self.table is not None and self.feedback:
+            raise ValueError("give --feedback logs or a --table, not both")
+        if self.table_rows < 20:
+            raise ValueError(f"--table-rows must be >= 20, got {self.table_rows}")
+        if not self.feedback and self.table is None:
+            raise ValueError("--feedback: give at least one outcome log (or --table)")
         for f in self.feedback:
             if not f.is_file():
                 raise ValueError(f"--feedback: no such file: {f}")
@@ -145,6 +154,24 @@ def no_labels_message(cfg: RetrainConfig, st: MergeStats) -> str:
     return f"{head}, {st.feedback_records} labelled; dropped per reason: {counts}; cause: {cause}"
 
 
+def rule_results(
+    raw: OutcomeLogRecord, rec: OutcomeRecord, key_of: Mapping[str, str], rule: str
+) -> tuple[dict[str, ModelResult], int]:
+    """One labelled record's results under the label rule, each with its `ipw`, and how
+    many escalation labels the rule dropped (`key_of`: tier name -> outcomes key)."""
+    results = dict(rec.results)
+    dropped = 0
+    if rule == "first-attempt":
+        first = raw.first_verdict_tier()
+        wanted = {key_of[first]} if first is not None and first in key_of else set()
+        dropped = sum(1 for k in results if k not in wanted)
+        results = {k: v for k, v in results.items() if k in wanted}
+    ipw = 1.0 / raw.propensity
+    return {k: dataclasses.replace(v, extra={**v.extra, "ipw": ipw}) for k, v in results.items()}, (
+        dropped
+    )
+
+
 def feedback_records(
     logs: Iterable[Path], ladder: Ladder, rule: str, exclude_prompts: set[str], st: MergeStats
 ) -> Iterator[OutcomeRecord]:
@@ -158,20 +185,12 @@ def feedback_records(
         if rec.prompt in exclude_prompts:
             st.dropped_eval_overlap += 1
             continue
-        results = dict(rec.results)
-        if rule == "first-attempt":
-            first = raw.first_verdict_tier()
-            wanted = {key_of[first]} if first in key_of else set()
-            st.dropped_escalation_labels += sum(1 for k in results if k not in wanted)
-            results = {k: v for k, v in results.items() if k in wanted}
+        results, dropped = rule_results(raw, rec, key_of, rule)
+        st.dropped_escalation_labels += dropped
         if not results:
             st.dropped_by_label_rule += 1
             continue
         st.explored_rows += int(raw.explored)
-        ipw = 1.0 / raw.propensity
-        results = {
-            k: dataclasses.replace(v, extra={**v.extra, "ipw": ipw}) for k, v in results.items()
-        }
         for t in ladder.tiers:
             if t.outcomes_key in results:
                 c = st.labels_per_tier.setdefault(t.name, {"pass": 0, "fail": 0})
@@ -228,10 +247,18 @@ def retrain(
     from training.registry import champion as champion_of
     from training.runs import train_evaluate_log
 
-    merged = cfg.out.parent / f"{cfg.out.name}-outcomes.jsonl.gz"
-    stats = merge(cfg, merged)
+    prepared = None
+    if cfg.table is not None:  # the base file's train split + a sample of the table
+        from training.table_fit import table_training_data
+
+        merged = cfg.base
+        prepared, stats = table_training_data(cfg, train_cfg)
+    else:
+        merged = cfg.out.parent / f"{cfg.out.name}-outcomes.jsonl.gz"
+        stats = merge(cfg, merged)
     summary = train_evaluate_log(
         dataclasses.replace(train_cfg, outcomes=merged, tiers=cfg.tiers, out=cfg.out),
+        prepared=prepared,
         eval_split=cfg.eval_split,
         registered_model=registered_model,
         extra_params={
@@ -242,6 +269,7 @@ def retrain(
             "retrain.dropped_escalation_labels": stats.dropped_escalation_labels,
             "retrain.dropped_eval_overlap": stats.dropped_eval_overlap,
             "retrain.label_rule": cfg.label_rule,
+            **({"retrain.table": cfg.table} if cfg.table is not None else {}),
         },
         extra_tags={"kind": "retrain"},
     )

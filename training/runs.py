@@ -12,7 +12,7 @@ import numpy as np
 from outcomes import iter_outcomes
 from router import Router
 from training.evaluate import calibration_error
-from training.pipeline import TrainConfig, TrainResult, train
+from training.pipeline import Prepared, TrainConfig, TrainResult, train
 from training.registry import DEFAULT_REGISTERED_MODEL
 from training.scoring import (
     Evaluation,
@@ -106,9 +106,11 @@ def train_evaluate_log(
     registered_model: str | None = DEFAULT_REGISTERED_MODEL,
     extra_params: dict[str, Any] | None = None,
     extra_tags: dict[str, str] | None = None,
+    prepared: Prepared | None = None,
 ) -> dict[str, Any]:
-    """`extra_params`/`extra_tags` let callers (e.g. retrain) record provenance on the run."""
-    res: TrainResult = train(cfg)
+    """`extra_params`/`extra_tags` let callers (e.g. retrain) record provenance on the run;
+    `prepared`: labels and features from a training table (see `pipeline.train`)."""
+    res: TrainResult = train(cfg, prepared)
     router = Router.load(res.bundle)
     names = router.ladder.names
     summary: dict[str, Any] = {
