@@ -32,7 +32,17 @@ def mmlu(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     src = require_shared("mmlu_pro.jsonl.gz")
     data = slice_outcomes(src, tmp_path_factory.mktemp("d") / "mmlu.jsonl", 700, 150)
     out = tmp_path_factory.mktemp("b") / "mmlu"
-    return train(TrainConfig(data, LADDERS / "mmlu_pro.toml", out, model=CFG, folds=3, goal="top"))
+    return train(
+        TrainConfig(
+            data,
+            LADDERS / "mmlu_pro.toml",
+            out,
+            model=CFG,
+            folds=3,
+            goal="top",
+            accurate_reference=True,
+        )
+    )
 
 
 def _families(res: TrainResult) -> dict[str, SetModel | SoftClusterModel]:
