@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realdata import REPO
+from realdata import SHARED_DATA
 
 from outcomes import read_outcomes
 from router import Router
@@ -28,7 +28,7 @@ from training.cascade_sim import CascadeData, simulate
 from training.recorded_answers import answer_text, call_cost
 from training.replay import replay_records
 
-TOOLS = REPO.parent / "shared" / "tools"
+TOOLS = SHARED_DATA.parent / "tools"  # beside the data, wherever TIER_ROUTER_SHARED_DATA puts it
 
 
 @pytest.fixture(scope="module")
