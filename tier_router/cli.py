@@ -59,6 +59,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         max_train=a.max_train,
         seed=a.seed,
         selection=SelectionConfig(families=a.models),
+        accurate_reference=a.accurate_reference,
     )
     try:
         summary = train_evaluate_log(
@@ -228,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="cross-validation folds for the out-of-fold predictions the policy is set on",
     )
     add_max_train(t)
+    t.add_argument(
+        "--accurate-reference",
+        action="store_true",
+        help="with the fast featurizer, also report what the accurate one would give out of "
+        "fold (a logistic regression on its MiniLM vectors, same folds; adds minutes)",
+    )
     t.add_argument(
         "--seed", type=int, default=0, help="seeds sampling, folds and k-means (default 0)"
     )

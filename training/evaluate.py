@@ -44,17 +44,31 @@ def prompt_costs(prompts: list[str], output_tokens: np.ndarray, ladder: Ladder) 
     return (in_tok[:, None] * pin + out * pout) / 1e6
 
 
-def sweep_points(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> list[Point]:
+def knowable_costs(c: np.ndarray, prompts: list[str], ladder: Ladder) -> np.ndarray:
+    """The costs a router can know before the call: each prompt's input cost plus the
+    tier's mean output cost over these rows (as ../shared/tools/routeval.py decides with).
+    Deciding with `c` itself leaks each answer's recorded length into the decision."""
+    in_tok = np.array([prompt_tokens(len(p)) for p in prompts], dtype=np.float64)
+    c_in = in_tok[:, None] * np.array([t.price_in_per_mtok for t in ladder.tiers]) / 1e6
+    return c_in + (c - c_in).mean(axis=0)
+
+
+def sweep_points(
+    p: np.ndarray, q: np.ndarray, c: np.ndarray, c_decide: np.ndarray | None = None
+) -> list[Point]:
+    """Threshold and utility sweeps, placed at costs c; the utility sweep decides with
+    c_decide (knowable_costs; None = c itself, the older leaky sweep)."""
     n, t = p.shape
+    cd = c if c_decide is None else c_decide
     rows = np.arange(n)
     pts: list[Point] = []
     for tau in np.linspace(0.0, 1.0, 101):
         ok = p >= tau
         pick = np.where(ok.any(axis=1), ok.argmax(axis=1), t - 1)
         pts.append((float(c[rows, pick].mean()), float(q[rows, pick].mean())))
-    scale = float(c.mean()) or 1.0
+    scale = float(cd.mean()) or 1.0
     for lam in np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 120)]):
-        pick = np.argmax(p - lam * c / scale, axis=1)
+        pick = np.argmax(p - lam * cd / scale, axis=1)
         pts.append((float(c[rows, pick].mean()), float(q[rows, pick].mean())))
     return pts
 
@@ -115,9 +129,11 @@ def envelope_metrics(points: list[Point], fixed: list[Point]) -> dict[str, float
     }
 
 
-def curve_metrics(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> dict[str, float]:
+def curve_metrics(
+    p: np.ndarray, q: np.ndarray, c: np.ndarray, c_decide: np.ndarray | None = None
+) -> dict[str, float]:
     fixed = [(float(c[:, i].mean()), float(q[:, i].mean())) for i in range(q.shape[1])]
-    return envelope_metrics(sweep_points(p, q, c), fixed)
+    return envelope_metrics(sweep_points(p, q, c, c_decide), fixed)
 
 
 METRICS = ("pgr_auc", "cost_at_top", "cost_at_mid", "best_q")

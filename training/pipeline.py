@@ -23,11 +23,12 @@ from router.featurizer import Featurizer, FeaturizerConfig
 from router.ladder import Ladder
 from router.policy import DEFAULT_GOAL, ThresholdPolicy
 from training import assets
+from training.accurate_reference import accurate_reference, format_line
 from training.candidates import SetModel
 from training.cascade_fit import CascadeResult, fit_answer_cascade
 from training.cascade_sim import save_cascade_data
-from training.evaluate import calibration_error, curve_metrics, prompt_costs
-from training.featurize import Features, featurize
+from training.evaluate import calibration_error, curve_metrics, knowable_costs, prompt_costs
+from training.featurize import Features, encode_dense, featurize
 from training.labels import LabelSet, build_labels, missing_tier_report
 from training.model import ModelConfig, SoftClusterModel
 from training.onnx_graph import export_model
@@ -58,6 +59,10 @@ class TrainConfig:
     max_train: int | None = None
     seed: int = 0
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    # Fast featurizer only: also report the accurate featurizer's out-of-fold reference
+    # (training/accurate_reference.py). Opt-in: measured at 0.5-7 min on 0.7-2.2k prompts
+    # on a loaded 2-core machine, above the minute a default may add.
+    accurate_reference: bool = False
 
     def __post_init__(self) -> None:
         if self.featurizer not in ("fast", "accurate"):
@@ -161,6 +166,7 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
     q = np.nan_to_num(labels.scores, nan=0.0)
     c = prompt_costs(labels.prompts, labels.output_tokens, ladder)
     complete = ~np.isnan(labels.scores).any(axis=1)
+    c_decide = knowable_costs(c, labels.prompts, ladder)  # what routeval's sweep decides with
     selection = select_model(
         cfg.model,
         feats,
@@ -173,14 +179,41 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
         labels.weights,
         labels.tasks,
         cfg.selection,
+        c_decide,
     )
     oof = selection.oof
     policy = fit_threshold(oof[complete], q[complete], c[complete], goal, ladder)
     val_metrics = (
-        curve_metrics(oof[complete], q[complete], c[complete]) if complete.sum() > 10 else {}
+        curve_metrics(oof[complete], q[complete], c[complete], c_decide[complete])
+        if complete.sum() > 10
+        else {}
     )
     log.info("policy for goal %r: thresholds %s, %s", goal.text, policy.thresholds, policy.expected)
     timings["validate_s"] = time.monotonic() - t
+
+    accurate = None
+    if cfg.accurate_reference and cfg.featurizer == "fast":
+        t = time.monotonic()
+        enc = assets.encoder_assets()
+        acc_featurizer = Featurizer(
+            FeaturizerConfig(kind="accurate"),
+            static.tokenizer_json,
+            static.table,
+            enc.tokenizer_json,
+        )
+        accurate = accurate_reference(
+            labels.prompts,
+            lambda texts: encode_dense(texts, acc_featurizer, enc.model),
+            oof,
+            y,
+            q,
+            c,
+            c_decide,
+            complete,
+            fold_ids(len(y), cfg.folds, cfg.seed),
+            seed=cfg.seed,
+        )
+        timings["accurate_reference_s"] = time.monotonic() - t
 
     t = time.monotonic()
     cascade = None
@@ -274,7 +307,11 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
         report["operating_points"] = tradeoff_table(policy_data, ladder)
         report["routing_alone"] = gap_line(val_metrics)
         table = format_table(report["operating_points"], policy_data, ladder)
-        log.info("%s\n%s", table, report["routing_alone"])
+        lines = [table, report["routing_alone"]]
+        if accurate is not None:
+            report["accurate_reference"] = accurate
+            lines.append(format_line(accurate, selection.name))
+        log.info("%s", "\n".join(lines))
         (out / layout.REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         version = seal_bundle(
             out,

@@ -126,6 +126,7 @@ def train_evaluate_log(
         "model_selection": res.report.get("model_selection"),
         "operating_points": res.report.get("operating_points"),
         "routing_alone": res.report.get("routing_alone"),
+        "accurate_reference": res.report.get("accurate_reference"),
         "timings_s": {k: round(v, 2) for k, v in res.timings.items()},
     }
     plots: list[Path] = []

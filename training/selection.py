@@ -101,17 +101,21 @@ def out_of_fold(
     return p
 
 
-def fast_pgr_auc(p: np.ndarray, q: np.ndarray, c: np.ndarray) -> float:
+def fast_pgr_auc(
+    p: np.ndarray, q: np.ndarray, c: np.ndarray, c_decide: np.ndarray | None = None
+) -> float:
     """curve_metrics' pgr_auc with the sweep vectorised (for the bootstrap and the
-    blend weight; equal to it up to float rounding, tested)."""
+    blend weight; equal to it up to float rounding, tested). c_decide: the costs the
+    utility sweep decides with (knowable before the call); None = c itself."""
     n, t = p.shape
     rows = np.arange(n)
     taus = np.linspace(0.0, 1.0, 101)
     ok = p[None, :, :] >= taus[:, None, None]
     pick_tau = np.where(ok.any(axis=2), ok.argmax(axis=2), t - 1)
-    scale = float(c.mean()) or 1.0
+    cd = c if c_decide is None else c_decide
+    scale = float(cd.mean()) or 1.0
     lams = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 120)])
-    pick_lam = np.argmax(p[None, :, :] - lams[:, None, None] * (c / scale)[None], axis=2)
+    pick_lam = np.argmax(p[None, :, :] - lams[:, None, None] * (cd / scale)[None], axis=2)
     picks = np.vstack([pick_tau, pick_lam])
     cost, qual = c[rows, picks].mean(axis=1), q[rows, picks].mean(axis=1)
     fixed = [(float(c[:, j].mean()), float(q[:, j].mean())) for j in range(t)]
@@ -162,17 +166,20 @@ def select_model(
     w: np.ndarray | None = None,
     tasks: Sequence[str] | None = None,
     cfg: SelectionConfig | None = None,
+    c_decide: np.ndarray | None = None,
 ) -> Selection:
     """Score every candidate out of fold, keep the simplest within noise of the best,
     and fit it on every row. q, c: per-prompt quality and cost; complete: rows with
-    every tier's score (the only ones a curve can be computed on)."""
+    every tier's score (the only ones a curve can be computed on); c_decide: the costs
+    the utility sweep decides with (evaluate.knowable_costs; None = c)."""
     cfg = cfg or SelectionConfig()
+    cd = c if c_decide is None else c_decide
     fold = fold_ids(len(y), folds, seed)
     rows = np.where(complete)[0]
     scorable = len(rows) > 10 and float(np.ptp(q[rows].mean(axis=0))) > 0
 
     def pgr(p: np.ndarray, idx: np.ndarray = rows) -> float:
-        return fast_pgr_auc(p[idx], q[idx], c[idx]) if scorable else float("nan")
+        return fast_pgr_auc(p[idx], q[idx], c[idx], cd[idx]) if scorable else float("nan")
 
     oof: dict[str, np.ndarray] = {}
     detail: dict[str, dict[str, Any]] = {}
@@ -213,8 +220,8 @@ def select_model(
             "weight_per_fold": [cfg.blend_weights[i] for i in per_fold],
         }
 
-    figures = {name: _figures(p, q, c, rows, scorable) for name, p in oof.items()}
-    noise = _paired_noise(oof, q, c, rows, cfg.bootstrap, seed) if scorable else {}
+    figures = {name: _figures(p, q, c, cd, rows, scorable) for name, p in oof.items()}
+    noise = _paired_noise(oof, q, c, cd, rows, cfg.bootstrap, seed) if scorable else {}
     names = [n for n in SIMPLEST_FIRST if n in oof]
     scores = {n: figures[n].get("pgr_auc", float("nan")) for n in names}
     best = max(names, key=lambda n: (np.nan_to_num(scores[n], nan=-np.inf), -names.index(n)))
@@ -262,11 +269,11 @@ def select_model(
 
 
 def _figures(
-    p: np.ndarray, q: np.ndarray, c: np.ndarray, rows: np.ndarray, scorable: bool
+    p: np.ndarray, q: np.ndarray, c: np.ndarray, cd: np.ndarray, rows: np.ndarray, scorable: bool
 ) -> dict[str, float]:
     if not scorable:
         return {}
-    m = curve_metrics(p[rows], q[rows], c[rows])
+    m = curve_metrics(p[rows], q[rows], c[rows], cd[rows])
     return {k: float(v) for k, v in m.items() if isinstance(v, int | float)}
 
 
@@ -274,6 +281,7 @@ def _paired_noise(
     oof: dict[str, np.ndarray],
     q: np.ndarray,
     c: np.ndarray,
+    cd: np.ndarray,
     rows: np.ndarray,
     rounds: int,
     seed: int,
@@ -287,7 +295,7 @@ def _paired_noise(
     for _ in range(rounds):
         i = rows[rng.integers(0, len(rows), len(rows))]
         for n in names:
-            draws[n].append(fast_pgr_auc(oof[n][i], q[i], c[i]))
+            draws[n].append(fast_pgr_auc(oof[n][i], q[i], c[i], cd[i]))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for a in names:
         for b in names:

@@ -14,10 +14,12 @@ from realdata import LADDERS, require_shared, slice_outcomes
 from router import Router
 from router.bundle import write_manifest
 from router.router import FEATURES_INPUT
+from training.accurate_reference import format_line, plain_logistic_oof
 from training.candidates import BlendModel, LogisticConfig, LogisticModel, SetModel
-from training.evaluate import curve_metrics
+from training.evaluate import curve_metrics, knowable_costs
 from training.model import ModelConfig, SoftClusterModel
 from training.onnx_graph import export_model
+from training.operating_points import PolicyData
 from training.pipeline import TrainConfig, TrainResult, train
 from training.policy_fit import _choose, fit_threshold, parse_goal
 from training.selection import fast_pgr_auc
@@ -30,7 +32,17 @@ def mmlu(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     src = require_shared("mmlu_pro.jsonl.gz")
     data = slice_outcomes(src, tmp_path_factory.mktemp("d") / "mmlu.jsonl", 700, 150)
     out = tmp_path_factory.mktemp("b") / "mmlu"
-    return train(TrainConfig(data, LADDERS / "mmlu_pro.toml", out, model=CFG, folds=3, goal="top"))
+    return train(
+        TrainConfig(
+            data,
+            LADDERS / "mmlu_pro.toml",
+            out,
+            model=CFG,
+            folds=3,
+            goal="top",
+            accurate_reference=True,
+        )
+    )
 
 
 def _families(res: TrainResult) -> dict[str, SetModel | SoftClusterModel]:
@@ -76,6 +88,54 @@ def test_every_family_exports_the_graph_route_reads(
     assert np.abs(np.array([sets.p_pass_one(v) for v in x]) - batch).max() <= 1e-5
     if family != "soft_cluster":  # logistic output moves between prompts
         assert float(np.ptp(batch[:40, 0])) > 0.05
+
+
+def test_selection_and_validation_decide_with_knowable_costs(mmlu: TrainResult) -> None:
+    """The validation figure (and selection's criterion) is the sweep that decides with
+    knowable costs (input + the tier's mean output cost), as routeval's does."""
+    data = PolicyData.load(mmlu.bundle / "policy_data.npy", len(mmlu.ladder))
+    p, q, c = data.fit_rows()
+    cd = knowable_costs(data.c, mmlu.labels.prompts, mmlu.ladder)[data.complete]
+    assert mmlu.report["validation"]["pgr_auc"] == pytest.approx(
+        curve_metrics(p, q, c, cd)["pgr_auc"], abs=1e-9
+    )
+    assert curve_metrics(p, q, c)["pgr_auc"] != pytest.approx(  # not the leaky sweep
+        mmlu.report["validation"]["pgr_auc"], abs=1e-9
+    )
+
+
+def test_train_reports_what_the_accurate_featurizer_would_give(mmlu: TrainResult) -> None:
+    ref = mmlu.report["accurate_reference"]
+    assert 0.0 < ref["accurate_oof_pgr_auc"] < 1.5
+    assert ref["selected_oof_pgr_auc"] == pytest.approx(
+        mmlu.report["validation"]["pgr_auc"], abs=1e-9
+    )
+    assert ref["selected_minus_accurate"] == pytest.approx(
+        ref["selected_oof_pgr_auc"] - ref["accurate_oof_pgr_auc"]
+    )
+    assert ref["difference_sd"] > 0 and ref["encode_s"] >= 0
+    line = format_line(ref, mmlu.report["model_selection"]["selected"])
+    assert f"{ref['accurate_oof_pgr_auc']:.3f}" in line and "accurate featurizer" in line
+
+
+def test_plain_logistic_oof_is_out_of_fold_and_masks_unknown_labels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    y = np.stack([(x[:, 0] > 0) * 1.0, (x[:, 1] > 0) * 1.0], axis=1)
+    y[::7, 1] = np.nan  # unknown: left out of tier 1's fit, still predicted
+    fold = np.arange(300) % 3
+    p = plain_logistic_oof(x, y, fold)
+    assert p.shape == y.shape and np.isfinite(p).all()
+    assert ((p[:, 0] > 0.5) == (y[:, 0] > 0.5)).mean() > 0.9
+    known = ~np.isnan(y[:, 1])
+    assert ((p[known, 1] > 0.5) == (y[known, 1] > 0.5)).mean() > 0.9
+    # A fold's predictions come from the other folds only: relabel fold 0, its own
+    # predictions do not move, every other fold's do.
+    y2 = y.copy()
+    y2[fold == 0, 0] = 1 - y2[fold == 0, 0]
+    p2 = plain_logistic_oof(x, y2, fold)
+    assert np.allclose(p2[fold == 0, 0], p[fold == 0, 0])
+    assert not np.allclose(p2[fold == 1, 0], p[fold == 1, 0])
 
 
 def test_fast_pgr_auc_is_curve_metrics(mmlu: TrainResult) -> None:

@@ -7,12 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from router.ladder import Ladder
 from training.evaluate import (
     bootstrap_intervals,
     calibration_error,
     curve_metrics,
+    knowable_costs,
     paired_difference,
 )
+from training.selection import fast_pgr_auc
+
+LADDERS = Path(__file__).resolve().parents[2] / "data" / "ladders"
 
 
 def _routeval(shared_data: Path):
@@ -45,6 +50,29 @@ def test_metrics_match_the_outside_check(shared_data: Path) -> None:
         theirs = rv.metrics(p, q, c)
         for k in ("pgr_auc", "cost_at_top", "cost_at_mid", "best_q"):
             assert abs(ours[k] - float(theirs[k])) < 1e-9, k
+
+
+def test_knowable_cost_sweep_matches_the_outside_check(shared_data: Path) -> None:
+    """The costs selection decides with are routeval's decision_costs, and the sweep that
+    decides with them gives routeval's pgr_auc (not its leaky realized-cost one)."""
+    rv = _routeval(shared_data)
+    ladder = Ladder.load(LADDERS / "routerbench_subset.toml")
+    models = [t.outcomes_key for t in ladder.tiers]
+    prices = [(t.price_in_per_mtok, t.price_out_per_mtok) for t in ladder.tiers]
+    t = rv.load(str(shared_data / "routerbench_subset.jsonl.gz"), models, prices)
+    train = ~t.split
+    ours = knowable_costs(
+        t.c[train], [p for p, s in zip(t.prompts, train, strict=True) if s], ladder
+    )
+    assert np.allclose(ours, rv.decision_costs(t)[train], rtol=1e-9, atol=1e-15)
+    assert not np.allclose(ours, t.c[train])  # the recorded output length is not in it
+    rng = np.random.default_rng(1)
+    q, c = t.q[train], t.c[train]
+    p = np.clip(q + rng.normal(0, 0.4, q.shape), 0, 1)
+    theirs = rv.metrics(p, q, c, ours)
+    assert curve_metrics(p, q, c, ours)["pgr_auc"] == pytest.approx(theirs["pgr_auc"], abs=1e-9)
+    assert fast_pgr_auc(p, q, c, ours) == pytest.approx(theirs["pgr_auc"], abs=1e-9)
+    assert curve_metrics(p, q, c)["pgr_auc"] == pytest.approx(theirs["pgr_auc_true_cost"], abs=1e-9)
 
 
 def test_oracle_beats_random_and_calibration_error() -> None:
