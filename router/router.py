@@ -128,6 +128,11 @@ class Router:
             )
 
     @property
+    def sets(self) -> SoftmaxSets:
+        """The model's arrays (model_weights.npz): what P(pass) is computed from."""
+        return self._sets
+
+    @property
     def route_path(self) -> str:
         """'compiled' when route() pools and scans the prompt with router/_hotpath.c,
         'python' without it (no C compiler at install, or TIER_ROUTER_PURE_PYTHON=1)."""

@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "tier_router.registry_cli", "train", ("promote", "pull", "compare", "retrain")
     )
     _register_optional(sub, "tier_router.labeling_cli", "serve", ("label",))
+    _register_optional(sub, "tier_router.onnx_cli", "train", ("export-onnx",))
     _register_optional(sub, "tier_router.monitor_cli", "serve", ("monitor",))
     for command in sub.choices.values():  # subparsers do not inherit the formatter
         command.formatter_class = DefaultsHelpFormatter
