@@ -42,6 +42,7 @@ from training.onnx_graph import GraphBuilder
 TEXT_INPUT = "text"
 P_PASS_OUTPUT = "p_pass"
 TIER_OUTPUT = "tier"
+NAMES_OUTPUT = "tier_names"  # the ladder's names, cheapest first (bindings without metadata)
 OPSET = 20
 ML_OPSET = 4  # LabelEncoder with string keys and int64 values
 IR_VERSION = 10
@@ -245,6 +246,8 @@ def build_text_graph(
 
     _rename(g, p, P_PASS_OUTPUT)
     _rename(g, tier, TIER_OUTPUT)
+    names = np.array(router.ladder.names, dtype=object)
+    g.nodes.append(helper.make_node("Identity", [g.const(names, "names")], [NAMES_OUTPUT]))
     graph = helper.make_graph(
         g.nodes,
         "tier_router_text",
@@ -252,6 +255,7 @@ def build_text_graph(
         [
             helper.make_tensor_value_info(P_PASS_OUTPUT, TensorProto.FLOAT, ["batch", sets.tiers]),
             helper.make_tensor_value_info(TIER_OUTPUT, TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info(NAMES_OUTPUT, TensorProto.STRING, [sets.tiers]),
         ],
         initializer=g.inits,
     )
