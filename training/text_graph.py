@@ -38,6 +38,7 @@ from router.joint_space import EPS
 from router.router import Router
 from router.text_features import _CHOICES, _SYMBOLS, FEATURE_NAMES, KEYWORDS
 from training.onnx_graph import GraphBuilder
+from training.text_graph_wordpiece import MAX_CHARS, wordpiece_rows
 
 TEXT_INPUT = "text"
 P_PASS_OUTPUT = "p_pass"
@@ -49,8 +50,7 @@ IR_VERSION = 10
 LENGTH_BITS = 9  # chunk lengths are exact below 512 characters
 MAX_EXTRA_PUNCT = 32  # non-ASCII punctuation characters split off (commonest first)
 COUNT_BITS = 7
-WORD_TOKENS = 4  # token ids stored per word; longer words keep the rest as one summed row
-NUMBERS = 100_000  # every integer below this is in the vocabulary  # non-ASCII characters per chunk are exact below 128
+WORD_TOKENS = 4  # token ids stored per word; longer words keep the rest as one summed row  # non-ASCII characters per chunk are exact below 128
 LOCALE = "C.UTF-8"  # StringNormalizer's locale; glibc has it built in
 # Every character str.split() splits on, newline and space first (the commonest: each
 # split multiplies the padded width by the most pieces one element has).
@@ -206,6 +206,8 @@ def build_text_graph(
     tokens of their own, as the WordPiece pre-tokenizer does."""
     from onnx import TensorProto, helper
 
+    if router.featurizer.tokenizer.max_word_chars != MAX_CHARS:
+        raise ValueError(f"export-onnx needs a tokenizer with max_input_chars_per_word {MAX_CHARS}")
     if router.featurizer.config.kind != "fast":
         raise ValueError("export-onnx needs a fast-featurizer bundle (the accurate one runs MiniLM)")
     f, space, sets, policy = router.featurizer, router.space, router.sets, router.policy
@@ -221,7 +223,8 @@ def build_text_graph(
     length = g.bits(pieces, [length_bit_pattern(b) for b in range(LENGTH_BITS)])
     share, n_chars = _window_weights(g, length, valid, f.config.head_chars, f.config.tail_chars)
 
-    sums = _pooled(g, pieces, share, punct, lookup, (word_ids, token_rows, punct_rows))
+    tables = (word_ids, token_rows, punct_rows)
+    sums = _pooled(g, pieces, share, punct, lookup, tables, f.tokenizer.vocab)
     n_tok = g.op("Slice", [sums, g.i64(width - 1), g.i64(width), g.i64(1)])
     empty_row = g.f32(f.embedder.empty_row[None, :])
     sums = g.op("Where", [g.op("Greater", [n_tok, g.f32(0.0)]), sums, empty_row])
@@ -284,6 +287,7 @@ def _pooled(
     punct: str,
     lookup: tuple[list[str], list[int]],
     tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+    wordpiece_vocab: dict[str, int],
 ) -> str:
     """float [B, W]: the share-weighted sum of the pieces' token rows. Pieces are split
     at each punctuation character (a token of its own, counted), the rest looked up as
@@ -332,11 +336,24 @@ def _pooled(
         values_int64s=[0] + rows,
         default_int64=1,
     )
+    rows_c = g.const(token_rows, "token_rows")
+    # Words the vocabulary lacks go through the graph's WordPiece instead.
+    miss = g.op("Equal", [word, g.i64(1)])
+    x_m, w_m, at_m = (
+        g.op("Concat", [g.op("Compress", [x, miss], axis=0), sentinel_s], axis=0),
+        g.op("Concat", [g.op("Compress", [w, miss], axis=0), zero_f], axis=0),
+        g.op("Concat", [g.op("Compress", [at, miss], axis=0), zero_i], axis=0),
+    )
+    word = g.op("Where", [miss, zero_i, word])
     ids = g.op("Gather", [g.const(word_ids, "word_ids"), word])  # [n, WORD_TOKENS]
-    summed = g.op("ReduceSum", [g.op("Gather", [g.const(token_rows, "token_rows"), ids]), g.i64(1)], keepdims=0)
+    summed = g.op("ReduceSum", [g.op("Gather", [rows_c, ids]), g.i64(1)], keepdims=0)
     weighted = g.op("Mul", [summed, g.op("Unsqueeze", [w, g.i64(1)])])
     zeros_bw = g.op("ConstantOfShape", [g.op("Concat", [batch, g.i64(token_rows.shape[1])], axis=0)], value=_f32_tensor(0.0))
     words = g.op("ScatterND", [zeros_bw, g.op("Unsqueeze", [at, g.i64(1)]), weighted], reduction="add")
+    unk_id, zero_id = int(word_ids[1, 0]), int(word_ids[0, 0])
+    pieces_m = wordpiece_rows(g, x_m, rows_c, wordpiece_vocab, unk_id, zero_id)
+    weighted_m = g.op("Mul", [pieces_m, g.op("Unsqueeze", [w_m, g.i64(1)])])
+    words = g.op("ScatterND", [words, g.op("Unsqueeze", [at_m, g.i64(1)]), weighted_m], reduction="add")
     if not punct:
         return words
     punct_c = g.const(punct_rows, "punct_rows")
@@ -492,14 +509,13 @@ def punctuation(router: Router, chunks: list[str], extra: int = MAX_EXTRA_PUNCT)
 
 
 def vocabulary(
-    router: Router, chunks: list[str], punct: str, extra_words: Iterable[str] = ()
+    router: Router, chunks: list[str], punct: str
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """(word -> WordPiece ids, graph key -> word) for the words of `chunks` (any case),
-    `extra_words`, every number below NUMBERS and every whole word of the bundle's
-    WordPiece vocabulary."""
+    """(word -> WordPiece ids, graph key -> word) for the words of `chunks` (any case)
+    and every whole word of the bundle's WordPiece vocabulary. A lookup is exact for any
+    word; the graph's own WordPiece (text_graph_wordpiece) covers ASCII words besides."""
     f = router.featurizer
     words = [w for w in f.tokenizer.vocab if not w.startswith("##") and not w.startswith("[")]
-    words += [*extra_words, *map(str, range(NUMBERS))]
     pieces = [q for c in chunks for q in split_punct(c, punct)]
     originals = list(dict.fromkeys([*pieces, *(q for w in words for q in split_punct(w, punct))]))
     originals = [c for c in originals if graph_text(c) == c]
@@ -515,13 +531,10 @@ def vocabulary(
 
 def export_text_graph(bundle: Path, out: Path, vocab_texts: Iterable[str], max_chunks: int) -> dict[str, Any]:
     """Write the text-in graph of `bundle` to `out`; what it holds, for the CLI's report."""
-    from english_words import get_english_words_set
-
     router = Router.load(bundle)
     chunks = harvest_chunks(vocab_texts, max_chunks)
     punct = punctuation(router, chunks)
-    dictionary = sorted(get_english_words_set(["web2", "gcide"], lower=True))
-    vocab, keys = vocabulary(router, chunks, punct, dictionary)
+    vocab, keys = vocabulary(router, chunks, punct)
     model = build_text_graph(router, vocab, keys, punct)
     write_text_graph(model, out)
     return {
