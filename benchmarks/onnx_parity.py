@@ -27,7 +27,6 @@ from training.text_graph import export_text_graph, open_text_graph, run_text_gra
 DATA = Path(
     os.environ.get("TIER_ROUTER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
-BATCH = 16
 
 
 def _compare(
@@ -35,12 +34,7 @@ def _compare(
 ) -> dict[str, float]:
     py = np.array([list(router.route(t).p_pass.values()) for t in prompts], dtype=np.float32)
     py_tier = np.array([router.route(t).tier_index for t in prompts])
-    gp, gt = [], []
-    for i in range(0, len(prompts), BATCH):
-        p, t = run_text_graph(session, prompts[i : i + BATCH])
-        gp.append(p)
-        gt.append(t)
-    graph, graph_tier = np.vstack(gp), np.concatenate(gt)
+    graph, graph_tier = run_text_graph(session, prompts)
     diff = np.abs(graph - py).max(axis=1)
     same, close = graph_tier == py_tier, diff <= 1e-3
     return {

@@ -29,6 +29,7 @@ from router.bundle import (
     read_arrays,
 )
 from router.cascade import CascadeFile
+from router.compiled import warn_if_missing
 from router.decision import Decision
 from router.featurizer import Featurizer, FeaturizerConfig, pad_ids
 from router.joint_space import JointSpace
@@ -109,6 +110,8 @@ class Router:
         self._out_name = out.name
         self._sets = sets
         self._check_sets_match_the_graph()
+        if self.featurizer.embedder.index is None:
+            warn_if_missing()
 
     def _check_sets_match_the_graph(self) -> None:
         """Refuse a bundle whose arrays and ONNX graph give different P(pass)."""

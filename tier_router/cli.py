@@ -87,8 +87,9 @@ def cmd_route(a: argparse.Namespace) -> int:
     from router import Router
 
     text = sys.stdin.read() if a.prompt == "-" else a.prompt
-    d = Router.load(a.bundle).route(text)
-    print(json.dumps(d.to_dict(), indent=2))
+    router = Router.load(a.bundle)
+    d = router.route(text)
+    print(json.dumps({**d.to_dict(), "route_path": router.route_path}, indent=2))
     return 0
 
 

@@ -43,6 +43,7 @@ from training.text_graph_wordpiece import MAX_CHARS, wordpiece_rows
 TEXT_INPUT = "text"
 P_PASS_OUTPUT = "p_pass"
 TIER_OUTPUT = "tier"
+RUN_BATCH = 16
 NAMES_OUTPUT = "tier_names"  # the ladder's names, cheapest first (bindings without metadata)
 OPSET = 20
 ML_OPSET = 4  # LabelEncoder with string keys and int64 values
@@ -563,8 +564,15 @@ def open_text_graph(path: Path, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def run_text_graph(session: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(P(pass) [n, tiers] float32, tier index [n] int64) of a batch of prompts."""
-    feed = np.array([graph_text(t) for t in texts], dtype=object)
-    p, tier = session.run([P_PASS_OUTPUT, TIER_OUTPUT], {TEXT_INPUT: feed})
-    return p, tier
+def run_text_graph(
+    session: Any, texts: list[str], batch: int = RUN_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P(pass) [n, tiers] float32, tier index [n] int64) of prompts, `batch` per run (a
+    run pads every prompt to the most pieces one has)."""
+    ps, tiers = [], []
+    for i in range(0, max(1, len(texts)), batch):
+        feed = np.array([graph_text(t) for t in texts[i : i + batch]], dtype=object)
+        p, tier = session.run([P_PASS_OUTPUT, TIER_OUTPUT], {TEXT_INPUT: feed})
+        ps.append(p)
+        tiers.append(tier)
+    return np.vstack(ps), np.concatenate(tiers)

@@ -78,6 +78,8 @@ def wordpiece_rows(
     m = g.op("Slice", [g.op("Shape", [words]), i64(0), i64(1)])
     length = g.op("Cast", [g.bits(words, [length_bit_pattern(b) for b in range(_CODE_BITS)])], to=TensorProto.INT64)
     too_long = g.op("RegexFullMatch", [words], pattern=f"(?s).{{{MAX_CHARS + 1},}}")
+    # A word over the limit is [UNK] whatever its letters: do not split it letter by letter.
+    words = g.op("Where", [too_long, g.const(np.array([""], dtype=object), "empty"), words])
     codes = g.op("ConstantOfShape", [g.op("Concat", [m, i64(n_cols)], axis=0)], value=_i64_tensor(0))
     for code, c in enumerate(ALPHABET, 1):
         pieces, n = g.split(words, c)

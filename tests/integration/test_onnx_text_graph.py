@@ -29,8 +29,8 @@ NODE_EXAMPLE = REPO / "examples" / "node"
 HOSTILE = (
     "",
     "   \n\t  ",
-    "a" * 300_000,
-    "word " * 60_000,
+    "a" * 20_000,
+    "word " * 6_000,
     "lone \ud800 surrogate \udfff here",
     "\x00\x01\x02 control \x1b[31m chars \x7f",
     "mixed 日本語 English русский العربية 😀 Ελληνικά İstanbul ß ǅ",
@@ -97,10 +97,8 @@ def test_hostile_text_gets_a_decision(trained_bundle: Path, graph_session: objec
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1 + 1e-6).all()
     assert ((tier >= 0) & (tier < len(router.ladder))).all()
     # One at a time gives the same as in a batch (padding never leaks between rows).
-    for i, t in enumerate(HOSTILE[:2] + HOSTILE[4:]):
-        one, _ = run_text_graph(graph_session, [t])
-        j = HOSTILE.index(t)
-        assert np.abs(one[0] - p[j]).max() < 1e-5, (i, t[:20])
+    alone, _ = run_text_graph(graph_session, list(HOSTILE), batch=1)
+    assert np.abs(alone - p).max() < 1e-5
     # Empty and whitespace-only read as Python reads them: one unknown token.
     want, _ = _route(router, ["", "   \n\t  "])
     assert np.abs(p[:2] - want).max() < 1e-4
@@ -132,7 +130,7 @@ def test_node_example_routes_as_python(
     trained_bundle: Path, text_graph: Path, graph_session: object, test_prompts: list[tuple[str, str]]
 ) -> None:
     node = _node_or_skip()
-    sample = test_prompts[:60] + [("hostile", "a\ud800b \x00 日本語"), ("empty", "")]
+    sample = test_prompts[:30] + [("hostile", "a\ud800b \x00 日本語"), ("empty", "")]
     lines = [json.dumps({"id": i, "prompt": t}) for i, t in sample] + ["not json"]
     run = subprocess.run(
         [node, str(NODE_EXAMPLE / "route.mjs"), str(text_graph)],
@@ -142,7 +140,7 @@ def test_node_example_routes_as_python(
         timeout=300,
     )
     assert run.returncode == 1, run.stderr  # the bad line is reported, the rest routed
-    assert "stdin:63: invalid JSON" in run.stderr
+    assert "stdin:33: invalid JSON" in run.stderr
     got = [json.loads(line) for line in run.stdout.splitlines()]
     assert [g["id"] for g in got] == [i for i, _ in sample]
     router = Router.load(trained_bundle)
