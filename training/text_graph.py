@@ -38,7 +38,7 @@ from router.joint_space import EPS
 from router.router import Router
 from router.text_features import _CHOICES, _SYMBOLS, FEATURE_NAMES, KEYWORDS
 from training.onnx_graph import GraphBuilder
-from training.text_graph_wordpiece import MAX_CHARS, wordpiece_rows
+from training.text_graph_wordpiece import MAX_CHARS, char_codes, greedy_rows, wordpiece_rows
 
 TEXT_INPUT = "text"
 P_PASS_OUTPUT = "p_pass"
@@ -146,9 +146,11 @@ def _whitespace_pieces(g: TextGraph, text: str) -> tuple[str, str, str, str]:
     return x, valid, ws_extra, ws_non_ascii
 
 
-def _window_weights(g: TextGraph, length: str, valid: str, head: int, tail: int) -> tuple[str, str]:
+def _window_weights(
+    g: TextGraph, length: str, valid: str, head: int, tail: int
+) -> tuple[str, str, str]:
     """(float [B, M]: share of each piece inside window_text's head/tail window,
-    float [B]: text length in code points)."""
+    float [B]: text length in code points, float [B, M]: each piece's start offset)."""
     unit = g.op("Where", [valid, g.op("Add", [length, g.f32(1.0)]), g.f32(0.0)])
     end_incl = g.op("CumSum", [unit, g.i64(1)])
     start = g.op("Sub", [end_incl, unit])
@@ -165,7 +167,88 @@ def _window_weights(g: TextGraph, length: str, valid: str, head: int, tail: int)
         windowed = in_head
     is_long = g.op("Greater", [n, g.f32(float(head + tail))])
     share = g.op("Where", [is_long, windowed, g.f32(1.0)])
-    return g.op("Where", [valid, share, g.f32(0.0)]), total
+    return g.op("Where", [valid, share, g.f32(0.0)]), total, start
+
+
+def _cut_pieces(
+    g: TextGraph,
+    pieces: str,
+    share: str,
+    length: str,
+    start: str,
+    total: str,
+    window: tuple[int, int],
+    tokens: tuple[str, dict[str, int], int, int],
+) -> str:
+    """float [B, W]: what makes the pieces window_text cuts exact. The pooling counts a
+    cut piece as its share of the whole piece's row; Python tokenizes the part kept
+    (text[:head] ends in a prefix, text[-tail:] starts with a suffix). For pieces of
+    ALPHABET characters the graph's WordPiece gives that part: add it, minus the share."""
+    from onnx import TensorProto
+
+    head, tail = window
+    i64 = g.i64
+    n = g.op("Unsqueeze", [total, i64(1)])
+    is_long = g.op("Greater", [n, g.f32(float(head + tail))])
+    end = g.op("Add", [start, length])
+    cut = g.op("Sub", [n, g.f32(float(tail))])
+    h = g.f32(float(head))
+    head_cut = g.op("And", [g.op("Less", [start, h]), g.op("Greater", [end, h])])
+    tail_cut = g.op("And", [g.op("Less", [start, cut]), g.op("Greater", [end, cut])])
+    if tail == 0:
+        tail_cut = g.op("And", [tail_cut, g.op("Not", [is_long])])
+    batch = g.op("Slice", [g.op("Shape", [pieces]), i64(0), i64(1)])
+    at = g.op("Expand", [g.op("Unsqueeze", [g.op("Range", [i64(0), g.op("Squeeze", [batch]), i64(1)]), i64(1)]), g.op("Shape", [pieces])])
+    flat = {
+        "x": g.op("Reshape", [pieces, i64(-1)]),
+        "at": g.op("Reshape", [at, i64(-1)]),
+        "len": g.op("Reshape", [length, i64(-1)]),
+        "share": g.op("Reshape", [share, i64(-1)]),
+    }
+    parts: dict[str, list[str]] = {"x": [], "at": [], "len": [], "share": [], "off": [], "keep": []}
+    for mask, off, keep in (
+        (head_cut, None, g.op("Sub", [h, start])),
+        (tail_cut, g.op("Sub", [cut, start]), g.op("Sub", [end, cut])),
+    ):
+        sel = g.op("Reshape", [g.op("And", [mask, is_long]), i64(-1)])
+        for k in ("x", "at", "len", "share"):
+            parts[k].append(g.op("Compress", [flat[k], sel], axis=0))
+        keep_f = g.op("Compress", [g.op("Reshape", [keep, i64(-1)]), sel], axis=0)
+        parts["keep"].append(keep_f)
+        parts["off"].append(
+            g.op("Mul", [keep_f, g.f32(0.0)]) if off is None
+            else g.op("Compress", [g.op("Reshape", [off, i64(-1)]), sel], axis=0)
+        )
+    sentinel = {
+        "x": g.const(np.array([""], dtype=object), "empty"),
+        "at": i64(0),
+        "len": g.f32(np.zeros(1, np.float32)),
+        "share": g.f32(np.zeros(1, np.float32)),
+        "off": g.f32(np.zeros(1, np.float32)),
+        "keep": g.f32(np.zeros(1, np.float32)),
+    }
+    col = {k: g.op("Concat", [*v, sentinel[k]], axis=0) for k, v in parts.items()}
+    low = g.op("StringNormalizer", [col["x"]], case_change_action="LOWER", locale=LOCALE)
+    codes, full_len, alive = char_codes(g, low)
+    off = g.op("Cast", [col["off"]], to=TensorProto.INT64)
+    keep = g.op("Cast", [col["keep"]], to=TensorProto.INT64)
+    cols = g.const(np.arange(MAX_CHARS + 1, dtype=np.int64)[None, :], "all_cols")
+    shifted = g.op("GatherElements", [codes, g.op("Min", [g.op("Add", [cols, g.op("Unsqueeze", [off, i64(1)])]), i64(MAX_CHARS)])], axis=1)
+    rows = greedy_rows(
+        g,
+        g.op("Concat", [shifted, codes], axis=0),
+        g.op("Concat", [keep, full_len], axis=0),
+        g.op("Concat", [alive, alive], axis=0),
+        tokens,
+    )
+    m = g.op("Shape", [keep])
+    part = g.op("Slice", [rows, i64(0), m, i64(0)])
+    whole = g.op("Slice", [rows, m, g.op("Mul", [m, i64(2)]), i64(0)])
+    fix = g.op("Sub", [part, g.op("Mul", [whole, g.op("Unsqueeze", [col["share"], i64(1)])])])
+    fix = g.op("Where", [g.op("Unsqueeze", [alive, i64(1)]), fix, g.f32(0.0)])
+    width = g.op("Slice", [g.op("Shape", [rows]), i64(1), i64(2)])
+    zeros = g.op("ConstantOfShape", [g.op("Concat", [batch, width], axis=0)], value=_f32_tensor(0.0))
+    return g.op("ScatterND", [zeros, g.op("Unsqueeze", [col["at"], i64(1)]), fix], reduction="add")
 
 
 def word_tables(
@@ -222,10 +305,15 @@ def build_text_graph(
     text = TEXT_INPUT
     pieces, valid, ws_extra, ws_non_ascii = _whitespace_pieces(g, text)
     length = g.bits(pieces, [length_bit_pattern(b) for b in range(LENGTH_BITS)])
-    share, n_chars = _window_weights(g, length, valid, f.config.head_chars, f.config.tail_chars)
+    window = (f.config.head_chars, f.config.tail_chars)
+    share, n_chars, start = _window_weights(g, length, valid, *window)
 
     tables = (word_ids, token_rows, punct_rows)
     sums = _pooled(g, pieces, share, punct, lookup, tables, f.tokenizer.vocab)
+    unk, zero = int(word_ids[1, 0]), int(word_ids[0, 0])
+    rows_c = next(i.name for i in g.inits if i.name.startswith("token_rows"))
+    tokens = (rows_c, f.tokenizer.vocab, unk, zero)
+    sums = g.op("Add", [sums, _cut_pieces(g, pieces, share, length, start, n_chars, window, tokens)])
     n_tok = g.op("Slice", [sums, g.i64(width - 1), g.i64(width), g.i64(1)])
     empty_row = g.f32(f.embedder.empty_row[None, :])
     sums = g.op("Where", [g.op("Greater", [n_tok, g.f32(0.0)]), sums, empty_row])

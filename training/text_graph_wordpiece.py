@@ -69,6 +69,14 @@ def wordpiece_rows(
     zero_id: int,
 ) -> str:
     """float [m, W]: the summed token rows of each (lowercased) word of `words` [m]."""
+    codes, length, alive = char_codes(g, words)
+    return greedy_rows(g, codes, length, alive, (token_rows, vocab, unk_id, zero_id))
+
+
+def char_codes(g: TextGraph, words: str) -> tuple[str, str, str]:
+    """(int64 [m, MAX_CHARS + 1] character codes (1 + index in ALPHABET, 0 for any other
+    character), int64 [m] lengths, bool [m]: every character in ALPHABET and at most
+    MAX_CHARS of them) of the words [m]."""
     from onnx import TensorProto
 
     from training.text_graph import length_bit_pattern
@@ -90,13 +98,33 @@ def wordpiece_rows(
         at = g.op("Min", [g.op("Where", [real, at, i64(MAX_CHARS)]), i64(MAX_CHARS)])
         value = g.op("Expand", [i64(code), g.op("Shape", [at])])
         codes = g.op("ScatterElements", [codes, at, value], axis=1)
-    cols = g.const(np.arange(MAX_CHARS, dtype=np.int64)[None, :], "cols")
-    in_word = g.op("Less", [cols, g.op("Unsqueeze", [length, i64(1)])])
+    in_word = g.op("Less", [_cols(g), g.op("Unsqueeze", [length, i64(1)])])
     body = g.op("Slice", [codes, i64(0), i64(MAX_CHARS), i64(1)])
     unknown_char = g.op("ReduceMax", [g.op("Cast", [g.op("And", [in_word, g.op("Equal", [body, i64(0)])])], to=TensorProto.INT64), i64(1)], keepdims=0)
     alive = g.op("And", [g.op("Not", [too_long]), g.op("Equal", [unknown_char, i64(0)])])
-    alive = g.op("And", [alive, g.op("Greater", [length, i64(0)])])
+    return codes, length, alive
 
+
+def _cols(g: TextGraph) -> str:
+    return g.const(np.arange(MAX_CHARS, dtype=np.int64)[None, :], "cols")
+
+
+def greedy_rows(
+    g: TextGraph,
+    codes: str,
+    length: str,
+    alive: str,
+    tokens: tuple[str, dict[str, int], int, int],
+) -> str:
+    """float [m, W]: greedy longest-match-first WordPiece over each row of character codes
+    (its first `length` codes), as summed token rows; [UNK] where not `alive` or where no
+    piece matches (and nothing for an empty word)."""
+    from onnx import TensorProto
+
+    token_rows, vocab, unk_id, zero_id = tokens
+    i64 = g.i64
+    m = g.op("Slice", [g.op("Shape", [length]), i64(0), i64(1)])
+    cols = _cols(g)
     initial, cont = hash_tables(vocab)
 
     def encoder(table: dict[int, int]) -> dict[str, object]:
@@ -129,9 +157,10 @@ def wordpiece_rows(
         row = g.op("Gather", [token_rows, tok])
         rows = g.op("Add", [rows, row]) if rows else row
         pos = g.op("Add", [pos, g.op("Where", [emit, best, i64(0)])])
-    ok_word = g.op("Unsqueeze", [g.op("And", [alive, g.op("Not", [failed])]), i64(1)])
+    empty = g.op("Equal", [length, i64(0)])
+    ok_word = g.op("Or", [g.op("And", [alive, g.op("Not", [failed])]), empty])
     unk_row = g.op("Gather", [token_rows, i64(unk_id)])
-    return g.op("Where", [ok_word, rows, unk_row])
+    return g.op("Where", [g.op("Unsqueeze", [ok_word, i64(1)]), rows, unk_row])
 
 
 def _i64_tensor(v: int) -> object:
