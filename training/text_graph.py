@@ -38,7 +38,14 @@ from router.joint_space import EPS
 from router.router import Router
 from router.text_features import _CHOICES, _SYMBOLS, FEATURE_NAMES, KEYWORDS
 from training.onnx_graph import GraphBuilder
-from training.text_graph_wordpiece import MAX_CHARS, char_codes, greedy_rows, wordpiece_rows
+from training.text_graph_wordpiece import (
+    ALPHABET,
+    MAX_CHARS,
+    char_codes,
+    extra_letters,
+    greedy_rows,
+    wordpiece_rows,
+)
 
 TEXT_INPUT = "text"
 P_PASS_OUTPUT = "p_pass"
@@ -50,6 +57,7 @@ ML_OPSET = 4  # LabelEncoder with string keys and int64 values
 IR_VERSION = 10
 LENGTH_BITS = 9  # chunk lengths are exact below 512 characters
 MAX_EXTRA_PUNCT = 32  # non-ASCII punctuation characters split off (commonest first)
+MAX_EXTRA_LETTERS = 16  # non-ASCII characters the graph's WordPiece reads (commonest first)
 COUNT_BITS = 7
 WORD_TOKENS = 4  # token ids stored per word; longer words keep the rest as one summed row  # non-ASCII characters per chunk are exact below 128
 LOCALE = "C.UTF-8"  # StringNormalizer's locale; glibc has it built in
@@ -86,7 +94,10 @@ def count_bit_pattern(bit: int, lo: str, hi: str) -> str:
 
 
 class TextGraph(GraphBuilder):
-    """GraphBuilder with the string and integer helpers the text graph needs."""
+    """GraphBuilder with the string and integer helpers the text graph needs;
+    `alphabet`: the characters its WordPiece reads (text_graph_wordpiece)."""
+
+    alphabet: str = ALPHABET
 
     def i64(self, *values: int) -> str:
         return self.const(np.array(values, dtype=np.int64), "i64")
@@ -282,7 +293,11 @@ def word_tables(
 
 
 def build_text_graph(
-    router: Router, vocab: dict[str, tuple[int, ...]], lowered_keys: dict[str, str], punct: str
+    router: Router,
+    vocab: dict[str, tuple[int, ...]],
+    lowered_keys: dict[str, str],
+    punct: str,
+    alphabet: str = ALPHABET,
 ) -> Any:
     """The ONNX ModelProto of `router` on text. `vocab`: word (Python-lowercased, no
     character of `punct`) -> its WordPiece ids; `lowered_keys`: StringNormalizer's
@@ -302,6 +317,7 @@ def build_text_graph(
     lookup = (keys, [index[lowered_keys[k]] for k in keys])
 
     g = TextGraph()
+    g.alphabet = alphabet
     text = TEXT_INPUT
     pieces, valid, ws_extra, ws_non_ascii = _whitespace_pieces(g, text)
     length = g.bits(pieces, [length_bit_pattern(b) for b in range(LENGTH_BITS)])
@@ -624,13 +640,15 @@ def export_text_graph(bundle: Path, out: Path, vocab_texts: Iterable[str], max_c
     chunks = harvest_chunks(vocab_texts, max_chunks)
     punct = punctuation(router, chunks)
     vocab, keys = vocabulary(router, chunks, punct)
-    model = build_text_graph(router, vocab, keys, punct)
+    alphabet = ALPHABET + extra_letters(chunks, router.featurizer.tokenizer.vocab, MAX_EXTRA_LETTERS)
+    model = build_text_graph(router, vocab, keys, punct, alphabet)
     write_text_graph(model, out)
     return {
         "out": str(out),
         "tiers": router.ladder.names,
         "vocabulary_words": len(vocab),
         "punctuation": len(punct),
+        "alphabet": len(alphabet),
         "bytes": out.stat().st_size,
     }
 

@@ -28,6 +28,25 @@ _BASE = np.int64(0x5BD1E995)  # odd multiplier of the piece hash
 _CODE_BITS = 7  # piece lengths (between two letters of one class) below 128
 
 
+def extra_letters(chunks: list[str], vocab: dict[str, int], n: int) -> str:
+    """The `n` commonest characters of `chunks` beyond ALPHABET that Python's tokenizer
+    keeps as they are inside a word (not punctuation, not changed by its accent
+    stripping or lowercasing, not CJK) and that some WordPiece piece contains."""
+    from collections import Counter
+
+    from router.wordpiece import _clean, _is_punct
+
+    in_pieces = {c for tok in vocab for c in tok.removeprefix("##")}
+    seen: Counter[str] = Counter(c for chunk in chunks for c in chunk if not c.isascii())
+    keep = [
+        c
+        for c, _ in seen.most_common()
+        if c in in_pieces and not _is_punct(c) and not c.isspace() and c.lower() == c
+        and _clean(c) == c
+    ]
+    return "".join(keep[:n])
+
+
 def _powers() -> np.ndarray:
     p = np.ones(MAX_CHARS, dtype=np.int64)
     with np.errstate(over="ignore"):
@@ -39,22 +58,24 @@ def _powers() -> np.ndarray:
 POWERS = _powers()
 
 
-def piece_hash(piece: str) -> int | None:
-    """The graph's hash of a vocabulary piece (None: a character outside ALPHABET)."""
-    if not piece or len(piece) > MAX_CHARS or any(c not in ALPHABET for c in piece):
+def piece_hash(piece: str, alphabet: str = ALPHABET) -> int | None:
+    """The graph's hash of a vocabulary piece (None: a character outside `alphabet`)."""
+    if not piece or len(piece) > MAX_CHARS or any(c not in alphabet for c in piece):
         return None
-    codes = np.array([ALPHABET.index(c) + 1 for c in piece], dtype=np.int64)
+    codes = np.array([alphabet.index(c) + 1 for c in piece], dtype=np.int64)
     with np.errstate(over="ignore"):
         return int((codes * POWERS[: len(codes)]).sum(dtype=np.int64))
 
 
-def hash_tables(vocab: dict[str, int]) -> tuple[dict[int, int], dict[int, int]]:
+def hash_tables(
+    vocab: dict[str, int], alphabet: str = ALPHABET
+) -> tuple[dict[int, int], dict[int, int]]:
     """(hash -> id) of the word-initial pieces and of the '##' pieces (prefix dropped)."""
     initial: dict[int, int] = {}
     cont: dict[int, int] = {}
     for tok, i in vocab.items():
         table, piece = (cont, tok[2:]) if tok.startswith("##") else (initial, tok)
-        h = piece_hash(piece)
+        h = piece_hash(piece, alphabet)
         if h is not None:
             table.setdefault(h, i)
     return initial, cont
@@ -89,7 +110,7 @@ def char_codes(g: TextGraph, words: str) -> tuple[str, str, str]:
     # A word over the limit is [UNK] whatever its letters: do not split it letter by letter.
     words = g.op("Where", [too_long, g.const(np.array([""], dtype=object), "empty"), words])
     codes = g.op("ConstantOfShape", [g.op("Concat", [m, i64(n_cols)], axis=0)], value=_i64_tensor(0))
-    for code, c in enumerate(ALPHABET, 1):
+    for code, c in enumerate(g.alphabet, 1):
         pieces, n = g.split(words, c)
         lens = g.op("Cast", [g.bits(pieces, [length_bit_pattern(b) for b in range(_CODE_BITS)])], to=TensorProto.INT64)
         at = g.op("Sub", [g.op("CumSum", [g.op("Add", [lens, i64(1)]), i64(1)]), i64(1)])
@@ -125,7 +146,7 @@ def greedy_rows(
     i64 = g.i64
     m = g.op("Slice", [g.op("Shape", [length]), i64(0), i64(1)])
     cols = _cols(g)
-    initial, cont = hash_tables(vocab)
+    initial, cont = hash_tables(vocab, g.alphabet)
 
     def encoder(table: dict[int, int]) -> dict[str, object]:
         keys = sorted(table)
