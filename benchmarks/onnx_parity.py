@@ -25,7 +25,9 @@ from router import Router
 from training.text_graph import export_text_graph, open_text_graph, run_text_graph
 
 DATA = Path(
-    os.environ.get("TIER_ROUTER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    os.environ.get(
+        "TIER_ROUTER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
 )
 
 
@@ -79,7 +81,9 @@ def main() -> None:
     session = open_text_graph(out)
     names = a.files.split(",") if a.files else sorted(p.name[:-9] for p in DATA.glob("*.jsonl.gz"))
     print(json.dumps(info))
-    print("| file | prompts | same tier | dP <= 1e-3 | max dP | test: same tier | test: dP <= 1e-3 |")
+    print(
+        "| file | prompts | same tier | dP <= 1e-3 | max dP | test: same tier | test: dP <= 1e-3 |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     sample: list[str] = []
     for name in names:

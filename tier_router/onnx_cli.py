@@ -13,8 +13,13 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from tier_router.argtypes import DefaultsHelpFormatter, add_bundle, existing_file, out_file
-from tier_router.argtypes import positive_int
+from tier_router.argtypes import (
+    DefaultsHelpFormatter,
+    add_bundle,
+    existing_file,
+    out_file,
+    positive_int,
+)
 
 log = logging.getLogger("tier_router")
 DEFAULT_MAX_CHUNKS = 200_000

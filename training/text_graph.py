@@ -58,13 +58,15 @@ IR_VERSION = 10
 LENGTH_BITS = 9  # chunk lengths are exact below 512 characters
 MAX_EXTRA_PUNCT = 32  # non-ASCII punctuation characters split off (commonest first)
 MAX_EXTRA_LETTERS = 16  # non-ASCII characters the graph's WordPiece reads (commonest first)
-COUNT_BITS = 7
-WORD_TOKENS = 4  # token ids stored per word; longer words keep the rest as one summed row  # non-ASCII characters per chunk are exact below 128
+COUNT_BITS = 7  # non-ASCII characters per chunk are exact below 128
+WORD_TOKENS = 4  # token ids stored per word; longer words keep the rest as one summed row
 LOCALE = "C.UTF-8"  # StringNormalizer's locale; glibc has it built in
 # Every character str.split() splits on, newline and space first (the commonest: each
 # split multiplies the padded width by the most pieces one element has).
-WHITESPACE: tuple[str, ...] = ("\n", " ") + tuple(
-    c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and c not in "\n "
+WHITESPACE: tuple[str, ...] = (
+    "\n",
+    " ",
+    *(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and c not in "\n "),
 )
 _NON_ASCII = (("\u0080", "\u07ff", 2), ("\u0800", "\uffff", 3), ("\U00010000", "\U0010ffff", 4))
 
@@ -115,7 +117,9 @@ class TextGraph(GraphBuilder):
     def occurrences(self, text: str, needle: str) -> str:
         """float [B]: non-overlapping occurrences of `needle` in each text."""
         _, n = self.split(text, needle)
-        return self.op("Cast", [self.op("Max", [self.op("Sub", [n, self.i64(1)]), self.i64(0)])], to=1)
+        return self.op(
+            "Cast", [self.op("Max", [self.op("Sub", [n, self.i64(1)]), self.i64(0)])], to=1
+        )
 
     def bits(self, x: str, patterns: list[str]) -> str:
         """float, shape of x: sum of 2**k over the patterns k that x full-matches."""
@@ -140,16 +144,26 @@ def _whitespace_pieces(g: TextGraph, text: str) -> tuple[str, str, str, str]:
         y, n = g.split(x, d)
         width = g.op("Slice", [g.op("Shape", [y]), g.i64(2), g.i64(3)])
         pad = g.op("Max", [g.op("Sub", [g.i64(1), width]), g.i64(0)])
-        pad_shape = g.op("Concat", [g.op("Slice", [g.op("Shape", [y]), g.i64(0), g.i64(2)]), pad], axis=0)
+        pad_shape = g.op(
+            "Concat", [g.op("Slice", [g.op("Shape", [y]), g.i64(0), g.i64(2)]), pad], axis=0
+        )
         y = g.op("Concat", [y, g.op("Expand", [empty, pad_shape])], axis=2)
         count = g.op("Max", [n, g.i64(1)])  # an empty piece is still a piece
         k = g.op("Range", [g.i64(0), g.op("Max", [width, g.i64(1)]), g.i64(1)])
         k = g.op("Reshape", [k, g.i64(1, 1, -1)])
-        child = g.op("And", [g.op("Unsqueeze", [valid, g.i64(2)]), g.op("Less", [k, g.op("Unsqueeze", [count, g.i64(2)])])])
+        child = g.op(
+            "And",
+            [
+                g.op("Unsqueeze", [valid, g.i64(2)]),
+                g.op("Less", [k, g.op("Unsqueeze", [count, g.i64(2)])]),
+            ],
+        )
         utf8 = len(d.encode("utf-8"))
         if utf8 > 1:
             seen = g.op("Where", [valid, g.op("Sub", [count, g.i64(1)]), g.i64(0)])
-            n_d = g.op("Cast", [g.op("ReduceSum", [seen, g.i64(1)], keepdims=0)], to=TensorProto.FLOAT)
+            n_d = g.op(
+                "Cast", [g.op("ReduceSum", [seen, g.i64(1)], keepdims=0)], to=TensorProto.FLOAT
+            )
             ws_extra = g.op("Add", [ws_extra, g.op("Mul", [n_d, g.f32(float(utf8 - 1))])])
             ws_non_ascii = g.op("Add", [ws_non_ascii, g.op("Mul", [n_d, g.f32(float(utf8))])])
         x = g.op("Reshape", [y, g.i64(0, -1)])
@@ -166,13 +180,20 @@ def _window_weights(
     end_incl = g.op("CumSum", [unit, g.i64(1)])
     start = g.op("Sub", [end_incl, unit])
     end = g.op("Add", [start, length])
-    total = g.op("Max", [g.op("Sub", [g.op("ReduceSum", [unit, g.i64(1)], keepdims=0), g.f32(1.0)]), g.f32(0.0)])
+    total = g.op(
+        "Max",
+        [g.op("Sub", [g.op("ReduceSum", [unit, g.i64(1)], keepdims=0), g.f32(1.0)]), g.f32(0.0)],
+    )
     n = g.op("Unsqueeze", [total, g.i64(1)])
     cut = g.op("Sub", [n, g.f32(float(tail))])  # the tail window starts here
     h = g.f32(float(head))
     safe_len = g.op("Max", [length, g.f32(1.0)])
-    in_head = g.op("Div", [g.op("Min", [g.op("Relu", [g.op("Sub", [h, start])]), length]), safe_len])
-    in_tail = g.op("Div", [g.op("Min", [g.op("Relu", [g.op("Sub", [end, cut])]), length]), safe_len])
+    in_head = g.op(
+        "Div", [g.op("Min", [g.op("Relu", [g.op("Sub", [h, start])]), length]), safe_len]
+    )
+    in_tail = g.op(
+        "Div", [g.op("Min", [g.op("Relu", [g.op("Sub", [end, cut])]), length]), safe_len]
+    )
     windowed = g.op("Min", [g.op("Add", [in_head, in_tail]), g.f32(1.0)])
     if tail == 0:
         windowed = in_head
@@ -209,7 +230,13 @@ def _cut_pieces(
     if tail == 0:
         tail_cut = g.op("And", [tail_cut, g.op("Not", [is_long])])
     batch = g.op("Slice", [g.op("Shape", [pieces]), i64(0), i64(1)])
-    at = g.op("Expand", [g.op("Unsqueeze", [g.op("Range", [i64(0), g.op("Squeeze", [batch]), i64(1)]), i64(1)]), g.op("Shape", [pieces])])
+    at = g.op(
+        "Expand",
+        [
+            g.op("Unsqueeze", [g.op("Range", [i64(0), g.op("Squeeze", [batch]), i64(1)]), i64(1)]),
+            g.op("Shape", [pieces]),
+        ],
+    )
     flat = {
         "x": g.op("Reshape", [pieces, i64(-1)]),
         "at": g.op("Reshape", [at, i64(-1)]),
@@ -227,7 +254,8 @@ def _cut_pieces(
         keep_f = g.op("Compress", [g.op("Reshape", [keep, i64(-1)]), sel], axis=0)
         parts["keep"].append(keep_f)
         parts["off"].append(
-            g.op("Mul", [keep_f, g.f32(0.0)]) if off is None
+            g.op("Mul", [keep_f, g.f32(0.0)])
+            if off is None
             else g.op("Compress", [g.op("Reshape", [off, i64(-1)]), sel], axis=0)
         )
     sentinel = {
@@ -244,7 +272,14 @@ def _cut_pieces(
     off = g.op("Cast", [col["off"]], to=TensorProto.INT64)
     keep = g.op("Cast", [col["keep"]], to=TensorProto.INT64)
     cols = g.const(np.arange(MAX_CHARS + 1, dtype=np.int64)[None, :], "all_cols")
-    shifted = g.op("GatherElements", [codes, g.op("Min", [g.op("Add", [cols, g.op("Unsqueeze", [off, i64(1)])]), i64(MAX_CHARS)])], axis=1)
+    shifted = g.op(
+        "GatherElements",
+        [
+            codes,
+            g.op("Min", [g.op("Add", [cols, g.op("Unsqueeze", [off, i64(1)])]), i64(MAX_CHARS)]),
+        ],
+        axis=1,
+    )
     rows = greedy_rows(
         g,
         g.op("Concat", [shifted, codes], axis=0),
@@ -258,7 +293,9 @@ def _cut_pieces(
     fix = g.op("Sub", [part, g.op("Mul", [whole, g.op("Unsqueeze", [col["share"], i64(1)])])])
     fix = g.op("Where", [g.op("Unsqueeze", [alive, i64(1)]), fix, g.f32(0.0)])
     width = g.op("Slice", [g.op("Shape", [rows]), i64(1), i64(2)])
-    zeros = g.op("ConstantOfShape", [g.op("Concat", [batch, width], axis=0)], value=_f32_tensor(0.0))
+    zeros = g.op(
+        "ConstantOfShape", [g.op("Concat", [batch, width], axis=0)], value=_f32_tensor(0.0)
+    )
     return g.op("ScatterND", [zeros, g.op("Unsqueeze", [col["at"], i64(1)]), fix], reduction="add")
 
 
@@ -308,7 +345,9 @@ def build_text_graph(
     if router.featurizer.tokenizer.max_word_chars != MAX_CHARS:
         raise ValueError(f"export-onnx needs a tokenizer with max_input_chars_per_word {MAX_CHARS}")
     if router.featurizer.config.kind != "fast":
-        raise ValueError("export-onnx needs a fast-featurizer bundle (the accurate one runs MiniLM)")
+        raise ValueError(
+            "export-onnx needs a fast-featurizer bundle (the accurate one runs MiniLM)"
+        )
     f, space, sets, policy = router.featurizer, router.space, router.sets, router.policy
     dims, width = f.dims, f.embedder.token_rows.shape[1]
     words, word_ids, token_rows, punct_rows = word_tables(router, vocab, punct)
@@ -329,7 +368,9 @@ def build_text_graph(
     unk, zero = int(word_ids[1, 0]), int(word_ids[0, 0])
     rows_c = next(i.name for i in g.inits if i.name.startswith("token_rows"))
     tokens = (rows_c, f.tokenizer.vocab, unk, zero)
-    sums = g.op("Add", [sums, _cut_pieces(g, pieces, share, length, start, n_chars, window, tokens)])
+    sums = g.op(
+        "Add", [sums, _cut_pieces(g, pieces, share, length, start, n_chars, window, tokens)]
+    )
     n_tok = g.op("Slice", [sums, g.i64(width - 1), g.i64(width), g.i64(1)])
     empty_row = g.f32(f.embedder.empty_row[None, :])
     sums = g.op("Where", [g.op("Greater", [n_tok, g.f32(0.0)]), sums, empty_row])
@@ -339,17 +380,36 @@ def build_text_graph(
     if space.uses_hand:
         hand = _hand_features(g, text, pieces, valid, n_chars, (ws_extra, ws_non_ascii), sums, dims)
         idx = g.op("Gather", [hand, g.i64(*space.hand_indices)], axis=1)
-        z = g.op("Add", [g.op("Mul", [idx, g.f32(np.array(space.hand_scale))]), g.f32(np.array(space.hand_shift))])
+        z = g.op(
+            "Add",
+            [
+                g.op("Mul", [idx, g.f32(np.array(space.hand_scale))]),
+                g.f32(np.array(space.hand_shift)),
+            ],
+        )
         lim = space.hand_limit
         parts.append(g.op("Clip", [z, g.f32(-lim), g.f32(lim)]))
     x = _unit(g, g.op("Concat", parts, axis=1) if len(parts) > 1 else parts[0], ())
 
     p = g.softmax_sets(x, sets)
-    ok = g.op("Cast", [g.op("GreaterOrEqual", [
-        g.op("Slice", [p, g.i64(0), g.i64(sets.tiers - 1), g.i64(1)]),
-        g.f32(np.array(policy.thresholds, dtype=np.float32)),
-    ])], to=TensorProto.INT32)
-    top = g.op("Cast", [g.op("Slice", [g.op("Equal", [p, p]), g.i64(0), g.i64(1), g.i64(1)])], to=TensorProto.INT32)
+    ok = g.op(
+        "Cast",
+        [
+            g.op(
+                "GreaterOrEqual",
+                [
+                    g.op("Slice", [p, g.i64(0), g.i64(sets.tiers - 1), g.i64(1)]),
+                    g.f32(np.array(policy.thresholds, dtype=np.float32)),
+                ],
+            )
+        ],
+        to=TensorProto.INT32,
+    )
+    top = g.op(
+        "Cast",
+        [g.op("Slice", [g.op("Equal", [p, p]), g.i64(0), g.i64(1), g.i64(1)])],
+        to=TensorProto.INT32,
+    )
     tier = g.op("ArgMax", [g.op("Concat", [ok, top], axis=1)], axis=1, keepdims=0)
 
     _rename(g, p, P_PASS_OUTPUT)
@@ -400,7 +460,16 @@ def _pooled(
     from onnx import TensorProto
 
     batch = g.op("Slice", [g.op("Shape", [pieces]), g.i64(0), g.i64(1)])
-    at = g.op("Expand", [g.op("Unsqueeze", [g.op("Range", [g.i64(0), g.op("Squeeze", [batch]), g.i64(1)]), g.i64(1)]), g.op("Shape", [pieces])])
+    at = g.op(
+        "Expand",
+        [
+            g.op(
+                "Unsqueeze",
+                [g.op("Range", [g.i64(0), g.op("Squeeze", [batch]), g.i64(1)]), g.i64(1)],
+            ),
+            g.op("Shape", [pieces]),
+        ],
+    )
     x = g.op("Reshape", [pieces, g.i64(-1)])
     w = g.op("Reshape", [share, g.i64(-1)])
     at = g.op("Reshape", [at, g.i64(-1)])
@@ -410,7 +479,9 @@ def _pooled(
     def compact(x: str, w: str, at: str) -> tuple[str, str, str]:
         # Only non-empty pieces inside the window, plus one empty piece so that no
         # tensor is ever empty (a zero-length StringNormalizer input is an error).
-        keep = g.op("And", [g.op("Not", [g.op("Equal", [x, sentinel_s])]), g.op("Greater", [w, g.f32(0.0)])])
+        keep = g.op(
+            "And", [g.op("Not", [g.op("Equal", [x, sentinel_s])]), g.op("Greater", [w, g.f32(0.0)])]
+        )
         return (
             g.op("Concat", [g.op("Compress", [x, keep], axis=0), sentinel_s], axis=0),
             g.op("Concat", [g.op("Compress", [w, keep], axis=0), zero_f], axis=0),
@@ -423,9 +494,19 @@ def _pooled(
     counts = []
     for c in punct:
         y, n = g.split(x, c)
-        seen = g.op("Cast", [g.op("Max", [g.op("Sub", [n, g.i64(1)]), zero_i])], to=TensorProto.FLOAT)
+        seen = g.op(
+            "Cast", [g.op("Max", [g.op("Sub", [n, g.i64(1)]), zero_i])], to=TensorProto.FLOAT
+        )
         idx = g.op("Unsqueeze", [at, g.i64(1)])
-        counts.append(g.op("Unsqueeze", [g.op("ScatterND", [zeros_b, idx, g.op("Mul", [seen, w])], reduction="add"), g.i64(1)]))
+        counts.append(
+            g.op(
+                "Unsqueeze",
+                [
+                    g.op("ScatterND", [zeros_b, idx, g.op("Mul", [seen, w])], reduction="add"),
+                    g.i64(1),
+                ],
+            )
+        )
         k = g.op("Shape", [y])
         x = g.op("Reshape", [y, g.i64(-1)])
         w = g.op("Reshape", [g.op("Expand", [g.op("Unsqueeze", [w, g.i64(1)]), k]), g.i64(-1)])
@@ -437,8 +518,8 @@ def _pooled(
         "LabelEncoder",
         [x],
         domain="ai.onnx.ml",
-        keys_strings=[""] + keys,
-        values_int64s=[0] + rows,
+        keys_strings=["", *keys],
+        values_int64s=[0, *rows],
         default_int64=1,
     )
     rows_c = g.const(token_rows, "token_rows")
@@ -453,12 +534,20 @@ def _pooled(
     ids = g.op("Gather", [g.const(word_ids, "word_ids"), word])  # [n, WORD_TOKENS]
     summed = g.op("ReduceSum", [g.op("Gather", [rows_c, ids]), g.i64(1)], keepdims=0)
     weighted = g.op("Mul", [summed, g.op("Unsqueeze", [w, g.i64(1)])])
-    zeros_bw = g.op("ConstantOfShape", [g.op("Concat", [batch, g.i64(token_rows.shape[1])], axis=0)], value=_f32_tensor(0.0))
-    words = g.op("ScatterND", [zeros_bw, g.op("Unsqueeze", [at, g.i64(1)]), weighted], reduction="add")
+    zeros_bw = g.op(
+        "ConstantOfShape",
+        [g.op("Concat", [batch, g.i64(token_rows.shape[1])], axis=0)],
+        value=_f32_tensor(0.0),
+    )
+    words = g.op(
+        "ScatterND", [zeros_bw, g.op("Unsqueeze", [at, g.i64(1)]), weighted], reduction="add"
+    )
     unk_id, zero_id = int(word_ids[1, 0]), int(word_ids[0, 0])
     pieces_m = wordpiece_rows(g, x_m, rows_c, wordpiece_vocab, unk_id, zero_id)
     weighted_m = g.op("Mul", [pieces_m, g.op("Unsqueeze", [w_m, g.i64(1)])])
-    words = g.op("ScatterND", [words, g.op("Unsqueeze", [at_m, g.i64(1)]), weighted_m], reduction="add")
+    words = g.op(
+        "ScatterND", [words, g.op("Unsqueeze", [at_m, g.i64(1)]), weighted_m], reduction="add"
+    )
     if not punct:
         return words
     punct_c = g.const(punct_rows, "punct_rows")
@@ -473,6 +562,7 @@ def _f32_tensor(v: float) -> Any:
 
 def _unit(g: TextGraph, v: str, center: tuple[float, ...]) -> str:
     """Rows of v scaled to unit norm (then centred and normalised again, as JointSpace)."""
+
     def norm(a: str) -> str:
         n = g.op("Sqrt", [g.op("ReduceSum", [g.op("Mul", [a, a]), g.i64(1)], keepdims=1)])
         return g.op("Div", [a, g.op("Max", [n, g.f32(EPS)])])
@@ -494,6 +584,7 @@ def _hand_features(
     dims: int,
 ) -> str:
     """float [B, len(FEATURE_NAMES)]: router.text_features.text_features, in graph ops."""
+
     def col(j: int) -> str:
         return g.op("Slice", [sums, g.i64(dims + j), g.i64(dims + j + 1), g.i64(1)])
 
@@ -525,7 +616,15 @@ def _hand_features(
         col_of(g.op("Log", [g.op("Add", [n_chars, g.f32(1.0)])])),
         log_tok,
         g.op("Div", [subwords, g.op("Max", [n_tok, g.f32(1.0)])]),
-        g.op("Log", [g.op("Add", [g.op("Slice", [sums, g.i64(dims), g.i64(dims + n_kw), g.i64(1)]), g.f32(1.0)])]),
+        g.op(
+            "Log",
+            [
+                g.op(
+                    "Add",
+                    [g.op("Slice", [sums, g.i64(dims), g.i64(dims + n_kw), g.i64(1)]), g.f32(1.0)],
+                )
+            ],
+        ),
         *shares,
         col_of(g.op("Log", [g.op("Add", [choices, g.f32(1.0)])])),
     ]
@@ -577,14 +676,18 @@ def ort_lowercase(texts: list[str]) -> list[str]:
 
     if not texts:
         return []
-    node = helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="LOWER", locale=LOCALE)
+    node = helper.make_node(
+        "StringNormalizer", ["x"], ["y"], case_change_action="LOWER", locale=LOCALE
+    )
     graph = helper.make_graph(
         [node],
         "lower",
         [helper.make_tensor_value_info("x", TensorProto.STRING, [None])],
         [helper.make_tensor_value_info("y", TensorProto.STRING, [None])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
+    )
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     out = session.run(None, {"x": np.array(texts, dtype=object)})[0]
     return [str(s) for s in out]
@@ -634,13 +737,17 @@ def vocabulary(
     return vocab, keys
 
 
-def export_text_graph(bundle: Path, out: Path, vocab_texts: Iterable[str], max_chunks: int) -> dict[str, Any]:
+def export_text_graph(
+    bundle: Path, out: Path, vocab_texts: Iterable[str], max_chunks: int
+) -> dict[str, Any]:
     """Write the text-in graph of `bundle` to `out`; what it holds, for the CLI's report."""
     router = Router.load(bundle)
     chunks = harvest_chunks(vocab_texts, max_chunks)
     punct = punctuation(router, chunks)
     vocab, keys = vocabulary(router, chunks, punct)
-    alphabet = ALPHABET + extra_letters(chunks, router.featurizer.tokenizer.vocab, MAX_EXTRA_LETTERS)
+    alphabet = ALPHABET + extra_letters(
+        chunks, router.featurizer.tokenizer.vocab, MAX_EXTRA_LETTERS
+    )
     model = build_text_graph(router, vocab, keys, punct, alphabet)
     write_text_graph(model, out)
     return {

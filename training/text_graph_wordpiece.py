@@ -14,7 +14,7 @@ Python).
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,7 +41,10 @@ def extra_letters(chunks: list[str], vocab: dict[str, int], n: int) -> str:
     keep = [
         c
         for c, _ in seen.most_common()
-        if c in in_pieces and not _is_punct(c) and not c.isspace() and c.lower() == c
+        if c in in_pieces
+        and not _is_punct(c)
+        and not c.isspace()
+        and c.lower() == c
         and _clean(c) == c
     ]
     return "".join(keep[:n])
@@ -105,23 +108,54 @@ def char_codes(g: TextGraph, words: str) -> tuple[str, str, str]:
     i64 = g.i64
     n_cols = MAX_CHARS + 1  # the last column takes writes that fall outside the word
     m = g.op("Slice", [g.op("Shape", [words]), i64(0), i64(1)])
-    length = g.op("Cast", [g.bits(words, [length_bit_pattern(b) for b in range(_CODE_BITS)])], to=TensorProto.INT64)
+    length = g.op(
+        "Cast",
+        [g.bits(words, [length_bit_pattern(b) for b in range(_CODE_BITS)])],
+        to=TensorProto.INT64,
+    )
     too_long = g.op("RegexFullMatch", [words], pattern=f"(?s).{{{MAX_CHARS + 1},}}")
     # A word over the limit is [UNK] whatever its letters: do not split it letter by letter.
     words = g.op("Where", [too_long, g.const(np.array([""], dtype=object), "empty"), words])
-    codes = g.op("ConstantOfShape", [g.op("Concat", [m, i64(n_cols)], axis=0)], value=_i64_tensor(0))
+    codes = g.op(
+        "ConstantOfShape", [g.op("Concat", [m, i64(n_cols)], axis=0)], value=_i64_tensor(0)
+    )
     for code, c in enumerate(g.alphabet, 1):
         pieces, n = g.split(words, c)
-        lens = g.op("Cast", [g.bits(pieces, [length_bit_pattern(b) for b in range(_CODE_BITS)])], to=TensorProto.INT64)
+        lens = g.op(
+            "Cast",
+            [g.bits(pieces, [length_bit_pattern(b) for b in range(_CODE_BITS)])],
+            to=TensorProto.INT64,
+        )
         at = g.op("Sub", [g.op("CumSum", [g.op("Add", [lens, i64(1)]), i64(1)]), i64(1)])
-        k = g.op("Range", [i64(0), g.op("Squeeze", [g.op("Slice", [g.op("Shape", [pieces]), i64(1), i64(2)])]), i64(1)])
-        real = g.op("Less", [g.op("Unsqueeze", [k, i64(0)]), g.op("Unsqueeze", [g.op("Sub", [n, i64(1)]), i64(1)])])
+        k = g.op(
+            "Range",
+            [
+                i64(0),
+                g.op("Squeeze", [g.op("Slice", [g.op("Shape", [pieces]), i64(1), i64(2)])]),
+                i64(1),
+            ],
+        )
+        real = g.op(
+            "Less",
+            [g.op("Unsqueeze", [k, i64(0)]), g.op("Unsqueeze", [g.op("Sub", [n, i64(1)]), i64(1)])],
+        )
         at = g.op("Min", [g.op("Where", [real, at, i64(MAX_CHARS)]), i64(MAX_CHARS)])
         value = g.op("Expand", [i64(code), g.op("Shape", [at])])
         codes = g.op("ScatterElements", [codes, at, value], axis=1)
     in_word = g.op("Less", [_cols(g), g.op("Unsqueeze", [length, i64(1)])])
     body = g.op("Slice", [codes, i64(0), i64(MAX_CHARS), i64(1)])
-    unknown_char = g.op("ReduceMax", [g.op("Cast", [g.op("And", [in_word, g.op("Equal", [body, i64(0)])])], to=TensorProto.INT64), i64(1)], keepdims=0)
+    unknown_char = g.op(
+        "ReduceMax",
+        [
+            g.op(
+                "Cast",
+                [g.op("And", [in_word, g.op("Equal", [body, i64(0)])])],
+                to=TensorProto.INT64,
+            ),
+            i64(1),
+        ],
+        keepdims=0,
+    )
     alive = g.op("And", [g.op("Not", [too_long]), g.op("Equal", [unknown_char, i64(0)])])
     return codes, length, alive
 
@@ -140,7 +174,6 @@ def greedy_rows(
     """float [m, W]: greedy longest-match-first WordPiece over each row of character codes
     (its first `length` codes), as summed token rows; [UNK] where not `alive` or where no
     piece matches (and nothing for an empty word)."""
-    from onnx import TensorProto
 
     token_rows, vocab, unk_id, zero_id = tokens
     i64 = g.i64
@@ -148,7 +181,7 @@ def greedy_rows(
     cols = _cols(g)
     initial, cont = hash_tables(vocab, g.alphabet)
 
-    def encoder(table: dict[int, int]) -> dict[str, object]:
+    def encoder(table: dict[int, int]) -> dict[str, Any]:
         keys = sorted(table)
         return {"keys_int64s": keys, "values_int64s": [table[k] for k in keys], "default_int64": -1}
 
@@ -159,16 +192,35 @@ def greedy_rows(
     for _ in range(STEPS):
         idx = g.op("Min", [g.op("Add", [g.op("Unsqueeze", [pos, i64(1)]), cols]), i64(MAX_CHARS)])
         sub = g.op("GatherElements", [codes, idx], axis=1)
-        inside = g.op("Less", [g.op("Add", [g.op("Unsqueeze", [pos, i64(1)]), cols]), g.op("Unsqueeze", [length, i64(1)])])
+        inside = g.op(
+            "Less",
+            [
+                g.op("Add", [g.op("Unsqueeze", [pos, i64(1)]), cols]),
+                g.op("Unsqueeze", [length, i64(1)]),
+            ],
+        )
         h = g.op("CumSum", [g.op("Mul", [sub, powers]), i64(1)])
         flat = g.op("Reshape", [h, i64(-1)])
         shape = g.op("Shape", [h])
-        first = g.op("Reshape", [g.op("LabelEncoder", [flat], domain="ai.onnx.ml", **encoder(initial)), shape])
-        later = g.op("Reshape", [g.op("LabelEncoder", [flat], domain="ai.onnx.ml", **encoder(cont)), shape])
-        ids = g.op("Where", [g.op("Unsqueeze", [g.op("Equal", [pos, i64(0)]), i64(1)]), first, later])
+        first = g.op(
+            "Reshape",
+            [g.op("LabelEncoder", [flat], domain="ai.onnx.ml", **encoder(initial)), shape],
+        )
+        later = g.op(
+            "Reshape", [g.op("LabelEncoder", [flat], domain="ai.onnx.ml", **encoder(cont)), shape]
+        )
+        ids = g.op(
+            "Where", [g.op("Unsqueeze", [g.op("Equal", [pos, i64(0)]), i64(1)]), first, later]
+        )
         ok = g.op("And", [g.op("GreaterOrEqual", [ids, i64(0)]), inside])
-        best = g.op("ReduceMax", [g.op("Where", [ok, g.op("Add", [cols, i64(1)]), i64(0)]), i64(1)], keepdims=0)
-        active = g.op("And", [alive, g.op("And", [g.op("Less", [pos, length]), g.op("Not", [failed])])])
+        best = g.op(
+            "ReduceMax",
+            [g.op("Where", [ok, g.op("Add", [cols, i64(1)]), i64(0)]), i64(1)],
+            keepdims=0,
+        )
+        active = g.op(
+            "And", [alive, g.op("And", [g.op("Less", [pos, length]), g.op("Not", [failed])])]
+        )
         found = g.op("Greater", [best, i64(0)])
         failed = g.op("Or", [failed, g.op("And", [active, g.op("Not", [found])])])
         emit = g.op("And", [active, found])

@@ -41,7 +41,9 @@ HOSTILE = (
 
 
 @pytest.fixture(scope="session")
-def text_graph(trained_bundle: Path, small_outcomes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def text_graph(
+    trained_bundle: Path, small_outcomes: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "router.onnx"
     args = ["export-onnx", "--bundle", str(trained_bundle), "--out", str(out)]
     assert main([*args, "--vocab-from", str(small_outcomes)]) == 0
@@ -75,16 +77,23 @@ def test_graph_routes_as_route_does_on_real_prompts(
     assert (diff <= 1e-3).mean() >= 0.9, f"max |dP| {diff.max():.4f}"
     assert diff.max() < 0.1
     # Where no approximation applies (every word known, no window), the graph is exact.
-    short_known = [i for i, t in enumerate(texts) if len(t) < 400 and t.isascii() and diff[i] > 1e-4]
+    short_known = [
+        i for i, t in enumerate(texts) if len(t) < 400 and t.isascii() and diff[i] > 1e-4
+    ]
     assert len(short_known) <= len(texts) // 5
 
 
-def test_graph_carries_the_ladder(text_graph: Path, trained_bundle: Path, graph_session: object) -> None:
+def test_graph_carries_the_ladder(
+    text_graph: Path, trained_bundle: Path, graph_session: object
+) -> None:
     router = Router.load(trained_bundle)
     model = onnx.load(str(text_graph))
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["tier_names"]) == router.ladder.names
-    assert Ladder.from_dict(__import__("tomllib").loads(meta["ladder_toml"])).names == router.ladder.names
+    assert (
+        Ladder.from_dict(__import__("tomllib").loads(meta["ladder_toml"])).names
+        == router.ladder.names
+    )
     assert meta["router_version"] == router.version
     names = graph_session.run([NAMES_OUTPUT], {"text": np.array(["x"], dtype=object)})[0]  # type: ignore[attr-defined]
     assert [str(n) for n in names] == router.ladder.names
@@ -104,7 +113,9 @@ def test_hostile_text_gets_a_decision(trained_bundle: Path, graph_session: objec
     assert np.abs(p[:2] - want).max() < 1e-4
 
 
-def test_export_refuses_what_it_cannot_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_refuses_what_it_cannot_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as e:
         main(["export-onnx", "--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "r.onnx")])
     assert e.value.code == 2
@@ -127,10 +138,13 @@ def _node_or_skip() -> str:
 
 
 def test_node_example_routes_as_python(
-    trained_bundle: Path, text_graph: Path, graph_session: object, test_prompts: list[tuple[str, str]]
+    trained_bundle: Path,
+    text_graph: Path,
+    graph_session: object,
+    test_prompts: list[tuple[str, str]],
 ) -> None:
     node = _node_or_skip()
-    sample = test_prompts[:30] + [("hostile", "a\ud800b \x00 日本語"), ("empty", "")]
+    sample = [*test_prompts[:30], ("hostile", "a\ud800b \x00 日本語"), ("empty", "")]
     lines = [json.dumps({"id": i, "prompt": t}) for i, t in sample] + ["not json"]
     run = subprocess.run(
         [node, str(NODE_EXAMPLE / "route.mjs"), str(text_graph)],
@@ -146,7 +160,7 @@ def test_node_example_routes_as_python(
     router = Router.load(trained_bundle)
     texts = [t for _, t in sample]
     graph_p, _ = run_text_graph(graph_session, texts)
-    want_p, want_tier = _route(router, texts)
+    want_tier = _route(router, texts)[1]
     names = router.ladder.names
     node_p = np.array([[g["p_pass"][n] for n in names] for g in got])
     node_tier = np.array([names.index(g["tier"]) for g in got])
