@@ -73,6 +73,12 @@ def main() -> None:
     ap.add_argument("--files", default="", help="comma-separated data file stems (default: all)")
     ap.add_argument("--limit", type=int, default=0, help="at most N prompts per file (0: all)")
     ap.add_argument("--graph", type=Path, help="also keep the exported graph here")
+    ap.add_argument(
+        "--eval-file",
+        default="",
+        help="data file stem whose test split the bundle's ladder fits: report pgr_auc of "
+        "route() and of the graph on it",
+    )
     a = ap.parse_args()
     router = Router.load(a.bundle, threads=1)
     out = a.graph or Path(tempfile.mkdtemp()) / "router.onnx"
@@ -100,7 +106,26 @@ def main() -> None:
             f"{100 * r['test_same_tier']:.2f}% | {100 * r['test_p_within_1e-3']:.2f}% |",
             flush=True,
         )
+    if a.eval_file:
+        print(json.dumps(_pgr_auc(router, session, DATA / f"{a.eval_file}.jsonl.gz")))
     print(json.dumps({"latency_batch1_single_thread": _latency(router, session, sample)}))
+
+
+def _pgr_auc(router: Router, session: object, path: Path) -> dict[str, float]:
+    """What the graph's approximations cost in pgr_auc on a test split."""
+    from training.evaluate import curve_metrics
+    from training.scoring import evaluate_bundle
+
+    ev = evaluate_bundle(router, path, "test")
+    graph_p, _ = run_text_graph(session, ev.prompts)
+    python = ev.report["router"]["pgr_auc"]
+    graph = curve_metrics(graph_p.astype(np.float64), ev.q, ev.c)["pgr_auc"]
+    return {
+        "file": path.name,
+        "pgr_auc_route": python,
+        "pgr_auc_graph": graph,
+        "delta": graph - python,
+    }
 
 
 if __name__ == "__main__":
