@@ -29,6 +29,7 @@ from router.bundle import (
     read_arrays,
 )
 from router.cascade import CascadeFile
+from router.compiled import warn_if_missing
 from router.decision import Decision
 from router.featurizer import Featurizer, FeaturizerConfig, pad_ids
 from router.joint_space import JointSpace
@@ -109,6 +110,8 @@ class Router:
         self._out_name = out.name
         self._sets = sets
         self._check_sets_match_the_graph()
+        if self.featurizer.embedder.index is None:
+            warn_if_missing()
 
     def _check_sets_match_the_graph(self) -> None:
         """Refuse a bundle whose arrays and ONNX graph give different P(pass)."""
@@ -126,6 +129,11 @@ class Router:
                 f"{self.source}: {MODEL_FILE} integrity check failed: {MODEL_WEIGHTS} and "
                 f"the graph disagree (max P(pass) difference {diff:.3g}); re-train the bundle"
             )
+
+    @property
+    def sets(self) -> SoftmaxSets:
+        """The model's arrays (model_weights.npz): what P(pass) is computed from."""
+        return self._sets
 
     @property
     def route_path(self) -> str:

@@ -88,8 +88,9 @@ def cmd_route(a: argparse.Namespace) -> int:
     from router import Router
 
     text = sys.stdin.read() if a.prompt == "-" else a.prompt
-    d = Router.load(a.bundle).route(text)
-    print(json.dumps(d.to_dict(), indent=2))
+    router = Router.load(a.bundle)
+    d = router.route(text)
+    print(json.dumps({**d.to_dict(), "route_path": router.route_path}, indent=2))
     return 0
 
 
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _register_optional(sub, "tier_router.labeling_cli", "serve", ("label",))
     _register_optional(sub, "tier_router.batch_cli", "serve", ("batch",))
+    _register_optional(sub, "tier_router.onnx_cli", "train", ("export-onnx",))
     _register_optional(sub, "tier_router.monitor_cli", "serve", ("monitor",))
     _register_optional(sub, "tier_router.table_cli", "train", ("table",))
     for command in sub.choices.values():  # subparsers do not inherit the formatter

@@ -115,6 +115,7 @@ def test_route_and_evaluate_print_results(
     )
     d = json.loads(capsys.readouterr().out)
     assert d["tier"] in ("haiku", "sonnet", "opus") and "p_pass" in d
+    assert d["route_path"] in ("compiled", "python")  # never slow in silence
     plot = tmp_path / "curve.png"
     assert (
         main(
