@@ -83,6 +83,7 @@ def run_demo(
     failed = escalations = 0
     cost = top_cost = quality = top_quality = 0.0
     final_tiers: dict[str, int] = {}
+    tier_quality = dict.fromkeys(ladder.names, 0.0)  # always-<tier> on the same prompts
     logger = OutcomeLogger([JsonlSink(cfg.log)])
     with LocalBedrock(ladder, index, faults) as server:
         bedrock = make_bedrock_client(
@@ -109,6 +110,8 @@ def run_demo(
             top_out = min(recorded_output_tokens(top_result), top.max_tokens)
             top_cost += top.cost_usd(estimate_tokens(len(rec.prompt)), top_out)
             top_quality += top_result.score
+            for t in ladder.tiers:
+                tier_quality[t.name] += rec.results[t.outcomes_key].score
             try:
                 res = client.converse(rec.prompt, tags={"team": "demo"})
             except TieredClientError:
@@ -146,6 +149,8 @@ def run_demo(
         "router_version": router.version,
         "judged_by": "verifier" if cascade else "recorded_verdict",
         "cost_vs_top": round(cost / top_cost, 4) if top_cost else None,
+        "saved_usd": round(top_cost - cost, 6),
+        "always_quality": {k: round(v / n, 4) for k, v in tier_quality.items()},
         "bedrock_calls": stats.get("requests", 0),
         "throttled": stats.get("throttled", 0),
         "server_errors": stats.get("server_errors", 0),

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from outcomes import OutcomesError, read_outcomes
 from router.ladder import Ladder, LadderError
@@ -185,8 +186,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         flags = "--outcomes" if isinstance(e, OutcomesError) else "--outcomes/--split"
         return _fail("demo", f"{flags}: {e}")
+    summary.update(_goal_check(router, summary))
+    if summary.get("goal_met") is False:
+        print(
+            f"demo: goal {summary['goal']!r} not met on this draw: quality "
+            f"{summary['quality']:.4f} against a target of {summary['goal_quality']:.4f} "
+            f"({summary['goal_gap_points']:+.2f} points); the policy was fitted to meet it on "
+            f"the training split's out-of-fold predictions, and {summary['requests']} prompts "
+            "move quality by about a point either way",
+            file=sys.stderr,
+        )
     print(main_json(summary), flush=True)
     return 0
+
+
+def _goal_check(router: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's goal read on the demo's own prompts: its target quality (the goal
+    tier's recorded quality on them, less the goal's points) and whether it was met."""
+    from training.policy_fit import parse_goal
+
+    text = getattr(getattr(router, "policy", None), "goal", None)
+    try:
+        goal = parse_goal(str(text), router.ladder)
+    except (ValueError, AttributeError):
+        return {"goal": text, "goal_quality": None, "goal_met": None}
+    always = summary.get("always_quality") or {}
+    tier_q = always.get(router.ladder.names[goal.tier_index])
+    if tier_q is None:
+        return {"goal": goal.text, "goal_quality": None, "goal_met": None}
+    target = round(tier_q - goal.points / 100.0, 4)
+    return {
+        "goal": goal.text,
+        "goal_quality": target,
+        "goal_gap_points": round((summary["quality"] - target) * 100, 2),
+        "goal_met": bool(summary["quality"] >= target - 1e-9),
+    }
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from training.compare import (
     evaluate_version,
     judge,
 )
+from training.ladder_check import check_ladder_against
 from training.pipeline import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ def feedback_records(
 def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
     """Write base rows (all splits, unchanged) + feedback rows (split 'train') to `dest`."""
     ladder = Ladder.load(cfg.tiers)
+    check_ladder_against(ladder, cfg.tiers, iter_outcomes(cfg.base), cfg.base)
     held_out = {r.prompt for r in iter_outcomes(cfg.base, cfg.eval_split)}
     st = MergeStats()
 
@@ -221,10 +223,11 @@ def retrain(
     train_cfg: TrainConfig,
     registered_model: str | None,
     max_quality_drop: float = DEFAULT_MAX_QUALITY_DROP,
+    registered_note: str | None = None,
 ) -> RetrainResult:
     """Merge, train and register the challenger, then score it and the champion on the
     base file's evaluation split (the same rows for both)."""
-    from training.registry import RegistryError, client
+    from training.registry import RegistryError, client, signature_of, version_ladder
     from training.registry import champion as champion_of
     from training.runs import train_evaluate_log
 
@@ -234,6 +237,7 @@ def retrain(
         dataclasses.replace(train_cfg, outcomes=merged, tiers=cfg.tiers, out=cfg.out),
         eval_split=cfg.eval_split,
         registered_model=registered_model,
+        registered_note=registered_note,
         extra_params={
             "retrain.base_file": str(cfg.base),
             "retrain.base_sha256": sha256_file(cfg.base),
@@ -256,7 +260,15 @@ def retrain(
     if registered_model:
         c = client()
         mv = champion_of(c, registered_model)
-        if mv is not None:
+        theirs = None if mv is None else version_ladder(c, mv)
+        ours = signature_of(Ladder.load(cfg.tiers))
+        if mv is not None and theirs is not None and theirs != ours:
+            champion_error = (
+                f"champion v{mv.version} of {registered_model} routes over another ladder "
+                f"({theirs}) than this challenger ({ours}): not comparable"
+            )
+            log.warning("%s", champion_error)
+        elif mv is not None:
             try:
                 champ_eval = dataclasses.replace(
                     evaluate_version(c, mv, data), label=f"champion v{mv.version}"

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from training.registry import DEFAULT_REGISTERED_MODEL
+from training.registry import DEFAULT_REGISTERED_MODEL, LADDER_TAG
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tier-router"
@@ -73,7 +73,7 @@ def log_training_run(
                 log.info("registered %s version %s", registered_model, version)
                 # So `compare` and the registry UI can name a version without opening its run.
                 client = mlflow.MlflowClient()
-                for k in ("router_version", "featurizer", "data"):
+                for k in ("router_version", "featurizer", "data", LADDER_TAG):
                     if tags.get(k):
                         client.set_model_version_tag(registered_model, version, k, tags[k])
                 mlflow.set_tags(
