@@ -155,6 +155,7 @@ def run_demo(
         "throttled": stats.get("throttled", 0),
         "server_errors": stats.get("server_errors", 0),
         "seconds": round(time.monotonic() - started, 1),
+        "elapsed_s": round(time.monotonic() - started, 1),
     }
 
 

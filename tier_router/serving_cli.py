@@ -37,7 +37,7 @@ def _load_ladder(cmd: str, path: Path) -> Ladder | int:
     try:
         return Ladder.load(path)
     except LadderError as e:
-        return _fail(cmd, f"--tiers: {e}")
+        return _fail(cmd, f"--ladder: {e}")
 
 
 def _add_faults(p: argparse.ArgumentParser, throttled: str, errors: str) -> None:
@@ -239,7 +239,25 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         stats = build_outcomes(args.log, ladder, out, split=args.split)
     except OSError as e:
         return _fail("feedback", f"--log/--out: {e}")
-    summary = {**stats.to_dict(), "out": str(out), "seconds": round(time.monotonic() - started, 2)}
+    elapsed = round(time.monotonic() - started, 2)
+    summary = {**stats.to_dict(), "out": str(out), "seconds": elapsed, "elapsed_s": elapsed}
+    # The rule for logs in every command: unreadable and foreign lines are skipped and
+    # counted; only a log with no outcome record at all is an error.
+    foreign = stats.bad_lines + stats.skipped_not_outcome_record
+    if stats.records_read - stats.skipped_not_outcome_record <= 0:
+        out.unlink(missing_ok=True)
+        return _fail(
+            "feedback",
+            f"--log: no outcome records in {', '.join(map(str, args.log))} ({stats.bad_lines} "
+            f"unreadable line(s), {stats.skipped_not_outcome_record} JSON line(s) that are not "
+            "outcome records)",
+        )
+    if foreign:
+        print(
+            f"feedback: skipped {stats.bad_lines} unreadable line(s) and "
+            f"{stats.skipped_not_outcome_record} line(s) that are not outcome records",
+            file=sys.stderr,
+        )
     if stats.skipped_prompt_hashed or stats.skipped_prompt_dropped:
         print(
             "feedback: records whose prompt was hashed or dropped cannot become training "

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def log_training_run(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
-    with _failures_named(mlflow.get_tracking_uri, bundle):
+    # MLflow writes "View run ... at: URL" to stdout when a run ends; stdout is the CLI's
+    # JSON document, so MLflow's chatter goes to stderr.
+    with _failures_named(mlflow.get_tracking_uri, bundle), redirect_stdout(sys.stderr):
         import mlflow.onnx
         import onnx
 

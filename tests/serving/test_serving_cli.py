@@ -79,7 +79,7 @@ def test_invalid_file_contents_exit_2(
     bad_tiers.write_text("[[tier]]\nname = 'x'\n")
     args = parse(["local-bedrock", "--outcomes", str(outcomes), "--tiers", str(bad_tiers)])
     assert args.func(args) == 2
-    assert "--tiers" in capsys.readouterr().err
+    assert "--ladder" in capsys.readouterr().err
     bad_outcomes = tmp_path / "bad.jsonl"
     bad_outcomes.write_text('{"id": 1}\n')
     args = parse(["local-bedrock", "--outcomes", str(bad_outcomes), "--tiers", str(TIERS)])
