@@ -85,13 +85,14 @@ def evaluate_bundle(
     labels = build_labels(recs, router.ladder, min_tiers=len(router.ladder))
     if len(labels) == 0:
         # A key the rows do not have at all is a ladder/file mismatch: name it first.
-        check_keys_present(
-            router.ladder,
-            f"{router.source}/ladder.toml",
-            {k for r in recs for k in r.results} or {"(none)"},
-            f"{outcomes} (split {split!r})",
-            second_opinion=False,
-        )
+        if recs:
+            check_keys_present(
+                router.ladder,
+                f"{router.source}/ladder.toml",
+                {k for r in recs for k in r.results},
+                f"{outcomes} (split {split!r})",
+                second_opinion=False,
+            )
         raise ValueError(
             f"{outcomes}: no prompts in split {split!r} have results for every tier "
             f"({[t.outcomes_key for t in router.ladder.tiers]})"
