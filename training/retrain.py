@@ -63,12 +63,12 @@ class RetrainConfig:
         if not self.base.is_file():
             raise ValueError(f"--outcomes: no such file: {self.base}")
         if not self.feedback:
-            raise ValueError("--feedback: give at least one outcome log")
+            raise ValueError("--log: give at least one outcome log")
         for f in self.feedback:
             if not f.is_file():
-                raise ValueError(f"--feedback: no such file: {f}")
+                raise ValueError(f"--log: no such file: {f}")
         if not self.tiers.is_file():
-            raise ValueError(f"--tiers: no such file: {self.tiers}")
+            raise ValueError(f"--ladder: no such file: {self.tiers}")
         if self.label_rule not in LABEL_RULES:
             raise ValueError(f"--label-rule must be one of {LABEL_RULES}, got {self.label_rule!r}")
 
@@ -126,7 +126,7 @@ def no_labels_message(cfg: RetrainConfig, st: MergeStats) -> str:
     read = int(st.conversion.get("records_read", 0))
     per = st.dropped_per_reason()
     files = [str(f) for f in cfg.feedback]
-    head = f"--feedback: no usable labels in {files}: {read} records read"
+    head = f"--log: no usable labels in {files}: {read} records read"
     if read == 0 and not per:
         return f"{head}; the logs hold no records"
     top = max(per, key=lambda k: per[k]) if per else None
