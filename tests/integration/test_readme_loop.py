@@ -101,9 +101,10 @@ def test_the_readme_loop_runs_as_written(loop: dict[str, Any]) -> None:
     )
     assert isinstance(demo["goal_met"], bool) and demo["goal"] == "top-1"
     assert feedback["records_read"] == 200 and feedback["written"] > 0
-    # Train-split prompts: retrain keeps every label (none is in the evaluation split).
-    assert retrain["feedback"]["dropped_eval_overlap"] == 0
-    assert retrain["feedback"]["feedback_rows"] > 0
+    # Train-split prompts: retrain keeps their labels. (A few MMLU-Pro questions appear
+    # in both splits with the same text; those alone are kept out.)
+    fb = retrain["feedback"]
+    assert fb["feedback_rows"] >= 150 and fb["dropped_eval_overlap"] <= 5
     assert retrain["mlflow"]["registered_version"] == "2"
     assert retrain["champion"]["version"] == "1" and retrain["verdict"] is not None
     assert [v["version"] for v in compare["versions"]] == ["1", "2"]
