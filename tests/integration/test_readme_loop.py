@@ -195,3 +195,28 @@ def test_this_module_reads_every_command() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices)
     assert set(sub.choices) == CHECKED
+
+
+def test_the_readme_local_server_client_example_runs(
+    loop: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's "Offline, against the local server" snippet, on a local server (its port
+    swapped for a free one), after the Serving section's own imports."""
+    from fake_bedrock import LocalBedrock, OutcomeIndex
+    from outcomes import read_outcomes
+    from router.ladder import Ladder
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    serving = text.split("## Serving on Bedrock", 1)[1]
+    imports = serving.split("```python\n", 1)[1].split("router = Router.load", 1)[0]
+    snippet = serving.split("**Offline, against the local server.**", 1)[1]
+    snippet = snippet.split("```python\n", 1)[1].split("```", 1)[0]
+    root = loop["root"]
+    monkeypatch.chdir(root)
+    ladder = Ladder.load(root / LADDER)
+    with LocalBedrock(ladder, OutcomeIndex(read_outcomes(root / SAMPLE), ladder)) as srv:
+        code = imports + snippet.replace("http://127.0.0.1:8765", srv.url)
+        names: dict[str, Any] = {}
+        exec(compile(code, "README.md", "exec"), names)
+        names["client"].logger.close()
+    assert (root / "local-outcomes.jsonl").read_text(encoding="utf-8").count("\n") == 1
