@@ -186,21 +186,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         flags = "--outcomes" if isinstance(e, OutcomesError) else "--outcomes/--split"
         return _fail("demo", f"{flags}: {e}")
-    summary.update(_goal_check(router, summary))
-    if summary.get("goal_met") is False:
-        print(
-            f"demo: goal {summary['goal']!r} not met on this draw: quality "
-            f"{summary['quality']:.4f} against a target of {summary['goal_quality']:.4f} "
-            f"({summary['goal_gap_points']:+.2f} points); the policy was fitted to meet it on "
-            f"the training split's out-of-fold predictions, and {summary['requests']} prompts "
-            "move quality by about a point either way",
-            file=sys.stderr,
-        )
+    summary.update(goal_check(router, summary))
+    note = goal_note(summary)
+    if note:
+        print(note, file=sys.stderr)
     print(main_json(summary), flush=True)
     return 0
 
 
-def _goal_check(router: Any, summary: dict[str, Any]) -> dict[str, Any]:
+def goal_note(summary: dict[str, Any]) -> str | None:
+    """What to tell a person when the demo's draw missed the bundle's goal (else None)."""
+    if summary.get("goal_met") is not False:
+        return None
+    return (
+        f"demo: goal {summary['goal']!r} not met on this draw: quality "
+        f"{summary['quality']:.4f} against a target of {summary['goal_quality']:.4f} "
+        f"({summary['goal_gap_points']:+.2f} points); the policy was fitted to meet it on "
+        f"the training split's out-of-fold predictions, and a draw of {summary['requests']} "
+        "prompts moves quality by about a point either way"
+    )
+
+
+def goal_check(router: Any, summary: dict[str, Any]) -> dict[str, Any]:
     """The bundle's goal read on the demo's own prompts: its target quality (the goal
     tier's recorded quality on them, less the goal's points) and whether it was met."""
     from training.policy_fit import parse_goal
