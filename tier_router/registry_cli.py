@@ -370,6 +370,9 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+_JSON_NAMES = {"policy.cost": "policy.cost_usd_per_request"}
+
+
 def _eval_doc(e: Any) -> dict[str, Any]:
     """One scored version as JSON: its label, version and the table's metrics."""
     from training.compare import TABLE_METRICS
@@ -381,7 +384,8 @@ def _eval_doc(e: Any) -> dict[str, Any]:
             "version": e.version,
             "router_version": e.router_version,
             "tiers": list(e.tiers),
-            "metrics": {k: e.metric(k) for k in TABLE_METRICS},
+            # Units in the names: a policy's cost is dollars per request.
+            "metrics": {_JSON_NAMES.get(k, k): e.metric(k) for k in TABLE_METRICS},
         }
     )
 

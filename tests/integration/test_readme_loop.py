@@ -96,6 +96,7 @@ def test_the_readme_loop_runs_as_written(loop: dict[str, Any]) -> None:
     assert train["mlflow"]["registered_model"] == "tier-router"
     assert train["mlflow"]["registered_version"] == "1"
     assert demo["failed"] == 0 and demo["log_records"] == demo["requests"] == 200
+    assert demo["elapsed_s"] >= 0 and feedback["elapsed_s"] >= 0
     assert demo["saved_usd"] == pytest.approx(
         demo["always_top_cost_usd"] - demo["cost_usd"], abs=1e-5
     )
@@ -108,6 +109,7 @@ def test_the_readme_loop_runs_as_written(loop: dict[str, Any]) -> None:
     assert retrain["mlflow"]["registered_version"] == "2"
     assert retrain["champion"]["version"] == "1" and retrain["verdict"] is not None
     assert [v["version"] for v in compare["versions"]] == ["1", "2"]
+    assert compare["versions"][0]["metrics"]["policy.cost_usd_per_request"] > 0  # unit named
     assert promote2["version"] == "2" and promote2["compared"] is True
     assert promote2["promoted"] == (ran[6][1] == 0) == promote2["verdict"]["ok"]
     assert docs[7]["model"] == "tier-router" and (loop["root"] / "bundles/serving").is_dir()
@@ -171,7 +173,7 @@ def _label_prints_one_document(
                 "choice", "--mode", "ondemand", "--endpoint-url", srv.url, "--dummy-credentials",
                 "--out", str(tmp_path / "labeled.jsonl")]  # fmt: skip
         rc, doc, _ = _run(argv, capsys)
-    assert rc == 0 and doc["cost_usd"] >= 0
+    assert rc == 0 and doc["cost_usd"] >= 0 and doc["elapsed_s"] >= 0
 
 
 def _local_bedrock_prints_one_line(root: Path) -> None:
