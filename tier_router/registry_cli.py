@@ -32,6 +32,11 @@ from tier_router.argtypes import out_dir as _out_dir
 from tier_router.argtypes import out_file as _out_file
 from tier_router.argtypes import positive_int as _positive_int
 from tier_router.argtypes import rate as _rate
+from tier_router.registry_output import add_json as _add_json
+from tier_router.registry_output import eval_doc as _eval_doc
+from tier_router.registry_output import json_out as _json_out
+from tier_router.registry_output import paired_doc as _paired_doc
+from tier_router.registry_output import say as _err
 
 log = logging.getLogger("tier_router.registry")
 Handler = Callable[[argparse.Namespace], int]
@@ -105,15 +110,17 @@ def _eval_data(a: argparse.Namespace, c: Any, run_id: str | None) -> Any:
 
 def cmd_promote(a: argparse.Namespace) -> int:
     from router.bundle import BundleError
-    from training.compare import (
+    from training.compare import evaluate_version, format_table, judge, paired
+    from training.registry import (
         LadderMismatch,
+        ModelRef,
+        RegistryError,
+        champion,
         check_same_ladder,
-        evaluate_version,
-        format_table,
-        judge,
-        paired,
+        client,
+        resolve,
+        set_champion,
     )
-    from training.registry import ModelRef, RegistryError, champion, client, resolve, set_champion
 
     c = client()
     cand = resolve(c, ModelRef(a.model, version=a.version))
@@ -207,15 +214,6 @@ def _move_champion(
     return _json_out(a, {**doc, "promoted": True, "forced": bool(note)}, 0)
 
 
-def _json_out(a: argparse.Namespace, doc: dict[str, Any], rc: int) -> int:
-    """With --json, the command's one JSON document on stdout; stdout stays empty without."""
-    if getattr(a, "json", False):
-        from training.finite_json import dumps
-
-        print(dumps(doc, indent=2))
-    return rc
-
-
 def cmd_pull(a: argparse.Namespace) -> int:
     from router import Router
     from training.registry import ModelRef, pull
@@ -241,14 +239,13 @@ def cmd_pull(a: argparse.Namespace) -> int:
 def cmd_compare(a: argparse.Namespace) -> int:
     from training.compare import (
         check_comparable,
-        check_same_ladder,
         evaluate_version,
         format_table,
         log_comparison,
         paired,
         plot_overlay,
     )
-    from training.registry import champion, client, list_versions
+    from training.registry import champion, check_same_ladder, client, list_versions
 
     c = client()
     versions = list_versions(c, a.model)
@@ -366,43 +363,6 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     return 0
 
 
-def _err(text: str) -> None:
-    print(text, file=sys.stderr)
-
-
-_JSON_NAMES = {"policy.cost": "policy.cost_usd_per_request"}
-
-
-def _eval_doc(e: Any) -> dict[str, Any]:
-    """One scored version as JSON: its label, version and the table's metrics."""
-    from training.compare import TABLE_METRICS
-    from training.finite_json import finite
-
-    return finite(
-        {
-            "label": e.label,
-            "version": e.version,
-            "router_version": e.router_version,
-            "tiers": list(e.tiers),
-            # Units in the names: a policy's cost is dollars per request.
-            "metrics": {_JSON_NAMES.get(k, k): e.metric(k) for k in TABLE_METRICS},
-        }
-    )
-
-
-def _paired_doc(pr: Any) -> dict[str, Any]:
-    from training.finite_json import finite
-
-    return finite(
-        {
-            "version": pr.label,
-            "reference": pr.reference,
-            "rounds": pr.rounds,
-            "diffs": {k: {**d, "reading": pr.reading(k)} for k, d in pr.diffs.items()},
-        }
-    )
-
-
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -415,15 +375,6 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--split", default="test", help="split of --outcomes to score (default test)")
     add_bootstrap(p, "each version's paired difference to the champion")
-
-
-def _add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print the result as one JSON document on stdout (the human report stays on "
-        "stderr; without --json stdout is empty)",
-    )
 
 
 def register(subparsers: Any) -> None:

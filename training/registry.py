@@ -265,3 +265,28 @@ def registered_model_for(
         f"registered model {name} holds versions over another ladder ({theirs}); this "
         f"ladder's versions go to {derived}"
     )
+
+
+class LadderMismatch(ValueError):
+    """Two registered versions route over different ladders: no comparison is meaningful."""
+
+
+def check_same_ladder(c: MlflowClient, versions: list[ModelVersion]) -> None:
+    """Refuse, before downloading or scoring anything, versions over different ladders
+    (tiers, result keys, prices), naming both versions and both ladders. A version whose
+    ladder is not recorded is left to `check_comparable` after scoring."""
+    first: tuple[ModelVersion, str] | None = None
+    for mv in versions:
+        sig = version_ladder(c, mv)
+        if sig is None:
+            continue
+        if first is None:
+            first = (mv, sig)
+        elif sig != first[1]:
+            a, b = first[0], mv
+            raise LadderMismatch(
+                f"{a.name} version {a.version} and version {b.version} route over different "
+                f"ladders: v{a.version} over {first[1]}; v{b.version} over {sig}. Versions over "
+                "different ladders are not comparable (keep one registered model per ladder: "
+                "train --registered-model, or leave it unset to get one per ladder)"
+            )
