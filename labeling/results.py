@@ -126,6 +126,7 @@ class RunSummary:
             "ondemand_cost_usd": round(self.ondemand_cost_usd, 6),
             "batch_cost_usd": round(self.batch_cost_usd, 6),
             "seconds": round(self.seconds, 2),
+            "elapsed_s": round(self.seconds, 2),
             "out": self.out,
             "message": self.message,
         }

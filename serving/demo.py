@@ -122,6 +122,9 @@ def run_demo(
     top_quality = sum(r.results[top.outcomes_key].score for r in chosen)
     tally = _Tally()
     swap: dict[str, Any] | None = None
+    tier_quality = {  # always-<tier> on the same prompts
+        t.name: sum(r.results[t.outcomes_key].score for r in chosen) for t in ladder.tiers
+    }
     logger = OutcomeLogger([JsonlSink(cfg.log)])
     with LocalBedrock(ladder, index, faults) as server:
         bedrock = make_bedrock_client(
@@ -218,10 +221,13 @@ def run_demo(
         "router_version": router.version,
         "judged_by": "verifier" if cascade else "recorded_verdict",
         "cost_vs_top": round(cost / top_cost, 4) if top_cost else None,
+        "saved_usd": round(top_cost - cost, 6),
+        "always_quality": {k: round(v / n, 4) for k, v in tier_quality.items()},
         "bedrock_calls": stats.get("requests", 0),
         "throttled": stats.get("throttled", 0),
         "server_errors": stats.get("server_errors", 0),
         "seconds": round(time.monotonic() - started, 1),
+        "elapsed_s": round(time.monotonic() - started, 1),
         "threads": cfg.threads,
         "by_version": per_version(logged),
     }

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 N = TypeVar("N", int, float)
 
@@ -154,9 +155,51 @@ def add_bundle(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_tiers(p: argparse.ArgumentParser) -> None:
-    """`--tiers`: the tier ladder a command runs or labels against."""
-    p.add_argument("--tiers", type=existing_file, required=True, help="tier ladder TOML")
+class Renamed(argparse.Action):
+    """Stores the value like a plain option; an old spelling of the flag (listed in
+    `deprecated`) still works and says once on stderr which name to use instead."""
+
+    def __init__(self, *args: Any, deprecated: tuple[str, ...] = (), **kwargs: Any) -> None:
+        self.deprecated = deprecated
+        super().__init__(*args, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string in self.deprecated:
+            print(
+                f"{parser.prog}: warning: {option_string} is deprecated; use "
+                f"{self.option_strings[0]} (same meaning)",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed(
+    p: argparse.ArgumentParser, flag: str, *old: str, **kwargs: Any
+) -> argparse.Action:
+    """`flag`, also accepted under its `old` names with a deprecation warning."""
+    kwargs.setdefault("dest", flag.lstrip("-").replace("-", "_"))
+    return p.add_argument(flag, *old, action=Renamed, deprecated=old, **kwargs)
+
+
+def add_tiers(p: argparse.ArgumentParser, help: str = "tier ladder TOML") -> None:
+    """`--ladder` (old name `--tiers`): the tier ladder a command trains, runs or labels
+    against. Stored as `tiers`."""
+    add_renamed(
+        p,
+        "--ladder",
+        "--tiers",
+        dest="tiers",
+        type=existing_file,
+        required=True,
+        metavar="LADDER.toml",
+        help=f"{help} (--tiers: the old name, deprecated)",
+    )
 
 
 def add_max_train(p: argparse.ArgumentParser) -> None:
@@ -182,16 +225,20 @@ def log_location(value: str) -> str | Path:
     return existing_file(value)
 
 
-def add_logs(p: argparse.ArgumentParser) -> None:
-    """`--log L [L ...]`: the serving outcome logs a command reads (files or S3 prefixes)."""
-    p.add_argument(
-        "--log",
-        type=log_location,
-        nargs="+",
-        required=True,
-        help="outcome log(s): files (plain or gzipped JSONL) or s3://bucket/prefix/ (read as "
-        "streams; S3 endpoint and credentials from the AWS environment)",
-    )
+def add_logs(
+    p: argparse.ArgumentParser,
+    *old: str,
+    help: str = "outcome log(s): files (plain or gzipped JSONL) or s3://bucket/prefix/ (read as "
+    "streams; S3 endpoint and credentials from the AWS environment)",
+    required: bool = True,
+) -> None:
+    """`--log L [L ...]`: the serving outcome logs a command reads (one name in every
+    command; `old` names still work, with a deprecation warning)."""
+    note = f" ({', '.join(old)}: the old name, deprecated)" if old else ""
+    add_renamed(
+        p, "--log", *old, type=log_location, nargs="+", required=required, metavar="LOG",
+        default=None, help=help + note,
+    )  # fmt: skip
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

@@ -17,7 +17,14 @@ from outcomes import OutcomesError
 from router.bundle import BundleError
 from router.ladder import LadderError
 from router.policy import DEFAULT_GOAL
-from tier_router.argtypes import DefaultsHelpFormatter, add_bootstrap, add_bundle, add_max_train
+from tier_router.argtypes import (
+    DefaultsHelpFormatter,
+    add_bootstrap,
+    add_bundle,
+    add_max_train,
+    add_renamed,
+    add_tiers,
+)
 from tier_router.argtypes import existing_bundle as _bundle
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
@@ -26,6 +33,7 @@ from tier_router.argtypes import out_file as _out_file
 from tier_router.argtypes import positive_float as _positive_float
 from tier_router.argtypes import positive_int as _positive_int
 from tier_router.argtypes import rate as _rate
+from training.finite_json import dumps
 from training.registry import DEFAULT_REGISTERED_MODEL
 
 log = logging.getLogger("tier_router")
@@ -37,7 +45,7 @@ log = logging.getLogger("tier_router")
 def cmd_train(a: argparse.Namespace) -> int:
     from training.model import ModelConfig
     from training.pipeline import TrainConfig
-    from training.runs import train_evaluate_log
+    from training.runs import pick_registered_model, train_evaluate_log
     from training.selection import SelectionConfig
     from training.tracking import TrackingError
 
@@ -61,17 +69,23 @@ def cmd_train(a: argparse.Namespace) -> int:
         selection=SelectionConfig(families=a.models),
         accurate_reference=a.accurate_reference,
     )
+    registered, note = (None, None)
+    if not a.no_mlflow:  # one registered model per ladder, settled before any work
+        registered, note = pick_registered_model(a.tiers, a.registered_model)
+        if note:
+            log.warning("%s", note)
     try:
         summary = train_evaluate_log(
             cfg,
             eval_split=a.eval_split,
             mlflow=not a.no_mlflow,
-            registered_model=a.registered_model,
+            registered_model=registered,
+            registered_note=note,
         )
     except TrackingError as e:
         print(f"tier-router train: error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(summary, indent=2))
+    print(dumps(summary, indent=2))
     return 0
 
 
@@ -88,6 +102,11 @@ def cmd_route(a: argparse.Namespace) -> int:
     from router import Router
 
     text = sys.stdin.read() if a.prompt == "-" else a.prompt
+    if not text.strip():
+        # The library routes an empty prompt (a service must not crash on one); a person
+        # typing one has made a mistake.
+        where = "stdin" if a.prompt == "-" else "the prompt argument"
+        raise ValueError(f"{where} is empty or whitespace only; give the prompt text to route")
     router = Router.load(a.bundle)
     d = router.route(text)
     print(json.dumps({**d.to_dict(), "route_path": router.route_path}, indent=2))
@@ -119,12 +138,13 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     # The curve is opt-in: a report command leaves no files behind unless asked to.
     if a.plot is not None:
         write_plot(ev, r.ladder.names, a.plot, f"{a.outcomes.name} ({a.split}): cost vs quality")
+    # The report for people on stderr; with --json the same numbers on stdout, as one
+    # JSON document (stdout is always one document or nothing).
+    print(format_report(ev.report), file=sys.stderr)
+    if a.plot is not None:
+        print(f"cost-quality curve: {a.plot}", file=sys.stderr)
     if a.json:
-        print(json.dumps({**ev.report, "plot": None if a.plot is None else str(a.plot)}, indent=2))
-    else:
-        print(format_report(ev.report))
-        if a.plot is not None:
-            print(f"cost-quality curve: {a.plot}")
+        print(dumps({**ev.report, "plot": None if a.plot is None else str(a.plot)}, indent=2))
     return 0
 
 
@@ -132,14 +152,28 @@ def cmd_policy(a: argparse.Namespace) -> int:
     from training.policy_refit import refit_policy
 
     r = refit_policy(a.bundle, a.goal, a.out, in_place=a.in_place)
-    print(r.table)
+    print(r.table, file=sys.stderr)
     print(
         f"goal {a.goal}: thresholds {list(r.thresholds)}, out-of-fold quality "
         f"{r.expected['validation_quality']:.3f} at {r.expected['validation_cost_vs_top']:.2f} "
         f"of always-top's cost"
-        + ("" if r.expected["goal_met_on_validation"] else " (goal not met: always top)")
+        + ("" if r.expected["goal_met_on_validation"] else " (goal not met: always top)"),
+        file=sys.stderr,
     )
-    print(f"wrote bundle {r.router_version} to {r.bundle} in {r.seconds:.1f} s")
+    print(f"wrote bundle {r.router_version} to {r.bundle} in {r.seconds:.1f} s", file=sys.stderr)
+    print(
+        dumps(
+            {
+                "bundle": str(r.bundle),
+                "router_version": r.router_version,
+                "goal": a.goal,
+                "thresholds": list(r.thresholds),
+                "expected": r.expected,
+                "elapsed_s": round(r.seconds, 2),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -169,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a router bundle from an outcomes file (train split)")
     t.add_argument("--outcomes", type=_file, required=True, help="outcomes JSONL(.gz)")
-    t.add_argument("--tiers", type=_file, required=True, help="tier ladder TOML, cheapest first")
+    add_tiers(t, "tier ladder TOML, cheapest first")
     t.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     t.add_argument(
         "--featurizer",
@@ -239,16 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--seed", type=int, default=0, help="seeds sampling, folds and k-means (default 0)"
     )
-    t.add_argument(
+    add_renamed(
+        t,
         "--eval-split",
         default="test",
-        help="split to evaluate on after training (skipped if absent)",
+        help="held-out split to evaluate on after training (skipped if absent)",
     )
     t.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
     t.add_argument(
         "--registered-model",
-        default=DEFAULT_REGISTERED_MODEL,
-        help="MLflow registered model name ('' to skip registration)",
+        default=None,
+        help=f"MLflow registered model name ('' to skip registration; default "
+        f"{DEFAULT_REGISTERED_MODEL}, or {DEFAULT_REGISTERED_MODEL}-<ladder>-<hash> when "
+        f"{DEFAULT_REGISTERED_MODEL}'s versions route over another ladder: one model per "
+        "ladder; a name whose versions use another ladder is refused)",
     )
     t.set_defaults(func=cmd_train)
 
@@ -290,7 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P.png",
         help="also write the cost-quality curve to this PNG (none without it)",
     )
-    e.add_argument("--json", action="store_true", help="print the full report as JSON")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="also print the full report as one JSON document on stdout (the table is on "
+        "stderr; without --json stdout is empty)",
+    )
     add_bootstrap(e, "the router's metrics (~5 s per 200 x 2k prompts)")
     e.set_defaults(func=cmd_evaluate)
 

@@ -180,7 +180,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     try:
         ladder = Ladder.load(args.tiers)
     except LadderError as e:
-        return _fail(f"--tiers: {e}")
+        return _fail(f"--ladder: {e}")
     if not args.out.parent.is_dir():
         return _fail(f"--out: directory {args.out.parent} does not exist")
     if args.out.suffix == ".gz":

@@ -18,12 +18,25 @@ from pathlib import Path
 from typing import Any
 
 from router.policy import DEFAULT_GOAL
-from tier_router.argtypes import add_bootstrap, add_max_train, add_tiers, parse_as
+from tier_router.argtypes import (
+    add_bootstrap,
+    add_logs,
+    add_max_train,
+    add_renamed,
+    add_tiers,
+    parse_as,
+)
 from tier_router.argtypes import existing_file as _file
 from tier_router.argtypes import int_list as _int_list
 from tier_router.argtypes import out_dir as _out_dir
+from tier_router.argtypes import out_file as _out_file
 from tier_router.argtypes import positive_int as _positive_int
 from tier_router.argtypes import rate as _rate
+from tier_router.registry_output import add_json as _add_json
+from tier_router.registry_output import eval_doc as _eval_doc
+from tier_router.registry_output import json_out as _json_out
+from tier_router.registry_output import paired_doc as _paired_doc
+from tier_router.registry_output import say as _err
 
 log = logging.getLogger("tier_router.registry")
 Handler = Callable[[argparse.Namespace], int]
@@ -98,41 +111,80 @@ def _eval_data(a: argparse.Namespace, c: Any, run_id: str | None) -> Any:
 def cmd_promote(a: argparse.Namespace) -> int:
     from router.bundle import BundleError
     from training.compare import evaluate_version, format_table, judge, paired
-    from training.registry import ModelRef, RegistryError, champion, client, resolve, set_champion
+    from training.registry import (
+        LadderMismatch,
+        ModelRef,
+        RegistryError,
+        champion,
+        check_same_ladder,
+        client,
+        resolve,
+        set_champion,
+    )
 
     c = client()
     cand = resolve(c, ModelRef(a.model, version=a.version))
     champ = champion(c, a.model)
+    doc: dict[str, Any] = {
+        "model": a.model,
+        "version": str(cand.version),
+        "champion_before": None if champ is None else str(champ.version),
+        "promoted": False,
+        "forced": False,
+        "compared": False,
+        "verdict": None,
+        "refused": None,
+    }
     if champ is None:
         set_champion(c, a.model, cand.version)
-        print(f"{a.model}: no champion yet; version {cand.version} is now champion")
-        return 0
+        _err(f"{a.model}: no champion yet; version {cand.version} is now champion")
+        return _json_out(a, {**doc, "promoted": True}, 0)
     if str(champ.version) == str(cand.version):
-        print(f"{a.model}: version {cand.version} already is the champion")
-        return 0
+        _err(f"{a.model}: version {cand.version} already is the champion")
+        return _json_out(a, doc, 0)
+    try:
+        check_same_ladder(c, [champ, cand])
+    except LadderMismatch as e:
+        if not a.force:
+            msg = (
+                f"champion {e}; pass --force to make version {cand.version} champion without "
+                f"a comparison (a service pulling {a.model}@champion then routes over the "
+                "other ladder)"
+            )
+            _err(f"tier-router promote: refused: {msg}")
+            return _json_out(a, {**doc, "refused": msg}, 1)
+        return _move_champion(a, c, doc, champ.version, " (forced, other ladder)")
     data = _eval_data(a, c, champ.run_id)
     ca = evaluate_version(c, cand, data)
     try:
         ch = evaluate_version(c, champ, data)
     except (BundleError, RegistryError) as e:  # e.g. an older bundle format: no comparison
         if not a.force:
-            print(
-                f"tier-router promote: refused: champion version {champ.version} cannot be "
-                f"compared ({e}); pass --force to promote version {cand.version} without "
-                "the comparison",
-                file=sys.stderr,
+            msg = (
+                f"champion version {champ.version} cannot be compared ({e}); pass --force to "
+                f"promote version {cand.version} without the comparison"
             )
-            return 1
-        print(f"champion version {champ.version} not compared: {e}")
-        return _move_champion(c, a.model, champ.version, cand.version, " (forced, not compared)")
-    print(format_table([ch, ca], data))
+            _err(f"tier-router promote: refused: {msg}")
+            return _json_out(a, {**doc, "refused": msg}, 1)
+        _err(f"champion version {champ.version} not compared: {e}")
+        return _move_champion(a, c, doc, champ.version, " (forced, not compared)")
+    _err(format_table([ch, ca], data))
     verdict = judge(ca, ch, a.tolerance, _max_drop(a))
-    print(verdict.explain())
+    _err(verdict.explain())
+    doc.update(
+        compared=True,
+        outcomes=str(data.outcomes),
+        split=data.split,
+        champion=_eval_doc(ch),
+        candidate=_eval_doc(ca),
+        verdict={"ok": verdict.ok, "reasons": list(verdict.reasons)},
+    )
     noise = ""
     envelope_loss = any(not r.startswith("its policy") for r in verdict.reasons)
     if a.bootstrap:
         pr = paired(ca, ch, a.bootstrap)
-        print(pr.explain(ch.report["n"]))
+        doc["paired"] = _paired_doc(pr)
+        _err(pr.explain(ch.report["n"]))
         if envelope_loss and pr.reading("pgr_auc") == "within noise":
             d = pr.diffs["pgr_auc"]
             noise = (
@@ -140,24 +192,26 @@ def cmd_promote(a: argparse.Namespace) -> int:
                 "is within this split's noise; --tolerance sets how much loss to accept)"
             )
     if not verdict.ok and not a.force:
-        print(
-            f"tier-router promote: refused: version {cand.version} is worse than champion "
-            f"version {champ.version} on {data.outcomes.name} ({data.split}){noise}; "
-            "pass --force to promote anyway",
-            file=sys.stderr,
+        msg = (
+            f"version {cand.version} is worse than champion version {champ.version} on "
+            f"{data.outcomes.name} ({data.split}){noise}; pass --force to promote anyway"
         )
-        return 1
+        _err(f"tier-router promote: refused: {msg}")
+        return _json_out(a, {**doc, "refused": msg}, 1)
     forced = " (forced)" if not verdict.ok else ""
-    return _move_champion(c, a.model, champ.version, cand.version, forced)
+    return _move_champion(a, c, doc, champ.version, forced)
 
 
-def _move_champion(c: Any, model: str, old: object, new: object, note: str) -> int:
+def _move_champion(
+    a: argparse.Namespace, c: Any, doc: dict[str, Any], old: object, note: str
+) -> int:
     from training.registry import set_champion
 
+    model, new = a.model, doc["version"]
     set_champion(c, model, str(new))
     c.set_model_version_tag(model, str(new), "promoted_over", str(old))
-    print(f"{model}: champion moved from version {old} to {new}{note}")
-    return 0
+    _err(f"{model}: champion moved from version {old} to {new}{note}")
+    return _json_out(a, {**doc, "promoted": True, "forced": bool(note)}, 0)
 
 
 def cmd_pull(a: argparse.Namespace) -> int:
@@ -191,7 +245,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         paired,
         plot_overlay,
     )
-    from training.registry import champion, client, list_versions
+    from training.registry import champion, check_same_ladder, client, list_versions
 
     c = client()
     versions = list_versions(c, a.model)
@@ -204,39 +258,56 @@ def cmd_compare(a: argparse.Namespace) -> int:
     if len(versions) > a.limit:
         versions = versions[-a.limit :]
     ref = champion(c, a.model) or versions[-1]
+    check_same_ladder(c, [ref, *versions])  # before any download or scoring
     data = _eval_data(a, c, ref.run_id)
     evals = [evaluate_version(c, v, data) for v in versions]
     check_comparable(evals)
-    print(format_table(evals, data))
+    _err(format_table(evals, data))
     pairs = []
     if a.bootstrap and len(evals) > 1:
         base = next((e for e in evals if e.version == str(ref.version)), evals[0])
         pairs = [paired(e, base, a.bootstrap) for e in evals if e is not base]
         for pr in pairs:
-            print(pr.explain(base.report["n"]))
-    png = a.png or Path(f"compare-{a.model}.png")
-    plot_overlay(evals, png, f"{a.model} on {data.outcomes.name} ({data.split})")
-    print(f"overlay of cost-quality curves: {png}")
-    if not a.no_log:
-        run_id = log_comparison(evals, data, png, a.model, pairs)
-        print(f"logged comparison run {run_id}")
-    return 0
+            _err(pr.explain(base.report["n"]))
+    doc: dict[str, Any] = {
+        "model": a.model,
+        "outcomes": str(data.outcomes),
+        "split": data.split,
+        "reference": str(ref.version),
+        "versions": [_eval_doc(e) for e in evals],
+        "paired": [_paired_doc(pr) for pr in pairs],
+        "png": None if a.png is None else str(a.png),
+        "run_id": None,
+    }
+    # The overlay goes where --png says; without it, only into the comparison run (a
+    # report command leaves no file in the working directory unless asked to).
+    with tempfile.TemporaryDirectory(prefix="tier-router-compare-") as tmp:
+        png = a.png or Path(tmp) / f"compare-{a.model}.png"
+        if a.png is not None or not a.no_log:
+            plot_overlay(evals, png, f"{a.model} on {data.outcomes.name} ({data.split})")
+        if a.png is not None:
+            _err(f"overlay of cost-quality curves: {png}")
+        if not a.no_log:
+            doc["run_id"] = log_comparison(evals, data, png, a.model, pairs)
+            _err(f"logged comparison run {doc['run_id']} (overlay in its plots/)")
+    return _json_out(a, doc, 0)
 
 
 def cmd_retrain(a: argparse.Namespace) -> int:
-    from training.compare import format_table, paired
+    from training.compare import EvalData, format_table, paired
     from training.model import ModelConfig
     from training.pipeline import TrainConfig
     from training.registry import client, set_champion
     from training.retrain import RetrainConfig, retrain
+    from training.runs import pick_registered_model
 
     out = a.out or Path(tempfile.mkdtemp(prefix="tier-router-challenger-")) / "bundle"
     cfg = RetrainConfig(
         base=a.outcomes,
-        feedback=tuple(a.feedback or ()),
+        feedback=tuple(a.log or ()),
         tiers=a.tiers,
         out=out,
-        eval_split=a.split,
+        eval_split=a.eval_split,
         label_rule=a.label_rule,
         table=a.table,
         table_rows=a.table_rows,
@@ -253,36 +324,44 @@ def cmd_retrain(a: argparse.Namespace) -> int:
         max_train=a.max_train,
         seed=a.seed,
     )
-    res = retrain(cfg, tcfg, a.model or None, _max_drop(a))
-    print(
-        json.dumps(
-            {
-                "merged_outcomes": str(res.merged),
-                "bundle": str(out),
-                "feedback": res.stats.to_dict(),
-                "mlflow": res.summary.get("mlflow"),
-            },
-            indent=2,
-        )
-    )
-    from training.compare import EvalData
-
+    model, note = pick_registered_model(a.tiers, a.model)  # one registered model per ladder
+    if note:
+        log.warning("%s", note)
+    res = retrain(cfg, tcfg, model, _max_drop(a), registered_note=note)
+    doc: dict[str, Any] = {
+        "merged_outcomes": str(res.merged),
+        "bundle": str(out),
+        "feedback": res.stats.to_dict(),
+        "mlflow": res.summary.get("mlflow"),
+        "challenger": _eval_doc(res.challenger),
+        "champion": None if res.champion is None else _eval_doc(res.champion),
+        "champion_error": res.champion_error,
+        "verdict": None,
+        "promoted": False,
+    }
+    # Tables and explanations for people on stderr; stdout is the one JSON document.
     evals = [e for e in (res.champion, res.challenger) if e is not None]
-    print(format_table(evals, EvalData(a.outcomes, a.split)))
+    _err(format_table(evals, EvalData(a.outcomes, a.eval_split)))
     if res.verdict is None:
-        print(res.champion_error or "no champion to compare with")
+        _err(res.champion_error or "no champion to compare with")
         if a.promote and res.champion_error:
-            print("challenger not promoted: promote it with `tier-router promote --force`")
+            _err("challenger not promoted: promote it with `tier-router promote --force`")
+        print(json.dumps(doc, indent=2))
         return 0
-    print(res.verdict.explain())
+    doc["verdict"] = {"ok": res.verdict.ok, "reasons": list(res.verdict.reasons)}
+    _err(res.verdict.explain())
     if a.bootstrap and res.champion is not None:
-        print(paired(res.challenger, res.champion, a.bootstrap).explain(res.champion.report["n"]))
+        pr = paired(res.challenger, res.champion, a.bootstrap)
+        doc["paired"] = _paired_doc(pr)
+        _err(pr.explain(res.champion.report["n"]))
     version = res.challenger.version
-    if a.promote and res.verdict.ok and version:
-        set_champion(client(), a.model, version)
-        print(f"{a.model}: challenger version {version} promoted to champion")
+    if a.promote and res.verdict.ok and version and model:
+        set_champion(client(), model, version)
+        doc["promoted"] = True
+        _err(f"{model}: challenger version {version} promoted to champion")
     elif a.promote:
-        print("challenger not promoted: it is worse than the champion on this data")
+        _err("challenger not promoted: it is worse than the champion on this data")
+    print(json.dumps(doc, indent=2))
     return 0
 
 
@@ -318,6 +397,7 @@ def register(subparsers: Any) -> None:
     )
     _add_max_quality_drop(p)
     p.add_argument("--force", action="store_true", help="promote even if worse")
+    _add_json(p)
     p.set_defaults(func=_guarded("promote", cmd_promote))
 
     q = subparsers.add_parser("pull", help="download a registered version's bundle")
@@ -341,8 +421,14 @@ def register(subparsers: Any) -> None:
         "--limit", type=_positive_int, default=8, help="compare at most N newest versions"
     )
     _eval_args(c)
-    c.add_argument("--png", type=Path, default=None, help="overlay PNG path")
+    c.add_argument(
+        "--png",
+        type=_out_file,
+        default=None,
+        help="also write the overlay PNG here (without it, it is only logged with the run)",
+    )
     c.add_argument("--no-log", action="store_true", help="do not log a comparison run")
+    _add_json(c)
     c.set_defaults(func=_guarded("compare", cmd_compare))
 
     r = subparsers.add_parser(
@@ -351,18 +437,18 @@ def register(subparsers: Any) -> None:
         "serving outcome logs and judge it against the champion",
     )
     r.add_argument("--outcomes", type=_file, required=True, help="base outcomes file")
-    r.add_argument(
+    add_logs(
+        r,
         "--feedback",
-        type=_file,
-        nargs="+",
-        default=None,
-        help="serving outcome log(s), plain or gzipped JSONL (or give --table)",
+        required=False,
+        help="serving outcome log(s), plain or gzipped JSONL, or s3://bucket/prefix/ (or give "
+        "--table)",
     )
     r.add_argument(
         "--table",
         default=None,
         help="training table from `tier-router table` (a .parquet file, directory or "
-        "s3://bucket/prefix/) instead of --feedback; sampled to --table-rows",
+        "s3://bucket/prefix/) instead of --log; sampled to --table-rows",
     )
     r.add_argument(
         "--table-rows",
@@ -386,7 +472,14 @@ def register(subparsers: Any) -> None:
     r.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
     add_max_train(r)
     r.add_argument("--seed", type=int, default=0, help="seeds sampling, folds and k-means")
-    r.add_argument("--split", default="test", help="held-out split of --outcomes (default test)")
+    add_renamed(
+        r,
+        "--eval-split",
+        "--split",
+        default="test",
+        help="held-out split of --outcomes: kept out of the labels, both versions scored on it "
+        "(as train's --eval-split; --split: the old name, deprecated)",
+    )
     r.add_argument(
         "--label-rule",
         choices=["first-attempt", "all-tried"],
@@ -395,8 +488,9 @@ def register(subparsers: Any) -> None:
     )
     r.add_argument(
         "--model",
-        default=DEFAULT_REGISTERED_MODEL,
-        help="registered model ('' to skip registration and the champion check)",
+        default=None,
+        help=f"registered model ('' to skip registration and the champion check; default "
+        f"{DEFAULT_REGISTERED_MODEL}, or the model train derived for this ladder)",
     )
     r.add_argument(
         "--promote", action="store_true", help="make the challenger champion if it is not worse"

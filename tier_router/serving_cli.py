@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from outcomes import OutcomesError, read_outcomes
 from router.ladder import Ladder, LadderError
@@ -36,7 +37,7 @@ def _load_ladder(cmd: str, path: Path) -> Ladder | int:
     try:
         return Ladder.load(path)
     except LadderError as e:
-        return _fail(cmd, f"--tiers: {e}")
+        return _fail(cmd, f"--ladder: {e}")
 
 
 def _add_faults(p: argparse.ArgumentParser, throttled: str, errors: str) -> None:
@@ -219,8 +220,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
         flags = "--outcomes" if isinstance(e, OutcomesError) else "--outcomes/--split"
         return _fail("demo", f"{flags}: {e}")
+    summary.update(goal_check(router, summary))
+    note = goal_note(summary)
+    if note:
+        print(note, file=sys.stderr)
     print(main_json(summary), flush=True)
     return 0
+
+
+def goal_note(summary: dict[str, Any]) -> str | None:
+    """What to tell a person when the demo's draw missed the bundle's goal (else None)."""
+    if summary.get("goal_met") is not False:
+        return None
+    return (
+        f"demo: goal {summary['goal']!r} not met on this draw: quality "
+        f"{summary['quality']:.4f} against a target of {summary['goal_quality']:.4f} "
+        f"({summary['goal_gap_points']:+.2f} points); the policy was fitted to meet it on "
+        f"the training split's out-of-fold predictions, and a draw of {summary['requests']} "
+        "prompts moves quality by about a point either way"
+    )
+
+
+def goal_check(router: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's goal read on the demo's own prompts: its target quality (the goal
+    tier's recorded quality on them, less the goal's points) and whether it was met."""
+    from training.policy_fit import parse_goal
+
+    text = getattr(getattr(router, "policy", None), "goal", None)
+    try:
+        goal = parse_goal(str(text), router.ladder)
+    except (ValueError, AttributeError):
+        return {"goal": text, "goal_quality": None, "goal_met": None}
+    always = summary.get("always_quality") or {}
+    tier_q = always.get(router.ladder.names[goal.tier_index])
+    if tier_q is None:
+        return {"goal": goal.text, "goal_quality": None, "goal_met": None}
+    target = round(tier_q - goal.points / 100.0, 4)
+    return {
+        "goal": goal.text,
+        "goal_quality": target,
+        "goal_gap_points": round((summary["quality"] - target) * 100, 2),
+        "goal_met": bool(summary["quality"] >= target - 1e-9),
+    }
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -241,7 +282,25 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         stats = build_outcomes(args.log, ladder, out, split=args.split)
     except (OSError, LogSourceError) as e:
         return _fail("feedback", f"--log/--out: {e}")
-    summary = {**stats.to_dict(), "out": str(out), "seconds": round(time.monotonic() - started, 2)}
+    elapsed = round(time.monotonic() - started, 2)
+    summary = {**stats.to_dict(), "out": str(out), "seconds": elapsed, "elapsed_s": elapsed}
+    # The rule for logs in every command: unreadable and foreign lines are skipped and
+    # counted; only a log with no outcome record at all is an error.
+    foreign = stats.bad_lines + stats.skipped_not_outcome_record
+    if stats.records_read - stats.skipped_not_outcome_record <= 0:
+        out.unlink(missing_ok=True)
+        return _fail(
+            "feedback",
+            f"--log: no outcome records in {', '.join(map(str, args.log))} ({stats.bad_lines} "
+            f"unreadable line(s), {stats.skipped_not_outcome_record} JSON line(s) that are not "
+            "outcome records)",
+        )
+    if foreign:
+        print(
+            f"feedback: skipped {stats.bad_lines} unreadable line(s) and "
+            f"{stats.skipped_not_outcome_record} line(s) that are not outcome records",
+            file=sys.stderr,
+        )
     if stats.skipped_prompt_hashed or stats.skipped_prompt_dropped:
         print(
             "feedback: records whose prompt was hashed or dropped cannot become training "

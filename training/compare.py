@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import tempfile
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -450,7 +452,8 @@ def log_comparison(
 
     mlflow.set_experiment(COMPARISON_EXPERIMENT)
     labels = ",".join(e.label for e in evals)
-    with mlflow.start_run(run_name=f"{model} {labels}") as run:
+    # MLflow's "View run ... at: URL" goes to stderr: stdout is the CLI's JSON document.
+    with redirect_stdout(sys.stderr), mlflow.start_run(run_name=f"{model} {labels}") as run:
         mlflow.set_tags({"kind": "comparison", "registered_model": model})
         mlflow.log_params(
             {

@@ -6,7 +6,6 @@ label -> featurize -> out-of-fold predictions (to set the policy threshold hones
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -29,7 +28,9 @@ from training.cascade_fit import CascadeResult, fit_answer_cascade
 from training.cascade_sim import save_cascade_data
 from training.evaluate import calibration_error, curve_metrics, knowable_costs, prompt_costs
 from training.featurize import Features, encode_dense, featurize
+from training.finite_json import dumps
 from training.labels import LabelSet, build_labels, missing_tier_report
+from training.ladder_check import check_ladder_against, check_tiers_have_results
 from training.model import ModelConfig, SoftClusterModel
 from training.onnx_graph import export_model
 from training.operating_points import (
@@ -45,6 +46,8 @@ from training.selection import SelectionConfig, fold_ids, select_model
 from training.verifier_fit import export_verifier
 
 log = logging.getLogger(__name__)
+# Training prompts with every tier's result: the policy's thresholds are fitted on them.
+MIN_COMPLETE = 10
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,11 @@ class TrainResult:
     cascade: CascadeResult | None = None  # verifier + cascade policy, when trained on answers
 
 
-def training_records(path: Path, max_train: int | None, seed: int) -> list[OutcomeRecord]:
+def training_records(
+    records: list[OutcomeRecord], max_train: int | None, seed: int
+) -> list[OutcomeRecord]:
     """The train split; a file without split fields counts as all-train."""
-    recs = [r for r in read_outcomes(path) if r.split in ("train", None)]
+    recs = [r for r in records if r.split in ("train", None)]
     if max_train is not None and len(recs) > max_train:
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(recs), size=max_train, replace=False))
@@ -115,7 +120,11 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
     goal = parse_goal(cfg.goal, ladder)
     if prepared is None:
         log.info("reading %s (train split)", cfg.outcomes)
-        recs = training_records(cfg.outcomes, cfg.max_train, cfg.seed)
+        every_split = read_outcomes(cfg.outcomes)
+        # Before any work: a ladder key the file does not have is a typo, not missing data.
+        check_ladder_against(ladder, cfg.tiers, every_split, cfg.outcomes)
+        recs = training_records(every_split, cfg.max_train, cfg.seed)
+        del every_split
         labels = build_labels(recs, ladder)
     else:  # no records: the verifier and cascade need answer texts a table does not carry
         recs, labels = [], prepared.labels
@@ -123,6 +132,16 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
         raise ValueError(
             f"{cfg.outcomes}: only {len(labels)} training prompts have a result for any tier "
             f"of the ladder (outcomes keys {[t.outcomes_key for t in ladder.tiers]}); need >= 20"
+        )
+    check_tiers_have_results(
+        ladder, cfg.tiers, missing_tier_report(labels, ladder), len(labels), cfg.outcomes
+    )
+    n_complete = int((~np.isnan(labels.scores).any(axis=1)).sum())
+    if n_complete < MIN_COMPLETE:
+        raise ValueError(
+            f"{cfg.outcomes}: only {n_complete} training prompts have a result for every tier "
+            f"of the ladder ({', '.join(ladder.names)}); the policy is fitted on those and "
+            f"needs at least {MIN_COMPLETE}"
         )
     y = labels.passed
     log.info(
@@ -312,7 +331,7 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
             report["accurate_reference"] = accurate
             lines.append(format_line(accurate, selection.name))
         log.info("%s", "\n".join(lines))
-        (out / layout.REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (out / layout.REPORT_FILE).write_text(dumps(report, indent=2) + "\n", encoding="utf-8")
         version = seal_bundle(
             out,
             cfg.featurizer,

@@ -9,6 +9,7 @@ The runtime never imports mlflow.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router.bundle import MANIFEST, BundleError, Manifest
+from router.ladder import Ladder
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 DEFAULT_REGISTERED_MODEL = "tier-router"
 CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
+# Version tag: the ladder signature (tiers, result keys, prices) the version routes over.
+LADDER_TAG = "ladder"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -169,3 +173,120 @@ def pull(ref: ModelRef, out: Path, c: MlflowClient | None = None) -> PulledBundl
 
 def set_champion(c: MlflowClient, name: str, version: str) -> None:
     c.set_registered_model_alias(name, CHAMPION, version)
+
+
+# -- one registered model per ladder ---------------------------------------------------------
+# Versions are only comparable over the same tiers, result keys and prices (check_comparable
+# in training/compare.py), so a registered model holds one ladder's versions.
+
+
+def ladder_signature(
+    names: list[str], keys: list[str], prices_in: list[float], prices_out: list[float]
+) -> str:
+    """What makes two versions comparable, as one readable line:
+    `haiku=KEY ($0.25/$1.25 per Mtok), sonnet=...`."""
+    return ", ".join(
+        f"{n}={k} (${float(pi):g}/${float(po):g} per Mtok)"
+        for n, k, pi, po in zip(names, keys, prices_in, prices_out, strict=True)
+    )
+
+
+def signature_of(ladder: Ladder) -> str:
+    return ladder_signature(
+        ladder.names,
+        [t.outcomes_key for t in ladder.tiers],
+        [t.price_in_per_mtok for t in ladder.tiers],
+        [t.price_out_per_mtok for t in ladder.tiers],
+    )
+
+
+def version_ladder(c: MlflowClient, mv: ModelVersion) -> str | None:
+    """The ladder signature a version was trained over: its `ladder` tag, else its run's
+    params (versions registered before the tag existed); None when neither says."""
+    tagged = (mv.tags or {}).get(LADDER_TAG)
+    if tagged:
+        return str(tagged)
+    if not mv.run_id:
+        return None
+    try:
+        params = c.get_run(mv.run_id).data.params
+        fields = [
+            params[k].split(",")
+            for k in ("ladder", "ladder.outcomes_keys", "ladder.prices_in", "ladder.prices_out")
+        ]
+        return ladder_signature(
+            fields[0], fields[1], [float(x) for x in fields[2]], [float(x) for x in fields[3]]
+        )
+    except (KeyError, ValueError):
+        return None
+    except Exception:  # the run was deleted or the store is unreachable: unknown
+        return None
+
+
+def _latest(c: MlflowClient, name: str) -> ModelVersion | None:
+    versions = c.search_model_versions(f"name = '{name}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def derived_model_name(base: str, ladder: Ladder, ladder_path: Path | str) -> str:
+    """`<base>-<ladder file stem>-<8 hex of the signature>`: one name per ladder."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(ladder_path).stem).strip("-._") or "ladder"
+    digest = hashlib.sha256(signature_of(ladder).encode()).hexdigest()[:8]
+    return f"{base}-{stem}-{digest}"
+
+
+def registered_model_for(
+    c: MlflowClient, ladder: Ladder, ladder_path: Path | str, requested: str | None
+) -> tuple[str, str | None]:
+    """The registered model this ladder's version goes to, and a note when it is not the
+    default.
+
+    `requested` None: the default model, unless its versions route over another ladder,
+    then one derived from this ladder (reused by every later training on it). A name given
+    explicitly whose versions route over another ladder is refused (RegistryError) before
+    any training, naming both ladders.
+    """
+    sig = signature_of(ladder)
+    name = requested or DEFAULT_REGISTERED_MODEL
+    latest = _latest(c, name)
+    theirs = None if latest is None else version_ladder(c, latest)
+    if latest is None or theirs is None or theirs == sig:
+        return name, None
+    if requested is not None:
+        raise RegistryError(
+            f"--registered-model {name}: its versions route over another ladder (version "
+            f"{latest.version}: {theirs}); this training's ladder {ladder_path} is {sig}. "
+            "Versions over different ladders cannot be compared or promoted over each other: "
+            f"register into another model, e.g. --registered-model "
+            f"{derived_model_name(name, ladder, ladder_path)}"
+        )
+    derived = derived_model_name(name, ladder, ladder_path)
+    return derived, (
+        f"registered model {name} holds versions over another ladder ({theirs}); this "
+        f"ladder's versions go to {derived}"
+    )
+
+
+class LadderMismatch(ValueError):
+    """Two registered versions route over different ladders: no comparison is meaningful."""
+
+
+def check_same_ladder(c: MlflowClient, versions: list[ModelVersion]) -> None:
+    """Refuse, before downloading or scoring anything, versions over different ladders
+    (tiers, result keys, prices), naming both versions and both ladders. A version whose
+    ladder is not recorded is left to `check_comparable` after scoring."""
+    first: tuple[ModelVersion, str] | None = None
+    for mv in versions:
+        sig = version_ladder(c, mv)
+        if sig is None:
+            continue
+        if first is None:
+            first = (mv, sig)
+        elif sig != first[1]:
+            a, b = first[0], mv
+            raise LadderMismatch(
+                f"{a.name} version {a.version} and version {b.version} route over different "
+                f"ladders: v{a.version} over {first[1]}; v{b.version} over {sig}. Versions over "
+                "different ladders are not comparable (keep one registered model per ladder: "
+                "train --registered-model, or leave it unset to get one per ladder)"
+            )

@@ -42,6 +42,7 @@ from training.compare import (
     evaluate_version,
     judge,
 )
+from training.ladder_check import check_ladder_against
 from training.pipeline import TrainConfig
 
 if TYPE_CHECKING:
@@ -67,16 +68,16 @@ class RetrainConfig:
         if not self.base.is_file():
             raise ValueError(f"--outcomes: no such file: {self.base}")
         if self.table is not None and self.feedback:
-            raise ValueError("give --feedback logs or a --table, not both")
+            raise ValueError("give --log outcome logs or a --table, not both")
         if self.table_rows < 20:
             raise ValueError(f"--table-rows must be >= 20, got {self.table_rows}")
         if not self.feedback and self.table is None:
-            raise ValueError("--feedback: give at least one outcome log (or --table)")
+            raise ValueError("--log: give at least one outcome log (or --table)")
         for f in self.feedback:
             if not f.is_file():
-                raise ValueError(f"--feedback: no such file: {f}")
+                raise ValueError(f"--log: no such file: {f}")
         if not self.tiers.is_file():
-            raise ValueError(f"--tiers: no such file: {self.tiers}")
+            raise ValueError(f"--ladder: no such file: {self.tiers}")
         if self.label_rule not in LABEL_RULES:
             raise ValueError(f"--label-rule must be one of {LABEL_RULES}, got {self.label_rule!r}")
 
@@ -134,7 +135,7 @@ def no_labels_message(cfg: RetrainConfig, st: MergeStats) -> str:
     read = int(st.conversion.get("records_read", 0))
     per = st.dropped_per_reason()
     files = [str(f) for f in cfg.feedback]
-    head = f"--feedback: no usable labels in {files}: {read} records read"
+    head = f"--log: no usable labels in {files}: {read} records read"
     if read == 0 and not per:
         return f"{head}; the logs hold no records"
     top = max(per, key=lambda k: per[k]) if per else None
@@ -205,6 +206,7 @@ def feedback_records(
 def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
     """Write base rows (all splits, unchanged) + feedback rows (split 'train') to `dest`."""
     ladder = Ladder.load(cfg.tiers)
+    check_ladder_against(ladder, cfg.tiers, iter_outcomes(cfg.base), cfg.base)
     held_out = {r.prompt for r in iter_outcomes(cfg.base, cfg.eval_split)}
     st = MergeStats()
 
@@ -240,10 +242,11 @@ def retrain(
     train_cfg: TrainConfig,
     registered_model: str | None,
     max_quality_drop: float = DEFAULT_MAX_QUALITY_DROP,
+    registered_note: str | None = None,
 ) -> RetrainResult:
     """Merge, train and register the challenger, then score it and the champion on the
     base file's evaluation split (the same rows for both)."""
-    from training.registry import RegistryError, client
+    from training.registry import RegistryError, client, signature_of, version_ladder
     from training.registry import champion as champion_of
     from training.runs import train_evaluate_log
 
@@ -261,6 +264,7 @@ def retrain(
         prepared=prepared,
         eval_split=cfg.eval_split,
         registered_model=registered_model,
+        registered_note=registered_note,
         extra_params={
             "retrain.base_file": str(cfg.base),
             "retrain.base_sha256": sha256_file(cfg.base),
@@ -284,7 +288,15 @@ def retrain(
     if registered_model:
         c = client()
         mv = champion_of(c, registered_model)
-        if mv is not None:
+        theirs = None if mv is None else version_ladder(c, mv)
+        ours = signature_of(Ladder.load(cfg.tiers))
+        if mv is not None and theirs is not None and theirs != ours:
+            champion_error = (
+                f"champion v{mv.version} of {registered_model} routes over another ladder "
+                f"({theirs}) than this challenger ({ours}): not comparable"
+            )
+            log.warning("%s", champion_error)
+        elif mv is not None:
             try:
                 champ_eval = dataclasses.replace(
                     evaluate_version(c, mv, data), label=f"champion v{mv.version}"

@@ -13,7 +13,7 @@ from outcomes import iter_outcomes
 from router import Router
 from training.evaluate import calibration_error
 from training.pipeline import Prepared, TrainConfig, TrainResult, train
-from training.registry import DEFAULT_REGISTERED_MODEL
+from training.registry import DEFAULT_REGISTERED_MODEL, LADDER_TAG, signature_of
 from training.scoring import (
     Evaluation,
     add_intervals,
@@ -98,12 +98,35 @@ def _has_split(path: Path, split: str) -> bool:
     return any(True for _ in iter_outcomes(path, split))
 
 
+def pick_registered_model(
+    ladder_path: Path, requested: str | None
+) -> tuple[str | None, str | None]:
+    """Before training: the registered model this ladder's version will join (one per
+    ladder; see training.registry.registered_model_for), and a note when it is derived.
+    `requested` '' skips registration. A store that cannot be asked now is left for the
+    run's own logging to report (it names the store and keeps the bundle)."""
+    if requested == "":
+        return None, None
+    from router.ladder import Ladder
+    from training.registry import RegistryError, client, registered_model_for
+
+    ladder = Ladder.load(ladder_path)
+    try:
+        return registered_model_for(client(), ladder, ladder_path, requested)
+    except RegistryError:
+        raise
+    except Exception as e:  # unreachable or misconfigured store
+        log.debug("registry not checked before training: %s", e)
+        return requested or DEFAULT_REGISTERED_MODEL, None
+
+
 def train_evaluate_log(
     cfg: TrainConfig,
     *,
     eval_split: str | None = "test",
     mlflow: bool = True,
     registered_model: str | None = DEFAULT_REGISTERED_MODEL,
+    registered_note: str | None = None,
     extra_params: dict[str, Any] | None = None,
     extra_tags: dict[str, str] | None = None,
     prepared: Prepared | None = None,
@@ -234,6 +257,7 @@ def train_evaluate_log(
                 "router_version": res.router_version,
                 "featurizer": cfg.featurizer,
                 "data": cfg.outcomes.name,
+                LADDER_TAG: signature_of(router.ladder),
                 **(extra_tags or {}),
             },
             registered_model=registered_model or None,
@@ -243,4 +267,6 @@ def train_evaluate_log(
             "registered_version": version,
             "registered_model": registered_model or None,
         }
+        if registered_note:
+            summary["mlflow"]["note"] = registered_note
     return summary

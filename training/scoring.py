@@ -23,6 +23,7 @@ from training.evaluate import (
     router_curve,
 )
 from training.labels import build_labels
+from training.ladder_check import check_keys_present
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,15 @@ def evaluate_bundle(
     recs = list(iter_outcomes(outcomes, split))
     labels = build_labels(recs, router.ladder, min_tiers=len(router.ladder))
     if len(labels) == 0:
+        # A key the rows do not have at all is a ladder/file mismatch: name it first.
+        if recs:
+            check_keys_present(
+                router.ladder,
+                f"{router.source}/ladder.toml",
+                {k for r in recs for k in r.results},
+                f"{outcomes} (split {split!r})",
+                second_opinion=False,
+            )
         raise ValueError(
             f"{outcomes}: no prompts in split {split!r} have results for every tier "
             f"({[t.outcomes_key for t in router.ladder.tiers]})"

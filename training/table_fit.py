@@ -216,11 +216,12 @@ def concat(a: tuple[LabelSet, Features], b: tuple[LabelSet, Features]) -> tuple[
 def table_training_data(cfg: RetrainConfig, train_cfg: TrainConfig) -> tuple[Prepared, MergeStats]:
     """`retrain --table`: the base file's train split (featurized here) and a sample of the
     table (its prompts in the base file's evaluation split dropped), for `train`."""
-    from outcomes import iter_outcomes
+    from outcomes import iter_outcomes, read_outcomes
     from router.featurizer import Featurizer, FeaturizerConfig
     from training import assets
     from training.featurize import featurize
     from training.labels import build_labels
+    from training.ladder_check import check_ladder_against
     from training.pipeline import Prepared, training_records
     from training.retrain import MergeStats
     from training.scale_table import assets_digest
@@ -234,7 +235,10 @@ def table_training_data(cfg: RetrainConfig, train_cfg: TrainConfig) -> tuple[Pre
     t_labels, t_feats, rep = sample_table(
         cfg.table, ladder, digest, cfg.table_rows, train_cfg.seed, held_out
     )
-    base_recs = training_records(cfg.base, train_cfg.max_train, train_cfg.seed)
+    every_split = read_outcomes(cfg.base)
+    check_ladder_against(ladder, cfg.tiers, every_split, cfg.base)
+    base_recs = training_records(every_split, train_cfg.max_train, train_cfg.seed)
+    del every_split
     b_labels = build_labels(base_recs, ladder)
     featurizer = Featurizer(fcfg, static.tokenizer_json, static.table, None)
     b_feats = featurize(b_labels.prompts, featurizer)

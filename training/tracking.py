@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from training.registry import DEFAULT_REGISTERED_MODEL
+from training.registry import DEFAULT_REGISTERED_MODEL, LADDER_TAG
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "tier-router"
@@ -48,7 +49,9 @@ def log_training_run(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
-    with _failures_named(mlflow.get_tracking_uri, bundle):
+    # MLflow writes "View run ... at: URL" to stdout when a run ends; stdout is the CLI's
+    # JSON document, so MLflow's chatter goes to stderr.
+    with _failures_named(mlflow.get_tracking_uri, bundle), redirect_stdout(sys.stderr):
         import mlflow.onnx
         import onnx
 
@@ -73,7 +76,7 @@ def log_training_run(
                 log.info("registered %s version %s", registered_model, version)
                 # So `compare` and the registry UI can name a version without opening its run.
                 client = mlflow.MlflowClient()
-                for k in ("router_version", "featurizer", "data"):
+                for k in ("router_version", "featurizer", "data", LADDER_TAG):
                     if tags.get(k):
                         client.set_model_version_tag(registered_model, version, k, tags[k])
                 mlflow.set_tags(

@@ -131,7 +131,9 @@ def test_route_and_evaluate_print_results(
         )
         == 0
     )
-    text = capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert cap.out == ""  # the table is for people: stderr; --json puts the numbers on stdout
+    text = cap.err
     for word in (
         "pgr_auc",
         "cost_at_top",
@@ -169,7 +171,7 @@ def test_evaluate_writes_no_plot_unless_asked(
     monkeypatch.chdir(cwd)
     argv = ["evaluate", "--bundle", str(out), "--outcomes", str(small_outcomes)]
     assert main([*argv, "--bootstrap", "0"]) == 0
-    assert "cost-quality curve" not in capsys.readouterr().out
+    assert "cost-quality curve" not in capsys.readouterr().err
     assert main([*argv, "--bootstrap", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["plot"] is None
     assert list(cwd.iterdir()) == []
@@ -239,3 +241,25 @@ def test_train_says_what_failed_when_mlflow_refuses_the_store(
     assert "MLflow logging to file://" in err and "--no-mlflow" in err and str(out) in err
     assert "Traceback" not in err
     assert (out / "manifest.json").is_file()  # the bundle itself is kept
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n\t"])
+def test_an_empty_prompt_on_the_command_line_is_an_error(
+    trained_bundle: Path,
+    prompt: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["route", "--bundle", str(trained_bundle), prompt]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == ""
+    assert "tier-router route: error: the prompt argument is empty or whitespace only" in cap.err
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(prompt))
+    assert main(["route", "--bundle", str(trained_bundle), "-"]) == 2
+    assert "stdin is empty" in capsys.readouterr().err
+    # The library still routes it (a service never crashes on one): only the CLI refuses.
+    from router import Router
+
+    assert Router.load(trained_bundle).route(prompt).reason.startswith("empty or whitespace")

@@ -225,20 +225,24 @@ def test_promote_moves_alias_and_refuses_worse(
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
     capsys.readouterr()
 
-    assert cli(["promote", "--model", MODEL, "--version", "2"]) == 1
+    assert cli(["promote", "--model", MODEL, "--version", "2", "--json"]) == 1
     out = capsys.readouterr()
     assert "refused" in out.err and "--force" in out.err
-    assert "quality at that cost: champion" in out.out and "worse:" in out.out
+    assert "quality at that cost: champion" in out.err and "worse:" in out.err
+    doc = json.loads(out.out)  # --json: one document on stdout, the report on stderr
+    assert doc["promoted"] is False and doc["verdict"]["ok"] is False
+    assert doc["refused"] and doc["champion_before"] == "1" and doc["version"] == "2"
     # The paired bootstrap says whether the loss is more than this split's luck.
-    assert "v2 minus v1, paired over 200 resamples of the same 300 prompts" in out.out
-    paired_part = out.out.split("paired over")[1]
+    assert "v2 minus v1, paired over 200 resamples of the same 300 prompts" in out.err
+    paired_part = out.err.split("paired over")[1]
     pgr_line = next(ln for ln in paired_part.splitlines() if ln.strip().startswith("pgr_auc "))
     assert pgr_line.split("]")[1].strip() in ("worse", "within noise")
     assert ("within this split's noise" in out.err) == pgr_line.endswith("within noise")
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
 
     assert cli(["promote", "--model", MODEL, "--version", "2", "--force"]) == 0
-    assert "(forced)" in capsys.readouterr().out
+    forced = capsys.readouterr()
+    assert "(forced)" in forced.err and forced.out == ""
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "2"
 
     # Back to the better router: v1 ranks prompts far better than champion v2 (paired
@@ -247,7 +251,7 @@ def test_promote_moves_alias_and_refuses_worse(
     # --force, is what lets it through.
     capsys.readouterr()
     assert cli(["promote", "--model", MODEL, "--version", "1", "--tolerance", "0.01"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "v1 minus v2, paired" in out
     pgr_line = next(ln for ln in out.split("paired over")[1].splitlines() if "pgr_auc" in ln)
     assert pgr_line.endswith("better")
@@ -292,8 +296,12 @@ def test_compare_prints_versions_and_logs_overlay(
 ) -> None:
     png = tmp_path / "overlay.png"
     args = ["compare", "--model", MODEL, "--versions", "1,2", "--png", str(png)]
-    assert cli([*args, "--bootstrap", "60"]) == 0
-    out = capsys.readouterr().out
+    assert cli([*args, "--bootstrap", "60", "--json"]) == 0
+    cap = capsys.readouterr()
+    out = cap.err
+    doc = json.loads(cap.out)
+    assert [v["version"] for v in doc["versions"]] == ["1", "2"] and doc["png"] == str(png)
+    assert doc["paired"][0]["version"] == "v2" and doc["run_id"]
     assert "v1" in out and "v2" in out and "pgr_auc" in out and "route.p99_us" in out
     assert "v2 minus v1, paired over 60 resamples" in out  # v1 is the champion here
     assert png.stat().st_size > 10_000
@@ -336,9 +344,9 @@ def test_retrain_from_demo_log_registers_challenger(
             "retrain",
             "--outcomes",
             str(mmlu_small),
-            "--feedback",
+            "--log",
             str(log),
-            "--tiers",
+            "--ladder",
             str(ladder),
             "--out",
             str(tmp_path / "challenger"),
@@ -351,7 +359,11 @@ def test_retrain_from_demo_log_registers_challenger(
         ]
     )
     assert rc == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)  # stdout: one JSON document; the table is on stderr
+    assert doc["challenger"]["version"] == "3" and doc["champion"]["version"] == "1"
+    assert doc["verdict"] is not None and doc["promoted"] is False
+    out = cap.err
     assert "champion v1" in out and "challenger v3" in out
     assert "challenger v3 minus champion v1, paired over 200 resamples" in out
     assert "quality at that cost" in out
@@ -393,7 +405,7 @@ def test_a_champion_this_version_cannot_read_is_not_compared_and_needs_force(
     assert "--force" in err
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "2"
     assert cli(["promote", "--model", MODEL, "--version", "1", "--force"]) == 0
-    assert "(forced, not compared)" in capsys.readouterr().out
+    assert "(forced, not compared)" in capsys.readouterr().err
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "1"
 
 
@@ -414,8 +426,88 @@ def test_retrain_says_why_an_unreadable_champion_is_not_compared(
          "2", "--promote"]
     )  # fmt: skip
     assert rc == 0
-    out = capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "champion v2 cannot be compared" in json.loads(cap.out)["champion_error"]
+    out = cap.err
     assert "champion v2 cannot be compared" in out and "integrity check failed" in out
     assert "challenger not promoted" in out and "--force" in out
     assert tracking.get_model_version_by_alias(MODEL, "champion").version == "2"
     tracking.set_registered_model_alias(MODEL, "champion", "1")
+
+
+def test_one_registered_model_per_ladder(
+    registry: dict[str, Any], tracking: Any, small_ladder: Path, ladder: Path
+) -> None:
+    from training.registry import RegistryError
+    from training.runs import pick_registered_model
+
+    # The default model holds mmlu_pro's versions: the same ladder joins it...
+    assert pick_registered_model(ladder, None) == (MODEL, None)
+    # ...another ladder gets a model of its own, derived from the ladder, and says so...
+    name, note = pick_registered_model(small_ladder, None)
+    assert name.startswith(f"{MODEL}-routerbench_subset-") and note and name in note
+    assert pick_registered_model(small_ladder, None)[0] == name  # the same every time
+    # ...and naming the mixed model explicitly is refused before any training.
+    with pytest.raises(RegistryError) as e:
+        pick_registered_model(small_ladder, MODEL)
+    msg = str(e.value)
+    assert "claude-instant-v1" in msg and "Meta-Llama-3.1-8B-Instruct" in msg
+    assert f"--registered-model {name}" in msg
+    assert pick_registered_model(small_ladder, "") == (None, None)
+
+
+def test_compare_and_promote_across_ladders_refuse_naming_both(
+    registry: dict[str, Any],
+    tracking: Any,
+    trained_bundle: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A model that already mixes ladders (as every train did before one model per
+    ladder): compare and promote refuse before scoring, naming both versions and ladders."""
+    from training.registry import LADDER_TAG, signature_of
+    from training.tracking import log_training_run
+
+    mixed = "tier-router-mixed"
+    for bundle in (Path(registry["runs"]["good"]["bundle"]), trained_bundle):
+        r = Router.load(bundle)
+        log_training_run(
+            params={"featurizer": "fast"},
+            metrics={},
+            artifacts=[],
+            bundle=bundle,
+            tags={"router_version": r.version, LADDER_TAG: signature_of(r.ladder)},
+            registered_model=mixed,
+        )
+    assert cli(["promote", "--model", mixed, "--version", "1"]) == 0
+    capsys.readouterr()
+    assert cli(["compare", "--model", mixed, "--no-log", "--json"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == ""
+    for needed in ("version 1", "version 2", "Meta-Llama-3.1-8B-Instruct", "claude-instant-v1",
+                   "not comparable"):  # fmt: skip
+        assert needed in cap.err
+    assert "no prompts in split" not in cap.err  # refused before scoring anything
+    assert cli(["promote", "--model", mixed, "--version", "2", "--json"]) == 1
+    cap = capsys.readouterr()
+    assert "refused" in cap.err and "version 1" in cap.err and "version 2" in cap.err
+    assert "claude-instant-v1" in cap.err and "Meta-Llama-3.1-8B-Instruct" in cap.err
+    assert json.loads(cap.out)["promoted"] is False
+    assert tracking.get_model_version_by_alias(mixed, "champion").version == "1"
+
+
+def test_compare_leaves_no_png_in_the_working_directory(
+    registry: dict[str, Any],
+    tracking: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli(["compare", "--model", MODEL, "--versions", "1", "--bootstrap", "0"]) == 0
+    assert list(tmp_path.iterdir()) == []  # the overlay went to the comparison run only
+    cap = capsys.readouterr()
+    assert cap.out == ""  # no --json: stdout stays empty
+    run_id = cap.err.split("logged comparison run ")[1].split()[0]
+    assert [a.path for a in tracking.list_artifacts(run_id, "plots")] == [
+        f"plots/compare-{MODEL}.png"
+    ]

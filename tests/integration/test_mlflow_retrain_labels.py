@@ -126,14 +126,13 @@ def test_retrain_without_clusters_trains_with_the_model_default(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     out = tmp_path / "challenger"
-    rc = cli(["retrain", "--outcomes", str(small_outcomes), "--feedback", str(log_file),
-              "--tiers", str(small_ladder), "--out", str(out), "--model", "", "--folds", "2",
+    rc = cli(["retrain", "--outcomes", str(small_outcomes), "--log", str(log_file),
+              "--ladder", str(small_ladder), "--out", str(out), "--model", "", "--folds", "2",
               "--bootstrap", "0"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     report = json.loads((out / "train_report.json").read_text())
     assert report["model"]["n_clusters"] == ",".join(map(str, ModelConfig().n_clusters))
-    assert json.loads(capsys.readouterr().out.split("\n}\n")[0] + "}")["feedback"][
-        "feedback_rows"] == 2
+    assert json.loads(capsys.readouterr().out)["feedback"]["feedback_rows"] == 2
 
 
 def test_a_rejected_first_answer_is_not_relabelled_with_the_escalation(

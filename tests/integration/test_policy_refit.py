@@ -42,8 +42,11 @@ def test_policy_refit_equals_train_with_that_goal(
     assert not np.array_equal(trained.policy.thresholds, top.policy.thresholds)
     out = tmp_path / "refit"
     assert main(["policy", "--bundle", str(top.bundle), "--goal", "top-2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    cap = capsys.readouterr()
+    printed = cap.err  # the table for people on stderr, one JSON document on stdout
     assert "top-2" in printed and "cost/mid" in printed and "wrote bundle" in printed
+    doc = json.loads(cap.out)
+    assert doc["bundle"] == str(out) and doc["goal"] == "top-2" and doc["elapsed_s"] >= 0
     r = Router.load(out)
     assert r.policy.thresholds == trained.policy.thresholds
     assert r.policy.goal == "top-2" and r.version != top.router_version

@@ -228,7 +228,7 @@ class Lab:
 
     def label_argv(self, prompts: Path, out: Path, srv: LocalBedrock, *flags: str) -> list[str]:
         """`tier-router label` argv against `srv` with fake keys; `flags` complete it."""
-        files = ["--prompts", str(prompts), "--tiers", str(self.ladder_path), "--out", str(out)]
+        files = ["--prompts", str(prompts), "--ladder", str(self.ladder_path), "--out", str(out)]
         return ["label", *files, "--endpoint-url", srv.url, "--dummy-credentials", *flags]
 
 

@@ -127,7 +127,7 @@ COMMANDS = sorted(
 )
 FLAGS = [
     "--outcomes",
-    "--tiers",
+    "--ladder",
     "--out",
     "--bundle",
     "--split",

@@ -42,25 +42,25 @@ def outcomes(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["local-bedrock", "--outcomes", "nope.jsonl", "--tiers", str(TIERS)], "--outcomes"),
-        (["local-bedrock", "--outcomes", "{o}", "--tiers", "nope.toml"], "--tiers"),
+        (["local-bedrock", "--outcomes", "nope.jsonl", "--ladder", str(TIERS)], "--outcomes"),
+        (["local-bedrock", "--outcomes", "{o}", "--ladder", "nope.toml"], "--ladder"),
         (
-            ["local-bedrock", "--outcomes", "{o}", "--tiers", str(TIERS), "--port", "70000"],
+            ["local-bedrock", "--outcomes", "{o}", "--ladder", str(TIERS), "--port", "70000"],
             "--port",
         ),
         (
-            ["local-bedrock", "--outcomes", "{o}", "--tiers", str(TIERS), "--throttle-rate", "2"],
+            ["local-bedrock", "--outcomes", "{o}", "--ladder", str(TIERS), "--throttle-rate", "2"],
             "--throttle-rate",
         ),
         (
-            ["local-bedrock", "--outcomes", "{o}", "--tiers", str(TIERS), "--latency-ms", "-1"],
+            ["local-bedrock", "--outcomes", "{o}", "--ladder", str(TIERS), "--latency-ms", "-1"],
             "--latency-ms",
         ),
         (["demo", "--bundle", "no-such-dir", "--outcomes", "{o}"], "--bundle"),
         (["demo", "--bundle", ".", "--outcomes", "{o}", "--requests", "0"], "--requests"),
         (["demo", "--bundle", ".", "--outcomes", "{o}", "--error-rate", "x"], "--error-rate"),
         (["demo", "--bundle", ".", "--outcomes", "{o}", "--log", "{o}"], "--log"),
-        (["feedback", "--log", "nope", "--tiers", str(TIERS), "--out", "x"], "--log"),
+        (["feedback", "--log", "nope", "--ladder", str(TIERS), "--out", "x"], "--log"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_flag(
@@ -77,12 +77,12 @@ def test_invalid_file_contents_exit_2(
 ) -> None:
     bad_tiers = tmp_path / "t.toml"
     bad_tiers.write_text("[[tier]]\nname = 'x'\n")
-    args = parse(["local-bedrock", "--outcomes", str(outcomes), "--tiers", str(bad_tiers)])
+    args = parse(["local-bedrock", "--outcomes", str(outcomes), "--ladder", str(bad_tiers)])
     assert args.func(args) == 2
-    assert "--tiers" in capsys.readouterr().err
+    assert "--ladder" in capsys.readouterr().err
     bad_outcomes = tmp_path / "bad.jsonl"
     bad_outcomes.write_text('{"id": 1}\n')
-    args = parse(["local-bedrock", "--outcomes", str(bad_outcomes), "--tiers", str(TIERS)])
+    args = parse(["local-bedrock", "--outcomes", str(bad_outcomes), "--ladder", str(TIERS)])
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert "--outcomes" in err and "bad.jsonl:1" in err
@@ -91,7 +91,7 @@ def test_invalid_file_contents_exit_2(
             "feedback",
             "--log",
             str(outcomes),
-            "--tiers",
+            "--ladder",
             str(TIERS),
             "--out",
             str(tmp_path / "missing" / "x.jsonl"),
@@ -129,7 +129,7 @@ def test_local_bedrock_command_serves_until_terminated(outcomes: Path) -> None:
             "local-bedrock",
             "--outcomes",
             str(outcomes),
-            "--tiers",
+            "--ladder",
             str(TIERS),
             "--port",
             "0",

@@ -11,7 +11,7 @@ import pytest
 
 from outcomes import ModelResult, OutcomeRecord, write_outcomes
 from router.ladder import Ladder
-from serving.demo import DemoConfig, run_demo
+from serving.demo import DemoConfig, load_router, run_demo
 from serving.outcome_log import read_log
 from serving.routing import FixedTierRouter
 from tier_router.serving_cli import register
@@ -102,3 +102,21 @@ def test_demo_cli_with_trained_bundle(
     assert s["cost_usd"] < s["always_top_cost_usd"]
     assert s["quality"] >= s["always_top_quality"] - 0.02
     assert "demo: 80/80" in captured.err
+
+
+def test_the_summary_says_whether_the_bundle_goal_was_met(trained_bundle: Path) -> None:
+    """saved_usd beside the cost ratio, and the goal read on the demo's own prompts: met or
+    not, with a sentence on stderr when not (issue 23)."""
+    from tier_router.serving_cli import goal_check, goal_note
+
+    router = load_router(str(trained_bundle))  # trained with goal "mid" (of 3 tiers: sonnet)
+    base = {"requests": 400, "always_quality": {"haiku": 0.5, "sonnet": 0.7, "opus": 0.8}}
+    met = {**base, "quality": 0.71}
+    met.update(goal_check(router, met))
+    assert met["goal"] == "mid" and met["goal_quality"] == 0.7 and met["goal_met"] is True
+    assert goal_note(met) is None
+    missed = {**base, "quality": 0.685}
+    missed.update(goal_check(router, missed))
+    assert missed["goal_met"] is False and missed["goal_gap_points"] == -1.5
+    note = goal_note(missed)
+    assert note is not None and "goal 'mid' not met" in note and "-1.50 points" in note

@@ -77,7 +77,7 @@ def logged(server: LocalBedrock, bedrock: Any, ladder: Ladder, tmp_path: Path) -
 def test_labels_only_what_was_observed(logged: Path, tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "fb.jsonl"
     assert (
-        run_cli(["feedback", "--log", str(logged), "--tiers", str(TIERS), "--out", str(out)]) == 0
+        run_cli(["feedback", "--log", str(logged), "--ladder", str(TIERS), "--out", str(out)]) == 0
     )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["written"] == 4 and summary["skipped_prompt_hashed"] == 1
@@ -108,7 +108,7 @@ def test_exploration_propensity_is_carried(
     for i in range(6):
         client.converse(f"q{i}")
     out = tmp_path / "fb.jsonl.gz"
-    assert run_cli(["feedback", "--log", str(log), "--tiers", str(TIERS), "--out", str(out)]) == 0
+    assert run_cli(["feedback", "--log", str(log), "--ladder", str(TIERS), "--out", str(out)]) == 0
     for r in read_outcomes(out):
         e = r.extra["exploration"]
         assert e["propensity"] in (0.5,) and isinstance(e["explored"], bool)
@@ -118,7 +118,7 @@ def test_torn_and_duplicate_records_are_counted(logged: Path, tmp_path: Path, ca
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(logged.read_bytes() + b'{"request_id": "torn')
     out = tmp_path / "fb.jsonl"
-    argv = ["feedback", "--log", str(logged), str(copy), "--tiers", str(TIERS), "--out", str(out)]
+    argv = ["feedback", "--log", str(logged), str(copy), "--ladder", str(TIERS), "--out", str(out)]
     assert run_cli(argv) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["written"] == 4 and s["skipped_duplicate"] == 5 and s["bad_lines"] == 1
@@ -139,7 +139,7 @@ def test_sticky_turns_are_not_labels(
     raw = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["sticky"] for r in raw] == [False, True, True]
     out = tmp_path / "fb.jsonl"
-    assert run_cli(["feedback", "--log", str(log), "--tiers", str(TIERS), "--out", str(out)]) == 0
+    assert run_cli(["feedback", "--log", str(log), "--ladder", str(TIERS), "--out", str(out)]) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["written"] == 1 and s["skipped_sticky"] == 2
     assert [r.prompt for r in read_outcomes(out)] == ["first turn"]

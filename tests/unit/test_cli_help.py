@@ -42,3 +42,26 @@ def test_every_flag_has_help_and_shows_its_default(name: str) -> None:
         if has_default_to_show(action):
             assert "default" in shown.lower(), f"{name} {flag}: --help hides its default"
     parser.format_help()  # every help string formats (no stray % signs)
+
+
+def test_old_flag_names_parse_to_the_new_ones_with_a_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One name per thing (`--ladder`, `--log`, `--eval-split`); the old spellings still
+    work and say on stderr which name to use."""
+    f = __file__
+    parser = build_parser()
+    old = parser.parse_args(["retrain", "--outcomes", f, "--feedback", f, "--tiers", f,
+                             "--split", "dev"])  # fmt: skip
+    err = capsys.readouterr().err
+    new = parser.parse_args(["retrain", "--outcomes", f, "--log", f, "--ladder", f,
+                             "--eval-split", "dev"])  # fmt: skip
+    assert capsys.readouterr().err == ""
+    for a in (old, new):
+        assert [str(x) for x in a.log] == [f] and str(a.tiers) == f and a.eval_split == "dev"
+    for was, now in (("--feedback", "--log"), ("--tiers", "--ladder"), ("--split", "--eval-split")):
+        assert f"tier-router retrain: warning: {was} is deprecated; use {now}" in err
+    t = parser.parse_args(["train", "--outcomes", f, "--tiers", f, "--out", "o"])
+    assert str(t.tiers) == f and "--tiers is deprecated" in capsys.readouterr().err
+    for name in ("train", "feedback", "label", "local-bedrock", "retrain"):
+        assert "--ladder" in commands()[f"tier-router {name}"].format_help()
