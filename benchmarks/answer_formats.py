@@ -21,7 +21,6 @@ import json
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from router.answer_features import prompt_options  # noqa: E402
 from router.answer_reader import read_final  # noqa: E402
-from training.answer_formats import FORMATS, render, surface  # noqa: E402
+from training.answer_formats import FORMATS, Reread, render, reread_row  # noqa: E402
 
 FILES = ("mmlu_pro_answers.jsonl.gz", "gsm8k_answers.jsonl.gz")
 
@@ -43,25 +42,10 @@ def rows(path: Path):
 def format_table(data: Path, write: Path | None) -> dict:
     out: dict = {}
     for name in FILES:
-        same: Counter = Counter()
-        seen = readable = 0
+        counts = Reread()
         rendered: list[str] = []
         for r in rows(data / name):
-            opts = prompt_options(r["prompt"])
-            for key, res in r["results"].items():
-                text = res.get("answer")
-                if not isinstance(text, str):
-                    continue
-                seen += 1
-                found = read_final(text, opts)
-                if found is None:
-                    continue
-                readable += 1
-                value = surface(found.key, f"{r['id']}/{key}")
-                for fmt in FORMATS:
-                    again = read_final(render(text, value, fmt), opts)
-                    same[fmt] += again is not None and again.key == found.key
-                res["answer"] = render(text, value, "json_fenced_raw")
+            reread_row(r, counts, rewrite_as="json_fenced_raw" if write is not None else None)
             if write is not None:
                 rendered.append(json.dumps(r) + "\n")
         if write is not None:
@@ -69,9 +53,9 @@ def format_table(data: Path, write: Path | None) -> dict:
             with gzip.open(write / name.replace(".jsonl", "_json_raw.jsonl"), "wt") as f:
                 f.writelines(rendered)
         out[name] = {
-            "answers": seen,
-            "readable": readable,
-            **{fmt: round(same[fmt] / max(readable, 1), 4) for fmt in FORMATS},
+            "answers": counts.answers,
+            "readable": counts.readable,
+            **{fmt: round(counts.share(fmt), 4) for fmt in FORMATS},
         }
     return out
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.answer_features import prompt_options
+from router.answer_reader import read_final
 
 FORMATS = ("json", "json_fenced_raw", "boxed", "answer_tag", "final_answer_line", "markdown")
 
@@ -53,3 +59,37 @@ def render(reasoning: str, answer: str, fmt: str) -> str:
     if fmt == "markdown":
         return f"{body}\n\n**Answer:** **{answer}**"
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+@dataclass
+class Reread:
+    """Counts of a re-render check: answers seen, readable, and read the same per format."""
+
+    answers: int = 0
+    readable: int = 0
+    same: Counter[str] = field(default_factory=Counter)
+
+    def share(self, fmt: str) -> float:
+        return self.same[fmt] / max(self.readable, 1)
+
+
+def reread_row(row: dict[str, Any], counts: Reread, rewrite_as: str | None = None) -> None:
+    """Read each recorded answer of one outcomes line, restate it in every format and read
+    it again, adding to `counts`; with `rewrite_as`, the line's readable answers are
+    replaced by their rendering in that format (to train on the re-rendered file)."""
+    opts = prompt_options(row["prompt"])
+    for model, res in row["results"].items():
+        text = res.get("answer")
+        if not isinstance(text, str):
+            continue
+        counts.answers += 1
+        found = read_final(text, opts)
+        if found is None:
+            continue
+        counts.readable += 1
+        value = surface(found.key, f"{row['id']}/{model}")
+        for fmt in FORMATS:
+            again = read_final(render(text, value, fmt), opts)
+            counts.same[fmt] += again is not None and again.key == found.key
+        if rewrite_as is not None:
+            res["answer"] = render(text, value, rewrite_as)

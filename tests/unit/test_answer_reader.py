@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +12,7 @@ from realdata import require_shared
 
 from router.answer_features import agreement, final_answer, prompt_options
 from router.answer_reader import read_final, same_answer, states_answer
-from training.answer_formats import FORMATS, render, surface
+from training.answer_formats import FORMATS, Reread, render, reread_row
 
 
 def key(text: str, options: str = "") -> str | None:
@@ -149,26 +148,12 @@ def rows(name: str, n: int) -> Iterator[dict]:
 @pytest.mark.parametrize("name", ["mmlu_pro_answers.jsonl.gz", "gsm8k_answers.jsonl.gz"])
 def test_real_answers_re_rendered_read_the_same(name: str) -> None:
     """Each real answer restated in every format reads as the same canonical answer."""
-    same: Counter = Counter()
-    readable = total = 0
+    counts = Reread()
     for r in rows(name, 400):
-        opts = prompt_options(r["prompt"])
-        for model, res in r["results"].items():
-            text = res.get("answer")
-            if not isinstance(text, str):
-                continue
-            total += 1
-            found = read_final(text, opts)
-            if found is None:
-                continue
-            readable += 1
-            value = surface(found.key, f"{r['id']}/{model}")
-            for fmt in FORMATS:
-                again = read_final(render(text, value, fmt), opts)
-                same[fmt] += again is not None and again.key == found.key
-    assert readable / total > 0.9
+        reread_row(r, counts)
+    assert counts.readable / counts.answers > 0.9
     for fmt in FORMATS:
-        assert same[fmt] / readable >= 0.99, (fmt, same[fmt], readable)
+        assert counts.share(fmt) >= 0.99, (fmt, counts.same[fmt], counts.readable)
 
 
 def test_json_replies_still_agree_with_the_second_opinion_as_often() -> None:
