@@ -206,8 +206,11 @@ class CascadeFile:
                     f"operating point {p.label!r} has {p.n_tiers} tiers, the ladder {n_tiers}"
                 )
         c = self.cost
-        sizes = {"coef": (len(c.coef), n_tiers - 1), "prices": (len(c.prices), n_tiers),
-                 "ref": (len(c.ref), n_tiers - 1)}
+        sizes = {
+            "coef": (len(c.coef), n_tiers - 1),
+            "prices": (len(c.prices), n_tiers),
+            "ref": (len(c.ref), n_tiers - 1),
+        }
         if c.prompt_coef:
             sizes["prompt_coef"] = (len(c.prompt_coef), n_tiers)
         for name, (got, want) in sizes.items():
@@ -243,6 +246,9 @@ class Judgement:
     threshold: float
     context: str  # alone | second | prev | both | no_second (consulted, nothing came)
     verdict: str  # accept | escalate | consult | top | cap
+    # The kind of final answer read from it (router.answer_reader: choice, number, math,
+    # literal, text), None when none could be read: what the logs say of the reading.
+    answer_kind: str | None = None
 
     @property
     def reason(self) -> str:
@@ -306,6 +312,7 @@ def walk(
             tier += 1
             continue
         read = verifier.read(prompt, text, options)
+        kind = read.final.partition(":")[0] if read.final else None
         # Seen by every comparison below: a dearer next tier lowers the bar to accept.
         shift = (
             policy.cost_weight[tier] * cost.z(tier + 1, len(text), len(prompt))
@@ -315,19 +322,37 @@ def walk(
         if tier == top or len(w.calls) >= policy.max_calls:
             p = verifier.p_pass(tier, read, p_router[tier], second_read, prev)
             verdict = "top" if tier == top else "cap"
-            w.judgements.append(Judgement(tier, p, shift, 0.0, _ctx(second_read, prev), verdict))
+            w.judgements.append(
+                Judgement(tier, p, shift, 0.0, _ctx(second_read, prev), verdict, answer_kind=kind)
+            )
             w.final = tier
             return w
         p = verifier.p_pass(tier, read, p_router[tier], second_read, prev)
         if p + shift >= policy.accept[tier]:
             w.judgements.append(
-                Judgement(tier, p, shift, policy.accept[tier], _ctx(second_read, prev), "accept")
+                Judgement(
+                    tier,
+                    p,
+                    shift,
+                    policy.accept[tier],
+                    _ctx(second_read, prev),
+                    "accept",
+                    answer_kind=kind,
+                )
             )
             w.final = tier
             return w
         if second is not None and not second_asked and p + shift >= policy.consult[tier]:
             w.judgements.append(
-                Judgement(tier, p, shift, policy.accept[tier], _ctx(second_read, prev), "consult")
+                Judgement(
+                    tier,
+                    p,
+                    shift,
+                    policy.accept[tier],
+                    _ctx(second_read, prev),
+                    "consult",
+                    answer_kind=kind,
+                )
             )
             second_asked = True
             w.calls.append("second")
@@ -339,20 +364,34 @@ def walk(
                 verdict = "accept" if p + shift >= th else "escalate"
                 if verdict == "escalate" and len(w.calls) >= policy.max_calls:
                     verdict = "cap"
-                w.judgements.append(Judgement(tier, p, shift, th, _ctx(second_read, prev), verdict))
+                w.judgements.append(
+                    Judgement(
+                        tier, p, shift, th, _ctx(second_read, prev), verdict, answer_kind=kind
+                    )
+                )
                 if verdict != "escalate":
                     w.final = tier
                     return w
             else:
                 verdict = "cap" if len(w.calls) >= policy.max_calls else "escalate"
                 th = policy.accept[tier]
-                w.judgements.append(Judgement(tier, p, shift, th, "no_second", verdict))
+                w.judgements.append(
+                    Judgement(tier, p, shift, th, "no_second", verdict, answer_kind=kind)
+                )
                 if verdict == "cap":
                     w.final = tier
                     return w
         else:
             w.judgements.append(
-                Judgement(tier, p, shift, policy.accept[tier], _ctx(second_read, prev), "escalate")
+                Judgement(
+                    tier,
+                    p,
+                    shift,
+                    policy.accept[tier],
+                    _ctx(second_read, prev),
+                    "escalate",
+                    answer_kind=kind,
+                )
             )
         prev = read
         tier += 1

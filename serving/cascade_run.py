@@ -154,6 +154,7 @@ def _mark_judged(
             "context": j.context,
             "verdict": j.verdict,
             "reason": j.reason,
+            "answer_kind": j.answer_kind,  # the final answer read (None: unreadable)
         }
         judged_as = _verdict(j)
         if j.verdict == "escalate":

@@ -4,6 +4,7 @@ which answers with the recorded models' real answer texts."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def test_serving_makes_the_calls_replay_makes(cascade_router, test_records, tmp_
     records = list(read_log(tmp_path / "log.jsonl"))
     assert len(records) == len(test_records)
     rejected = second = 0
+    kinds: Counter = Counter()
     for r in records:
         assert r["cascade"]["point"] == "policy"
         for a in r["attempts"]:
@@ -71,10 +73,13 @@ def test_serving_makes_the_calls_replay_makes(cascade_router, test_records, tmp_
                 assert a["outcome"] == "answered"
                 continue
             assert "verifier" in a and a["verifier"]["reason"].startswith("verifier p=")
+            kinds[a["verifier"]["answer_kind"]] += 1
             if a["outcome"] == REJECTED:
                 rejected += 1
                 assert "<" in a["reason"] and a["verifier"]["verdict"] == "escalate"
     assert rejected > 0 and second > 0  # the slice exercises both
+    # The log says what the reader made of each judged answer: choice letters, here.
+    assert kinds["choice"] > 0.8 * sum(kinds.values())
 
 
 def test_answers_follow_the_prompt_storage_setting(cascade_router, test_records, tmp_path) -> None:
