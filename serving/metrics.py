@@ -95,6 +95,8 @@ class TierStats:
     decided: int = 0
     started: int = 0
     verifier_judged: int = 0  # decided attempts the cascade judged: not labels
+    answers_judged: int = 0  # answers the cascade judged (any role), and of those
+    answers_readable: int = 0  # the ones whose final answer the reader could read
     final: int = 0
     p_sum: float = 0.0
     var_sum: float = 0.0
@@ -207,6 +209,9 @@ class Window:
         if rec.final_tier is not None:
             self.tier(rec.final_tier).final += 1
         for a in rec.attempts:
+            if a.verifier is not None and "answer_kind" in a.verifier:
+                self.tier(a.tier).answers_judged += 1
+                self.tier(a.tier).answers_readable += a.verifier["answer_kind"] is not None
             if a.role != "decided":
                 continue
             if rec.cascade is not None:
@@ -252,6 +257,12 @@ class Window:
                     "ece": None if s.ece is None else round(s.ece, 4),
                     "verifier_judged": s.verifier_judged,
                 }
+                for t, s in ((t, self.tier(t)) for t in names)
+            },
+            # What the answer reader made of the replies the cascade judged: a low share
+            # means a reply format it misses, and a cascade that cannot compare answers.
+            "answers_readable": {
+                t: round(s.answers_readable / s.answers_judged, 4) if s.answers_judged else None
                 for t, s in ((t, self.tier(t)) for t in names)
             },
             "drift": list(self.drift),

@@ -13,6 +13,7 @@ from serving_support import client_for
 from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
 from outcomes import read_outcomes
 from router import Router
+from serving.metrics import iter_windows
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, read_log
 from serving.tiered_client import REJECTED, TieredClient, TieredClientConfig
 from training.replay import replay_records
@@ -78,8 +79,12 @@ def test_serving_makes_the_calls_replay_makes(cascade_router, test_records, tmp_
                 rejected += 1
                 assert "<" in a["reason"] and a["verifier"]["verdict"] == "escalate"
     assert rejected > 0 and second > 0  # the slice exercises both
-    # The log says what the reader made of each judged answer: choice letters, here.
+    # The log says what the reader made of each judged answer: choice letters, here; and
+    # monitor's windows report the readable share per tier from it.
     assert kinds["choice"] > 0.8 * sum(kinds.values())
+    (window,) = list(iter_windows(records, window_requests=len(records)))
+    readable = window.summary(cascade_router.ladder.names)["answers_readable"]
+    assert any(readable.values()) and all(v is None or v > 0.8 for v in readable.values())
 
 
 def test_answers_follow_the_prompt_storage_setting(cascade_router, test_records, tmp_path) -> None:
