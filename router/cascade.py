@@ -250,6 +250,18 @@ class Judgement:
     # literal, text), None when none could be read: what the logs say of the reading.
     answer_kind: str | None = None
 
+    def to_log(self) -> dict[str, Any]:
+        """The judgement as an outcome log's attempt carries it (`verifier`)."""
+        return {
+            "p_pass": round(self.p_pass, 4),
+            "shift": round(self.shift, 4),
+            "threshold": self.threshold,
+            "context": self.context,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "answer_kind": self.answer_kind,  # the final answer read (None: unreadable)
+        }
+
     @property
     def reason(self) -> str:
         if self.context == "no_second":

@@ -188,14 +188,7 @@ def settle(
         outcome: str = PASSED if failure is None else FAILED
         reason = failure
         if failure is None and j is not None:
-            verdict = {
-                "p_pass": round(j.p_pass, 4),
-                "shift": round(j.shift, 4),
-                "threshold": j.threshold,
-                "context": j.context,
-                "verdict": j.verdict,
-                "reason": j.reason,
-            }
+            verdict = j.to_log()
             if j.verdict == "escalate":
                 outcome, reason = REJECTED, j.reason
         escalations += outcome in (FAILED, REJECTED)

@@ -147,15 +147,7 @@ def _mark_judged(
         if j.tier not in answered or j.verdict == "consult":
             continue
         k, judged = answered[j.tier]
-        verdict = {
-            "p_pass": round(j.p_pass, 4),
-            "shift": round(j.shift, 4),
-            "threshold": j.threshold,
-            "context": j.context,
-            "verdict": j.verdict,
-            "reason": j.reason,
-            "answer_kind": j.answer_kind,  # the final answer read (None: unreadable)
-        }
+        verdict = j.to_log()
         judged_as = _verdict(j)
         if j.verdict == "escalate":
             attempts[k] = replace(
