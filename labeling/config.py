@@ -7,11 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.batch_jobs import check_batch_location
+
 STRATEGIES = ("all", "cascade")
-_BUCKET = re.compile(r"[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]")
-_ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 _JOB_PREFIX = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]{0,29}")
-_S3_PREFIX = re.compile(r"[-!_*'().a-zA-Z0-9]+(/[-!_*'().a-zA-Z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -63,14 +62,7 @@ class BatchConfig:
     grade_concurrency: int = 8
 
     def __post_init__(self) -> None:
-        if not _BUCKET.fullmatch(self.bucket):
-            raise ValueError(f"invalid S3 bucket name {self.bucket!r}")
-        if not _ROLE_ARN.fullmatch(self.role_arn):
-            raise ValueError(
-                f"role ARN must look like arn:aws:iam::ACCOUNT:role/NAME, got {self.role_arn!r}"
-            )
-        if not _S3_PREFIX.fullmatch(self.s3_prefix):
-            raise ValueError(f"invalid S3 prefix {self.s3_prefix!r}")
+        check_batch_location(self.bucket, self.role_arn, self.s3_prefix)
         if not _JOB_PREFIX.fullmatch(self.job_prefix):
             raise ValueError(
                 f"job prefix must be 1-30 letters, digits or '-', got {self.job_prefix!r}"

@@ -24,7 +24,6 @@ from typing import Any, TextIO
 from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
 from fake_bedrock.batch import loopback_s3_client
 from fake_bedrock.replay import recorded_reply
-from outcomes import read_outcomes
 from router.cascade import Walk
 from router.tokens import estimate_tokens
 from serving.batch_input import read_items
@@ -34,7 +33,7 @@ from serving.batch_walk import Judge
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.cascade_run import find_cascade
 from serving.checks import builtin_checks
-from serving.demo import DemoConfig, pick_requests
+from serving.demo import DemoConfig, demo_requests
 from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, read_log
 from serving.routing import RouterLike
 
@@ -70,11 +69,7 @@ def run_batch_demo(
 ) -> dict[str, Any]:
     progress = progress if progress is not None else sys.stderr
     ladder = router.ladder
-    keys = [t.outcomes_key for t in ladder.tiers]
-    records = read_outcomes(cfg.outcomes, split=cfg.split)
-    chosen = pick_requests(records, keys, cfg.requests, cfg.seed)
-    if not chosen:
-        raise ValueError(f"{cfg.outcomes}: no {cfg.split!r} records with results for all of {keys}")
+    chosen = demo_requests(cfg, ladder)
     index = OutcomeIndex(chosen, ladder)
     log = Path(cfg.log)
     work = Path(tempfile.mkdtemp(prefix="batch-", dir=log.parent))

@@ -176,3 +176,21 @@ def output_records(s3: Any, bucket: str, key: str) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"s3://{bucket}/{key}:{n}: invalid JSON") from None
             if isinstance(rec, dict):
                 yield rec
+
+
+_BUCKET = re.compile(r"[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]")
+_ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+_S3_PREFIX = re.compile(r"[-!_*'().a-zA-Z0-9]+(/[-!_*'().a-zA-Z0-9]+)*")
+
+
+def check_batch_location(bucket: str, role_arn: str, s3_prefix: str) -> None:
+    """Where Batch jobs read and write, checked before anything is submitted (labeling's
+    and routed batch's configs alike): ValueError naming what is wrong."""
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"invalid S3 bucket name {bucket!r}")
+    if not _ROLE_ARN.fullmatch(role_arn):
+        raise ValueError(
+            f"role ARN must look like arn:aws:iam::ACCOUNT:role/NAME, got {role_arn!r}"
+        )
+    if not _S3_PREFIX.fullmatch(s3_prefix):
+        raise ValueError(f"invalid S3 prefix {s3_prefix!r}")

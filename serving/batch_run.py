@@ -34,6 +34,7 @@ from serving.batch_jobs import (
     TERMINAL_STATUSES,
     USABLE_STATUSES,
     answer_of,
+    check_batch_location,
     job_name,
     model_input,
     output_keys,
@@ -47,9 +48,6 @@ from serving.batch_walk import Judge, settle
 from serving.outcome_log import OutcomeLogger, PromptStorage
 from serving.progress import Progress
 
-_BUCKET = re.compile(r"[a-z0-9][-.a-z0-9]{1,61}[a-z0-9]")
-_ROLE_ARN = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
-_PREFIX = re.compile(r"[-!_*'().a-zA-Z0-9]+(/[-!_*'().a-zA-Z0-9]+)*")
 _JOB_PREFIX = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]{0,19}")
 
 
@@ -75,14 +73,7 @@ class BatchRunConfig:
     tags: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if not _BUCKET.fullmatch(self.bucket):
-            raise ValueError(f"invalid S3 bucket name {self.bucket!r}")
-        if not _ROLE_ARN.fullmatch(self.role_arn):
-            raise ValueError(
-                f"role ARN must look like arn:aws:iam::ACCOUNT:role/NAME, got {self.role_arn!r}"
-            )
-        if not _PREFIX.fullmatch(self.s3_prefix):
-            raise ValueError(f"invalid S3 prefix {self.s3_prefix!r}")
+        check_batch_location(self.bucket, self.role_arn, self.s3_prefix)
         if not _JOB_PREFIX.fullmatch(self.job_prefix):
             raise ValueError(f"job prefix must be 1-20 letters, digits or '-': {self.job_prefix!r}")
         if not 1 <= self.records_per_job <= MAX_RECORDS_PER_JOB:

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
 from outcomes import OutcomeRecord, read_outcomes
+from router.ladder import Ladder
 from router.tokens import estimate_tokens
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import Answer, CallableCheck
@@ -82,6 +83,17 @@ class _Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def demo_requests(cfg: DemoConfig, ladder: Ladder) -> list[OutcomeRecord]:
+    """The recorded prompts a demo sends: `cfg.requests` of `cfg.split` with every tier's
+    result, drawn with `cfg.seed` (on-demand and batch demos alike)."""
+    keys = [t.outcomes_key for t in ladder.tiers]
+    records = read_outcomes(cfg.outcomes, split=cfg.split)
+    chosen = pick_requests(records, keys, cfg.requests, cfg.seed)
+    if not chosen:
+        raise ValueError(f"{cfg.outcomes}: no {cfg.split!r} records with results for all of {keys}")
+    return chosen
+
+
 def run_demo(
     cfg: DemoConfig, router: RouterLike, progress: TextIO | None = None
 ) -> dict[str, Any]:
@@ -90,11 +102,7 @@ def run_demo(
     its requests, cascade verdicts and escalations, counted from the log."""
     progress = progress if progress is not None else sys.stderr
     ladder = router.ladder
-    keys = [t.outcomes_key for t in ladder.tiers]
-    records = read_outcomes(cfg.outcomes, split=cfg.split)
-    chosen = pick_requests(records, keys, cfg.requests, cfg.seed)
-    if not chosen:
-        raise ValueError(f"{cfg.outcomes}: no {cfg.split!r} records with results for all of {keys}")
+    chosen = demo_requests(cfg, ladder)
     index = OutcomeIndex(chosen, ladder)
     faults = FaultConfig(cfg.throttle_rate, cfg.error_rate, cfg.latency_ms, cfg.seed)
     preload: Future[Any] | None = None
