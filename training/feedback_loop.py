@@ -203,6 +203,15 @@ def system_per_prompt(router: Router, test: list[OutcomeRecord]) -> tuple[np.nda
     return cost, qual
 
 
+def system_metrics(router: Router, test: list[OutcomeRecord]) -> dict[str, float]:
+    """The system's whole cost-quality curve (every stored operating point replayed):
+    pgr_auc, cost_at_top, best_q, less sensitive than one point to where the goal lands."""
+    from training.cascade_eval import system_curve
+
+    curve = system_curve(router, test)
+    return {} if curve is None else {k: float(v) for k, v in curve.metrics().items()}
+
+
 def verifier_auc(router: Router, test: list[OutcomeRecord]) -> dict[str, float]:
     """Per tier, the verifier's AUC on the recorded answers of `test` (each answer judged
     alone, with the router's P(pass)), and their mean."""
@@ -279,6 +288,7 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any]:
             "quality": float(q.mean()),
             "cost_vs_top": float(c.mean() / top_cost) if top_cost else None,
         }
+        rounds[k]["system_curve"] = system_metrics(Router.load(b), test)
         rounds[k]["verifier_auc"] = verifier_auc(Router.load(b), test)
         if k:
             rounds[k]["vs_round0"] = {
@@ -296,6 +306,7 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any]:
         "rounds": rounds,
         "full_labels": {
             "verifier_auc": ref_auc,
+            "system_curve": system_metrics(Router.load(reference), test),
             "system": {"cost_usd": float(rc.mean()), "quality": float(rq.mean())},
         },
         "verifier_auc_gap": float(ref_auc["mean"] - last),
