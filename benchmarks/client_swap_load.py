@@ -94,6 +94,7 @@ def main() -> int:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        client.close()  # exploration calls in flight write their records
         stats = dict(server.stats)
     logger.close()
     st = ReadStats()

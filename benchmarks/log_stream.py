@@ -8,7 +8,7 @@ present), then runs each reader in a fresh child process and reports its peak re
 set (VmHWM of /proc/self/status, which covers the whole child: interpreter, imports,
 reading)
 and records per second:
-- feedback: `serving.feedback.build_outcomes` (read, parse, dedupe, label, encode; the
+- feedback: `training.feedback.build_outcomes` (read, parse, dedupe, label, encode; the
   outcomes lines go to /dev/null, as compressing them is not what is measured);
 - monitor: `serving.metrics.iter_windows` over `read_log` with 300 s windows, EMF lines
   formatted per window (what `tier-router monitor` does).
@@ -46,9 +46,9 @@ def _peak_rss_mb() -> float:
 
 def child(kind: str, log: Path) -> dict[str, float | int | str]:
     from router.ladder import Ladder
-    from serving.feedback import build_outcomes
     from serving.metrics import emf_lines, iter_windows
     from serving.outcome_log import ReadStats, read_log
+    from training.feedback import build_outcomes
 
     ladder = Ladder.load(TIERS)
     t0 = time.perf_counter()

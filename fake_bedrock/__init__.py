@@ -9,11 +9,13 @@ production. One module per concern:
 - `faults`: throttling, 5xx errors and latency at set, seeded rates;
 - `wire`: request validation, the HTTP handler, error headers, event-stream frames;
 - `batch` and `translate`: Batch Inference jobs over S3, Anthropic <-> Converse bodies;
-- `server`: `LocalBedrock`, which ties them together and simulates prompt caching.
+- `server`: `LocalBedrock`, which ties them together and simulates prompt caching;
+- `grades`: the recorded scores of the answers it returned, as a downstream check's grades.
 """
 
 from fake_bedrock.errors import BedrockError
 from fake_bedrock.faults import FaultConfig
+from fake_bedrock.grades import recorded_grades, write_grades
 from fake_bedrock.replay import (
     ErrorReply,
     OutcomeIndex,
@@ -36,7 +38,9 @@ __all__ = [
     "Responder",
     "estimate_tokens",
     "event_frame",
+    "recorded_grades",
     "recorded_output_tokens",
     "stream_events",
+    "write_grades",
     "wrong_answer",
 ]

@@ -65,8 +65,10 @@ class AsyncTieredClient:
                 yield ev
 
     def close(self) -> None:
-        """Wait for running requests, then release the threads."""
+        """Wait for running requests, then release the threads; then the client's
+        cascade exploration calls in flight (their records are written)."""
         self._pool.shutdown(wait=True)
+        self.client.close()
 
     async def __aenter__(self) -> AsyncTieredClient:
         return self

@@ -21,7 +21,14 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
-from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
+from fake_bedrock import (
+    FaultConfig,
+    LocalBedrock,
+    OutcomeIndex,
+    recorded_grades,
+    recorded_output_tokens,
+    write_grades,
+)
 from fake_bedrock.batch import loopback_s3_client
 from fake_bedrock.replay import recorded_reply
 from router.cascade import Walk
@@ -143,7 +150,13 @@ def run_batch_demo(
         top_quality += top_result.score
     n = len(chosen)
     logged = sum(1 for _ in read_log(log, ReadStats()))
+    graded: dict[str, Any] = {}
+    if cfg.grades_out is not None:
+        sent = {r.id: r for r in chosen}
+        got = recorded_grades(read_log(log, ReadStats()), sent, ladder)
+        graded = {"grades": write_grades(Path(cfg.grades_out), got), "grades_out": cfg.grades_out}
     return {
+        **graded,
         "requests": n,
         "failed": summary.failed,
         "escalations": summary.escalations,

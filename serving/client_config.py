@@ -23,6 +23,13 @@ class TieredClientConfig:
     - `failsafe_tier`: where to start if the router itself raises.
     - `exploration_rate`: chance of starting one tier below the decision, logged with its
       propensity so retraining can correct for it (0 = off).
+    - `cascade_explore_rate`: chance that an answer the cascade's verifier accepted below
+      the top tier is also answered by the next tier, after the caller has its response
+      (a background call; the record is logged when it is done), with the rate logged so
+      retraining weights the next tier's labels by inverse propensity
+      (training/log_labels.py). Without it the next tier is seen only after a rejection,
+      on the hard prompts. 0 = off; it costs about rate x the next tier's price on the
+      accepted share of traffic. `close()` waits for the calls in flight.
     - `prompt_caching`: add Converse cache points (pair with conversation ids).
     - `cascade`: when the bundle carries a verifier and cascade policy, judge each answer
       with them (and call the second opinion when the policy asks); `cascade_point` picks
@@ -42,6 +49,7 @@ class TieredClientConfig:
     failover_down: bool = True
     failsafe_tier: int | str = -1
     exploration_rate: float = 0.0
+    cascade_explore_rate: float = 0.02
     prompt_caching: bool = False
     prompt_storage: PromptStorage = PromptStorage.FEATURES
     prompt_hash_key: bytes = field(default=b"", repr=False)
@@ -63,6 +71,9 @@ class TieredClientConfig:
         r = self.exploration_rate
         if not isinstance(r, int | float) or not math.isfinite(r) or not 0 <= r < 1:
             raise ValueError(f"exploration_rate must be in [0, 1), got {r!r}")
+        r = self.cascade_explore_rate
+        if not isinstance(r, int | float) or not math.isfinite(r) or not 0 <= r <= 1:
+            raise ValueError(f"cascade_explore_rate must be in [0, 1], got {r!r}")
         if not isinstance(self.prompt_storage, PromptStorage):
             raise ValueError(f"prompt_storage must be a PromptStorage, got {self.prompt_storage!r}")
         if not isinstance(self.prompt_hash_key, bytes | bytearray):

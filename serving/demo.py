@@ -16,20 +16,28 @@ import random
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
+from fake_bedrock import (
+    FaultConfig,
+    LocalBedrock,
+    OutcomeIndex,
+    recorded_grades,
+    recorded_output_tokens,
+    write_grades,
+)
 from outcomes import OutcomeRecord, read_outcomes
 from router.ladder import Ladder
 from router.tokens import estimate_tokens
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import Answer, CallableCheck
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, ReadStats, read_log
-from serving.outcome_record import OutcomeLogRecord
+from serving.outcome_record import EXPLORE_NEXT, OutcomeLogRecord
 from serving.routing import RouterLike
 from serving.snapshot import take_snapshot
 from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError
@@ -54,6 +62,9 @@ class DemoConfig:
     # What the log keeps of each prompt and answer (serving.outcome_log.PromptStorage):
     # "features" (the default: no text), "store" (the text opt-in), "hash" or "drop".
     prompt_storage: str = "features"
+    # Where to write the answers' grades (a downstream check's, from the recorded scores,
+    # fake_bedrock/grades.py), joined to the log by request id: the cascade's labels.
+    grades_out: str | None = None
 
 
 def load_router(bundle: str) -> RouterLike:
@@ -132,6 +143,8 @@ def run_demo(
     )
     top_quality = sum(r.results[top.outcomes_key].score for r in chosen)
     tally = _Tally()
+    run = uuid.uuid4().hex[:12]  # request ids unique across runs appending to one log
+    rids = [f"demo-{run}-{i}" for i in range(len(chosen))]
     swap: dict[str, Any] | None = None
     tier_quality = {  # always-<tier> on the same prompts
         t.name: sum(r.results[t.outcomes_key].score for r in chosen) for t in ladder.tiers
@@ -186,7 +199,7 @@ def run_demo(
             if i >= gate:
                 resolved.wait()
             try:
-                res = client.converse(rec.prompt, tags={"team": "demo"})
+                res = client.converse(rec.prompt, tags={"team": "demo"}, request_id=rids[i])
             except TieredClientError:
                 res = None
             with tally.lock:
@@ -216,11 +229,14 @@ def run_demo(
             for got in pool.map(serve, range(len(chosen)), chosen):
                 swap = got or swap
         loader.shutdown(wait=True)
+        client.close()  # the cascade's exploration calls in flight, and their records
         stats = dict(server.stats)
     logger.close()
     read_stats = ReadStats()
     logged = list(read_log(cfg.log, read_stats))
     n = len(chosen)
+    explored = [a for r in logged if r.get("request_id") in set(rids)
+                for a in r.get("attempts") or [] if a.get("role") == EXPLORE_NEXT]  # fmt: skip
     cost = tally.cost
     summary: dict[str, Any] = {
         "requests": n,
@@ -245,7 +261,14 @@ def run_demo(
         "elapsed_s": round(time.monotonic() - started, 1),
         "threads": cfg.threads,
         "by_version": per_version(logged),
+        "cascade_explored": len(explored),
+        "exploration_cost_usd": round(sum(a.get("cost_usd") or 0.0 for a in explored), 6),
     }
+    if cfg.grades_out is not None:
+        sent = dict(zip(rids, chosen, strict=True))
+        grades = recorded_grades(logged, sent, ladder)
+        summary["grades"] = write_grades(Path(cfg.grades_out), grades)
+        summary["grades_out"] = cfg.grades_out
     if cfg.swap_to is not None:
         summary["swap"] = swap or {"to": cfg.swap_to, "ok": False, "error": "not reached"}
     return summary

@@ -4,12 +4,12 @@ Per window: requests, tier mix (the router's decisions) and start mix (the tier 
 walk started on: a cascade's start rule, a sticky pin or exploration can differ from the
 decision), escalation rate, cost per
 request, latency p50/p99 and, per tier, calibration: the decided tier's predicted
-P(pass) (`decision.p_pass`) against the verdict its answer got. Only decided attempts
-are labels here: the router chose them by p, which leaves calibration-by-p unbiased,
-while an escalation is chosen by the tier below failing, which does not. Requests the
-cascade judged are left out of calibration and counted (`verifier_judged`): its accept
-and reject are the verifier's predictions, and keeping the accepted ones (or only the
-check failures) would bias the observed rate.
+P(pass) (`decision.p_pass`) against the label its answer got. Which attempts are labels
+is training/log_labels.calibration_labels' (the caller passes it in: serving writes
+records, the rules live in training): only decided attempts, which the router chose by
+p, so calibration-by-p stays unbiased (an escalation is chosen by the tier below failing,
+which is not). A cascade's accept and reject are the verifier's predictions: its decided
+answers count only when graded; the rest are counted as `verifier_judged`.
 
 Streaming: records are read once, in order, and folded into windows; a window keeps
 counts and a bounded latency summary (exact up to EXACT_LATENCIES values, then
@@ -33,17 +33,20 @@ import datetime as _dt
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from serving.outcome_record import (
-    QUALITY_OUTCOMES,
     DecisionRecord,
     NotAnOutcomeRecord,
     OutcomeLogRecord,
 )
+
+# (tier, passed) of a record's decided attempts that carry a label.
+CalibrationLabels = Callable[[OutcomeLogRecord], Iterable[tuple[str, int]]]
 
 TV_BOUND = 0.10
 Z_BOUND = 3.29  # two-sided p < 0.001
@@ -193,7 +196,9 @@ class Window:
     def tier(self, name: str) -> TierStats:
         return self.tiers.setdefault(name, TierStats())
 
-    def add(self, rec: OutcomeLogRecord) -> None:
+    def add(self, rec: OutcomeLogRecord, labels: CalibrationLabels | None = None) -> None:
+        """Fold one record in; `labels` gives its decided attempts' labels (the rules are
+        training/log_labels.calibration_labels; without it there is no calibration)."""
         self.requests += 1
         self.escalated += rec.escalations > 0
         self.failed += not rec.ok
@@ -212,16 +217,18 @@ class Window:
             if a.verifier is not None and "answer_kind" in a.verifier:
                 self.tier(a.tier).answers_judged += 1
                 self.tier(a.tier).answers_readable += a.verifier["answer_kind"] is not None
-            if a.role != "decided":
-                continue
-            if rec.cascade is not None:
-                self.tier(a.tier).verifier_judged += 1
-                continue
-            if a.outcome not in QUALITY_OUTCOMES:
-                continue
-            p = decision.p_pass.get(a.tier)
-            if p is not None and 0 <= p <= 1 and not rec.route_error:
-                self.tier(a.tier).label(float(p), int(a.outcome == "passed"))
+        labelled = list(labels(rec)) if labels is not None else []
+        if rec.cascade is not None:  # decided answers the verifier judged, ungraded
+            judged = Counter(a.tier for a in rec.attempts if a.role == "decided")
+            judged.subtract(t for t, _ in labelled)
+            for t, n in judged.items():
+                self.tier(t).verifier_judged += max(n, 0)
+        if rec.route_error:
+            return
+        for t, y in labelled:
+            p = decision.p_pass.get(t)
+            if p is not None and 0 <= p <= 1:
+                self.tier(t).label(float(p), int(y))
 
     def percentile(self, q: float) -> float | None:
         return self.latencies.percentile(q)
@@ -292,6 +299,7 @@ def iter_windows(
     records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
     window_s: float | None = 300.0,
     window_requests: int | None = None,
+    labels: CalibrationLabels | None = None,
 ) -> Iterator[Window]:
     """Records folded into windows in one pass: by count (`window_requests`, in read
     order, each window yielded when full) or by time (`window_s`-aligned buckets, yielded
@@ -317,7 +325,7 @@ def iter_windows(
             bucket = math.floor(t / window_s)
             w = by_bucket.get(bucket) or by_bucket.setdefault(bucket, Window(stamp, stamp))
         w.start, w.end = min(w.start, stamp), max(w.end, stamp)
-        w.add(rec)
+        w.add(rec, labels)
     if current is not None:
         yield current
     for bucket in sorted(by_bucket):
@@ -328,9 +336,10 @@ def windows(
     records: Iterable[Mapping[str, Any] | OutcomeLogRecord],
     window_s: float | None = 300.0,
     window_requests: int | None = None,
+    labels: CalibrationLabels | None = None,
 ) -> list[Window]:
     """All of `iter_windows` as a list."""
-    return list(iter_windows(records, window_s, window_requests))
+    return list(iter_windows(records, window_s, window_requests, labels))
 
 
 def _time(stamp: str | None, request_id: str | None = None) -> float:

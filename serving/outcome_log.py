@@ -14,14 +14,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import inspect
 import io
 import json
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -305,6 +307,7 @@ class OutcomeLogger:
         self._retry_now = threading.Event()
         self._flusher: threading.Thread | None = None
         self._closed = False
+        self._drains: list[Callable[[], Callable[[], None] | None]] = []
 
     @property
     def backlog(self) -> int:
@@ -488,8 +491,28 @@ class OutcomeLogger:
                 self._cond.wait(left)
         return True
 
+    def before_close(self, drain: Callable[[], None]) -> None:
+        """Call `drain` first thing in close(): a writer with records still in flight (the
+        client's cascade exploration calls) writes them before the sinks close. Held by
+        weak reference for bound methods, so a logger does not keep a client alive."""
+        ref: Callable[[], Callable[[], None] | None] = (
+            weakref.WeakMethod(drain) if inspect.ismethod(drain) else (lambda: drain)
+        )
+        with self._cond:
+            self._drains.append(ref)
+
     def close(self) -> None:
-        """Stop the flusher, make one last attempt at each backlog, then close the sinks."""
+        """Let writers drain (before_close), stop the flusher, make one last attempt at
+        each backlog, then close the sinks."""
+        with self._cond:
+            drains, self._drains = self._drains, []
+        for ref in drains:
+            fn = ref()
+            if fn is not None:
+                try:
+                    fn()
+                except Exception:  # closing must go on
+                    log.exception("a writer failed to drain before the log closed")
         with self._cond:
             self._closed = True
             flusher = self._flusher

@@ -3,24 +3,25 @@
 `TieredClient` builds an `OutcomeLogRecord` per request and logs `to_dict()`; the
 readers (feedback, retrain, the monitor) parse lines back with `from_dict`, which
 checks types and fills fields an older writer did not have with their defaults, so a
-log format change is made here once. `labels_of` holds the labeling rules: which
-attempts of a record are observations a router may be trained on.
+log format change is made here once. What a record says about answer quality (the
+labelling rules) is training/log_labels.py's: serving only writes what it observed.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from outcomes import ModelResult
-from router.ladder import Ladder
 from router.prompt_features import PromptFeatures
 
 SCHEMA = "tier-router.outcome/1"
 _SCHEMA_FAMILY = "tier-router.outcome/"
+
+# The role of the cascade's exploration call: after the walk accepted an answer below the
+# top, the next tier answered too (off the caller's path), at the logged rate.
+EXPLORE_NEXT = "explore_next"
 
 # Attempt outcomes that are quality observations (the label); the others say nothing about
 # the answer: rejected is the verifier's prediction, unavailable/error mean no answer.
@@ -64,6 +65,7 @@ VERDICT_SIGNALS = (
     "call_cap",  # max_calls reached: returned as it is
     "tool_use",  # a tool call goes back to the caller unjudged
     "second_opinion",  # the second opinion's own answer: evidence, not a candidate
+    "exploration",  # cascade exploration: the next tier's answer, called after the walk
     "unavailable",  # no answer (throttled past retries, 5xx, unavailable)
     "error",  # the call or a check errored
 )
@@ -372,87 +374,15 @@ class OutcomeLogRecord:
             return float(p)
         return 1.0
 
-    def first_verdict_tier(self) -> str | None:
-        """The tier of the first attempt whose answer was judged (the router's, or the
-        exploration's, pick once unavailable tiers are skipped). A rejected answer counts:
-        it was judged, though the verifier's rejection is no label. Skipping it would
-        label the prompt with the tier it escalated to, the escalation's bias."""
-        for a in self.attempts:
-            if a.outcome in QUALITY_OUTCOMES or a.outcome == "rejected":
-                return a.tier
-        return None
+    @property
+    def cascade_explore(self) -> Mapping[str, Any] | None:
+        """The cascade's exploration block ({rate, explored, tier}), when exploration was on."""
+        got = (self.cascade or {}).get("explore")
+        return got if isinstance(got, dict) else None
 
-
-# Why `labels_of` found nothing to train on.
-SKIP_STICKY = "sticky"
-SKIP_PROMPT_HASHED = "prompt_hashed"
-SKIP_PROMPT_DROPPED = "prompt_dropped"
-SKIP_NO_LABELS = "no_labels"
-
-
-@dataclass(frozen=True)
-class Labels:
-    """What the labeling rules made of one record.
-
-    `results` maps outcomes keys to observed labels; `verdicts` lists (tier name, passed)
-    per labelled attempt; `unlabelled` counts attempts that are not observations on a
-    ladder tier; `skipped` says why the record gives no training row (None: it does).
-    """
-
-    prompt: str | None
-    results: Mapping[str, ModelResult]
-    verdicts: tuple[tuple[str, bool], ...] = ()
-    unlabelled: int = 0
-    skipped: str | None = None
-
-
-def labels_of(rec: OutcomeLogRecord, ladder: Ladder) -> Labels:
-    """The labeling rules: a record's observed pass/fail per tier, or why there are none.
-
-    - passed -> 1, failed -> 0; rejected (the verifier's prediction), unavailable and
-      error attempts are not observations and stay unlabelled, like untried tiers;
-    - an attempt whose model is not its tier's (a fallback reusing a name) is unlabelled;
-    - sticky turns start at an earlier turn's final tier, not the router's pick: skipped;
-    - hashed or dropped prompts cannot be trained on: skipped;
-    - a stored answer text travels with its label (`extra["answer"]`), for the verifier.
-    """
-    if rec.sticky:
-        return Labels(None, {}, skipped=SKIP_STICKY)
-    prompt = rec.prompt_text
-    if prompt is None:
-        why = SKIP_PROMPT_HASHED if rec.prompt_storage == "hash" else SKIP_PROMPT_DROPPED
-        return Labels(None, {}, skipped=why)
-    by_name = {t.name: t for t in ladder.tiers}
-    results: dict[str, ModelResult] = {}
-    verdicts: list[tuple[str, bool]] = []
-    unlabelled = 0
-    for a in rec.attempts:
-        tier = by_name.get(a.tier)
-        score = QUALITY_OUTCOMES.get(a.outcome)
-        if tier is None or score is None or tier.model_id != a.model_id:
-            unlabelled += 1
-            continue
-        out_tok = a.usage.get("output_tokens")
-        extra: dict[str, Any] = {"reason": a.reason} if a.reason else {}
-        if a.stored_answer is not None:
-            extra["answer"] = a.stored_answer  # so the next verifier trains on it
-        cost = a.cost_usd
-        results[tier.outcomes_key] = ModelResult(
-            score=score,
-            output_tokens=None if out_tok is None else float(out_tok),
-            input_tokens=_sum_inputs(a.usage),
-            cost_usd=cost if cost is not None and math.isfinite(cost) else None,
-            extra=extra,
-        )
-        verdicts.append((tier.name, bool(score)))
-    skipped = None if results else SKIP_NO_LABELS
-    return Labels(prompt, results, tuple(verdicts), unlabelled, skipped)
-
-
-def _sum_inputs(usage: Mapping[str, int | float]) -> float | None:
-    """Fresh plus cached input tokens; None when the fresh count is missing."""
-    first = usage.get("input_tokens")
-    if first is None or not math.isfinite(first):
-        return None
-    keys = ("input_tokens", "cache_read_input_tokens", "cache_write_input_tokens")
-    return sum(float(v) for k in keys if (v := usage.get(k)) is not None and math.isfinite(v))
+    @property
+    def cascade_explore_rate(self) -> float:
+        """The rate at which an accepted answer was also answered by the next tier (0: off)."""
+        r = (self.cascade_explore or {}).get("rate")
+        ok = isinstance(r, int | float) and not isinstance(r, bool) and 0 < r <= 1
+        return float(r) if ok else 0.0  # type: ignore[arg-type]

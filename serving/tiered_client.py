@@ -20,7 +20,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -56,7 +58,14 @@ from serving.outcome_log import (
     PromptStorage,
     prompt_field,
 )
-from serving.outcome_record import DecisionRecord, OutcomeLogRecord
+from serving.outcome_record import (
+    ACCEPTED,
+    EXPLORE_NEXT,
+    UNJUDGED,
+    DecisionRecord,
+    OutcomeLogRecord,
+    Verdict,
+)
 from serving.pricing import Usage
 from serving.request_plan import (
     ConverseOptions,
@@ -72,6 +81,8 @@ from serving.tier_call import UNAVAILABLE_CODES as UNAVAILABLE_CODES
 from serving.tier_call import TierCaller
 
 log = logging.getLogger(__name__)
+
+EXPLORE_THREADS = 4  # cascade exploration calls in flight at once, off the callers' path
 
 
 class TieredClient:
@@ -96,6 +107,11 @@ class TieredClient:
         self._sticky = StickyTiers(self.config.sticky_max_conversations, self.config.sticky_ttl_s)
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._explorer: ThreadPoolExecutor | None = None  # cascade exploration calls
+        self._closed = False
+        if logger is not None:  # closing the log first still writes the explored records
+            logger.before_close(self._drain)
         # Per request: one router snapshot and the cascade at the configured point built
         # from it (None routes the plain ladder). A swappable router also refuses a new
         # bundle lacking that point, so a swap never breaks the cascade mid-service.
@@ -270,16 +286,23 @@ class TieredClient:
         ) -> Answered | Attempt:
             return self._caller.attempt(tier, idx, role, plan.req, plan.text, checks, stream)
 
+        explore = None
         if plan.cascade is not None:
             walked = run_cascade(call, self.ladder, self.config, plan)
+            explore = None if stream else self._cascade_explore(walked)
         else:
             walked = run_ladder(call, self.ladder, self.config, plan.start, plan.checks)
-        return self._finish(plan, walked, {"verify": True} if stream else None)
+        return self._finish(plan, walked, {"verify": True} if stream else None, explore)
 
     def _finish(
-        self, plan: RequestPlan, walked: WalkResult, stream: Mapping[str, Any] | None
+        self,
+        plan: RequestPlan,
+        walked: WalkResult,
+        stream: Mapping[str, Any] | None,
+        explore: tuple[dict[str, Any], int | None] | None = None,
     ) -> tuple[TieredResponse, dict[str, Any]]:
-        """Write the outcome record (always), then return the response or raise."""
+        """Write the outcome record (always: now, or after the cascade's exploration call,
+        which runs off the caller's path), then return the response or raise."""
         decision, rid = plan.decision, plan.request_id
         attempts, final, escalations = walked.attempts, walked.final, walked.escalations
         latency_ms = (time.perf_counter() - plan.t0) * 1000
@@ -296,45 +319,12 @@ class TieredClient:
             )
         ):
             self._sticky.set(plan.conversation_id, final.attempt.tier)
-        record = OutcomeLogRecord(
-            request_id=rid,
-            attempts=tuple(a.record() for a in attempts),
-            time=_dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
-            router_version=decision.router_version,
-            decision=DecisionRecord(
-                decision.tier, decision.tier_index, dict(decision.p_pass), decision.reason
-            ),
-            route_error=plan.route_error,
-            start_tier=self.ladder.tiers[plan.start].name,
-            start_reason=plan.start_reason,
-            conversation_id=plan.conversation_id,
-            sticky=plan.sticky,
-            turns=len(plan.req.messages),
-            exploration=plan.exploration,
-            final_tier=final.attempt.tier if final else None,
-            final_model_id=final.attempt.model_id if final else None,
-            final_stop_reason=final.stop_reason if final else None,
-            ok=ok,
-            failure_reason=None if ok else (final.attempt.reason if final else "no_answer"),
-            escalations=escalations,
-            stopped_by_max_escalations=walked.stopped_on_quality,
-            cascade=cascade_record(
-                plan.cascade.policy if plan.cascade else None, walked.walked, self.ladder
-            ),
-            usage=usage.to_dict(),
-            cost_usd=cost,
-            latency_ms=round(latency_ms, 3),
-            tags=plan.tags,
-            prompt=prompt_field(
-                plan.text,
-                self.config.prompt_storage,
-                self.config.prompt_hash_key,
-                plan.features,
-                plan.no_features,
-            ),
-            stream=stream,
-        ).to_dict()
-        if self.logger is not None:
+        now = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+        block, nxt = explore if explore is not None else (None, None)
+        record = self._record(plan, walked, attempts, stream, now, latency_ms, block)
+        if nxt is not None and self.logger is not None:
+            self._submit(lambda: self._explore_then_log(plan, walked, now, latency_ms, block, nxt))
+        elif self.logger is not None:
             self.logger.write(record)
         if final is None:
             raise TieredClientError(rid, attempts)
@@ -356,6 +346,150 @@ class TieredClient:
             deltas=final.deltas,
         )
         return response, record
+
+    def _record(
+        self,
+        plan: RequestPlan,
+        walked: WalkResult,
+        attempts: Sequence[Attempt],
+        stream: Mapping[str, Any] | None,
+        now: str,
+        latency_ms: float,
+        explore: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The request's outcome record, built once from what the walk did."""
+        decision, final = plan.decision, walked.final
+        ok = final is not None and final.attempt.outcome == PASSED
+        cascade = cascade_record(
+            plan.cascade.policy if plan.cascade else None, walked.walked, self.ladder
+        )
+        if cascade is not None and explore is not None:
+            cascade["explore"] = dict(explore)
+        return OutcomeLogRecord(
+            request_id=plan.request_id,
+            attempts=tuple(a.record() for a in attempts),
+            time=now,
+            router_version=decision.router_version,
+            decision=DecisionRecord(
+                decision.tier, decision.tier_index, dict(decision.p_pass), decision.reason
+            ),
+            route_error=plan.route_error,
+            start_tier=self.ladder.tiers[plan.start].name,
+            start_reason=plan.start_reason,
+            conversation_id=plan.conversation_id,
+            sticky=plan.sticky,
+            turns=len(plan.req.messages),
+            exploration=plan.exploration,
+            final_tier=final.attempt.tier if final else None,
+            final_model_id=final.attempt.model_id if final else None,
+            final_stop_reason=final.stop_reason if final else None,
+            ok=ok,
+            failure_reason=None if ok else (final.attempt.reason if final else "no_answer"),
+            escalations=walked.escalations,
+            stopped_by_max_escalations=walked.stopped_on_quality,
+            cascade=cascade,
+            usage=sum((a.usage for a in attempts), Usage()).to_dict(),
+            cost_usd=sum(a.cost_usd for a in attempts),
+            latency_ms=round(latency_ms, 3),
+            tags=plan.tags,
+            prompt=prompt_field(
+                plan.text,
+                self.config.prompt_storage,
+                self.config.prompt_hash_key,
+                plan.features,
+                plan.no_features,
+            ),
+            stream=stream,
+        ).to_dict()
+
+    # ------------------------------------------------------- cascade exploration
+    def _cascade_explore(self, walked: WalkResult) -> tuple[dict[str, Any], int | None] | None:
+        """The record's `cascade.explore` block, and the tier to explore (None: not this
+        request). Only an answer the verifier accepted below the top is explored: a rejected
+        one was escalated anyway, and the top has no next tier."""
+        rate = self.config.cascade_explore_rate
+        w, final = walked.walked, walked.final
+        if rate <= 0 or w is None:
+            return None
+        block: dict[str, Any] = {"rate": rate, "explored": False}
+        nxt = None if w.final is None else w.final + 1
+        v = final.attempt.verdict if final is not None else None
+        if (
+            nxt is None
+            or nxt >= len(self.ladder)
+            or v is None
+            or v.kind != ACCEPTED
+            or v.signal not in ("verifier", "agreement")
+        ):
+            return block, None
+        with self._rng_lock:
+            coin = self._rng.random() < rate
+        if not coin:
+            return block, None
+        return {**block, "explored": True, "tier": self.ladder.names[nxt]}, nxt
+
+    def _explore_then_log(
+        self,
+        plan: RequestPlan,
+        walked: WalkResult,
+        now: str,
+        latency_ms: float,
+        block: dict[str, Any] | None,
+        nxt: int,
+    ) -> None:
+        """The explored next tier's answer, then the record with it (never lost: an error
+        here logs the record without the call, saying why)."""
+        extra: list[Attempt] = []
+        try:
+            got = self._caller.attempt(
+                self.ladder.tiers[nxt], nxt, EXPLORE_NEXT, plan.req, plan.text, plan.checks
+            )
+            if isinstance(got, Answered):
+                extra.append(replace(got.attempt, judged=Verdict(UNJUDGED, "exploration")))
+            else:
+                extra.append(got)
+        except Exception as e:  # the record must still be written
+            log.exception("cascade exploration call failed")
+            block = {**(block or {}), "error": f"{type(e).__name__}: {e}"}
+        rec = self._record(plan, walked, [*walked.attempts, *extra], None, now, latency_ms, block)
+        assert self.logger is not None
+        self.logger.write(rec)
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Run `job` on the exploration threads (inline once the client is closed)."""
+        with self._pool_lock:
+            if self._explorer is None and not self._closed:
+                self._explorer = ThreadPoolExecutor(
+                    max_workers=EXPLORE_THREADS, thread_name_prefix="tier-router-explore"
+                )
+            pool = self._explorer
+        if pool is None:
+            job()
+            return
+        try:
+            pool.submit(job)
+        except RuntimeError:  # shut down between the check and the submit
+            job()
+
+    def close(self) -> None:
+        """Wait for the exploration calls in flight and write their records. The client
+        stays usable (later explorations run inline); closing its logger does this too."""
+        with self._pool_lock:
+            self._closed = True
+        self._drain()
+
+    def _drain(self) -> None:
+        """Wait for the exploration calls in flight (a new pool starts if not closed)."""
+        with self._pool_lock:
+            pool, self._explorer = self._explorer, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> TieredClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---------------------------------------------------------------- routing
     def _decide(

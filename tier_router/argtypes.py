@@ -271,6 +271,20 @@ def add_logs(
     )  # fmt: skip
 
 
+def add_grades(p: argparse.ArgumentParser) -> None:
+    """`--grades G [G ...]`: graded feedback joined to the logs by request id."""
+    p.add_argument(
+        "--grades",
+        type=log_location,
+        nargs="+",
+        default=None,
+        metavar="GRADES",
+        help="graded feedback, JSONL lines {\"request_id\", \"score\" in [0, 1], \"tier\" "
+        "(optional: default the answer the caller got)}, joined by request id: the only "
+        "labels of cascade-judged answers (files or s3:// prefixes, read like --log)",
+    )
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Appends `(default: X)` to an option's help, so `--help` says what leaving it out
     means; skipped where the help already names the default or there is none to name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from serving.metrics import (
     CALIBRATION_MARGIN,
     TV_BOUND,
     Z_BOUND,
+    CalibrationLabels,
     Expectation,
     MetricsError,
     Window,
@@ -33,6 +35,7 @@ from serving.outcome_log import ReadStats, read_log
 from serving.outcome_record import OutcomeLogRecord
 from tier_router.argtypes import (
     DefaultsHelpFormatter,
+    add_grades,
     add_logs,
     existing_dir,
     int_in,
@@ -55,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=DefaultsHelpFormatter,
     )
     add_logs(p)
+    add_grades(p)
     p.add_argument(
         "--bundle",
         type=existing_dir,
@@ -78,11 +82,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_monitor)
 
 
+def _calibration_labels(grades: list[str] | None) -> CalibrationLabels:
+    """training/log_labels' rules for calibration, with the graded feedback joined."""
+    from training.log_labels import Grades, calibration_labels
+
+    g = Grades.load(grades) if grades else Grades()
+    return functools.partial(calibration_labels, grades=g)
+
+
 def cmd_monitor(a: argparse.Namespace) -> int:
     """One pass over the logs: windows are printed (and EMF lines written) as they close."""
     stats = ReadStats()
     try:
         exp = None if a.bundle is None else Expectation.from_bundle(a.bundle)
+        labels = _calibration_labels(a.grades)
         counts = {"not_records": 0, "records": 0}
         records = _outcome_records(read_log(list(a.log), stats), counts)
         names, records = peek_tier_names(records)
@@ -100,7 +113,7 @@ def cmd_monitor(a: argparse.Namespace) -> int:
         with contextlib.ExitStack() as stack:
             emf = None if a.emf is None else stack.enter_context(a.emf.open("w", encoding="utf-8"))
             n_windows, drifted = 0, 0
-            for w in iter_windows(records, a.window_s, a.window_requests):
+            for w in iter_windows(records, a.window_s, a.window_requests, labels):
                 n_windows += 1
                 if exp is not None:
                     drifted += bool(check_drift(w, exp))

@@ -20,6 +20,7 @@ from typing import Any
 from router.policy import DEFAULT_GOAL
 from tier_router.argtypes import (
     add_bootstrap,
+    add_grades,
     add_logs,
     add_max_train,
     add_renamed,
@@ -311,6 +312,7 @@ def cmd_retrain(a: argparse.Namespace) -> int:
         label_rule=a.label_rule,
         table=a.table,
         table_rows=a.table_rows,
+        grades=tuple(a.grades or ()),
     )
     tcfg = TrainConfig(
         outcomes=a.outcomes,
@@ -444,6 +446,7 @@ def register(subparsers: Any) -> None:
         help="serving outcome log(s), plain or gzipped JSONL, or s3://bucket/prefix/ (or give "
         "--table)",
     )
+    add_grades(r)
     r.add_argument(
         "--table",
         default=None,

@@ -21,6 +21,7 @@ from outcomes import OutcomesError, read_outcomes
 from router.ladder import Ladder, LadderError
 from tier_router.argtypes import (
     DefaultsHelpFormatter,
+    add_grades,
     add_logs,
     add_prompt_storage,
     add_tiers,
@@ -125,6 +126,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="swap once this many requests have completed (default: half of --requests)",
     )
     p.add_argument(
+        "--grades-out",
+        type=_new_file,
+        default=None,
+        help="also write the logged answers' grades (the recorded scores, standing in for "
+        "a downstream check) as JSONL for feedback/retrain --grades",
+    )
+    p.add_argument(
         "--batch",
         action="store_true",
         help="run the routed batch path (Batch jobs per tier over a local S3) instead; "
@@ -136,10 +144,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "feedback",
         help="turn outcome logs into an outcomes file for retraining",
-        description="Passed tiers -> score 1, quality failures -> score 0, untried -> absent.",
+        description="Labels by training/log_labels.py's rules: graded answers -> their grade; in "
+        "plain ladder logs passed checks -> 1, failed -> 0; a cascade's ungraded verdicts "
+        "and untried tiers -> absent.",
         formatter_class=DefaultsHelpFormatter,
     )
     add_logs(p)
+    add_grades(p)
     add_tiers(p)
     p.add_argument("--out", required=True, help="outcomes file to write (.jsonl or .jsonl.gz)")
     p.add_argument("--split", default="train", help="split to give the records")
@@ -211,6 +222,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         swap_to=None if args.swap_to is None else str(args.swap_to),
         swap_after=args.swap_after or max(1, args.requests // 2),
         prompt_storage=args.prompt_storage,
+        grades_out=None if args.grades_out is None else str(args.grades_out),
     )
     if args.swap_after is not None and args.swap_to is None:
         return _fail("demo", "--swap-after needs --swap-to")
@@ -276,7 +288,8 @@ def goal_check(router: Any, summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from serving.feedback import build_outcomes
+    from training.feedback import build_outcomes
+    from training.log_labels import Grades, GradeStats
 
     ladder = _load_ladder("feedback", args.tiers)
     if isinstance(ladder, int):
@@ -289,12 +302,22 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     started = time.monotonic()
     from serving.log_source import LogSourceError
 
+    gstats = GradeStats()
     try:
-        stats = build_outcomes(args.log, ladder, out, split=args.split)
+        grades = Grades.load(args.grades, gstats) if args.grades else Grades()
+        stats = build_outcomes(args.log, ladder, out, split=args.split, grades=grades)
     except (OSError, LogSourceError) as e:
-        return _fail("feedback", f"--log/--out: {e}")
+        return _fail("feedback", f"--log/--grades/--out: {e}")
     elapsed = round(time.monotonic() - started, 2)
     summary = {**stats.to_dict(), "out": str(out), "seconds": elapsed, "elapsed_s": elapsed}
+    if args.grades:
+        summary["grades"] = gstats.to_dict()
+        if gstats.bad_lines or gstats.bad_grades:
+            print(
+                f"feedback: skipped {gstats.bad_lines} unreadable grade line(s) and "
+                f"{gstats.bad_grades} line(s) that are not grades",
+                file=sys.stderr,
+            )
     # The rule for logs in every command: unreadable and foreign lines are skipped and
     # counted; only a log with no outcome record at all is an error.
     foreign = stats.bad_lines + stats.skipped_not_outcome_record

@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tier_router.argtypes import DefaultsHelpFormatter, add_logs, add_tiers, existing_dir, int_in
+from tier_router.argtypes import (
+    DefaultsHelpFormatter,
+    add_grades,
+    add_logs,
+    add_tiers,
+    existing_dir,
+    int_in,
+)
 
 
 def register(sub: Any) -> None:
@@ -58,6 +65,7 @@ def register(sub: Any) -> None:
         default="first-attempt",
         help="which logged labels to keep (as retrain)",
     )
+    add_grades(p)
     p.set_defaults(func=cmd_table)
 
 
@@ -71,7 +79,7 @@ def cmd_table(a: argparse.Namespace) -> int:
         )
         return 2
     try:
-        spec = TableSpec.of(Path(a.tiers), Path(a.bundle), a.label_rule)
+        spec = TableSpec.of(Path(a.tiers), Path(a.bundle), a.label_rule, tuple(a.grades or ()))
     except ValueError as e:
         print(f"tier-router table: error: {e}", file=sys.stderr)
         return 2

@@ -1,21 +1,18 @@
 """Retrain from serving logs: base outcomes + logged labels -> challenger, judged vs champion.
 
 Serving only observes the tiers it tried, and which tiers it tried depends on the
-router and on earlier outcomes, so logged labels are not a random sample. Rules:
+router and on earlier outcomes, so logged labels are not a random sample. What a record's
+labels are, and the label rule with its inverse-propensity weights, are
+training/log_labels.py's (the same rules `feedback`, `table` and `monitor` use):
 
 - Untried tiers stay unknown (NaN, masked by the model), never guessed.
-- `first-attempt` (default): keep only the first attempt that produced a quality verdict
-  (attempts before it were unavailable/errored, which says nothing about the prompt).
-  Which tier that is depends only on the prompt (the router's decision) and on the
-  logged exploration coin, so the kept label is missing-at-random given the prompt and
-  its probability of being observed is exactly the logged propensity. Escalation
-  attempts are dropped: they were made *because* a cheaper tier failed, so their pass
-  rate is that of hard prompts, and counting them would push the model's P(pass) for
-  the higher tier down.
-- `all-tried`: keep every quality verdict (more labels, biased as above).
+- A cascade's accept/reject is a prediction: such answers are labels only when graded
+  feedback (`--grades`, joined by request id) says how they did.
+- `first-attempt` (default) keeps the first judged attempt (weight 1/propensity) and, when
+  the client explored the cascade, the next tier's label weighted by 1/P(observed);
+  `all-tried` keeps every label (biased towards hard prompts on the upper tiers).
 
-Each kept label carries `ipw` = 1/propensity (1 when the client did not explore) in its
-result, for an inverse-propensity weighted fit; the current model fit is unweighted.
+The fit weights each label by its `ipw` (training/labels.py, training/model.py).
 Feedback prompts that also appear in the evaluation split are dropped so the held-out
 comparison stays held out.
 """
@@ -24,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from outcomes import ModelResult, OutcomeRecord, iter_outcomes, write_outcomes
+from outcomes import OutcomeRecord, iter_outcomes, write_outcomes
 from router import Router
 from router.bundle import BundleError, sha256_file
 from router.ladder import Ladder
@@ -43,14 +40,10 @@ from training.compare import (
     judge,
 )
 from training.ladder_check import check_ladder_against
+from training.log_labels import LABEL_RULES, Grades, GradeStats, apply_rule
 from training.pipeline import TrainConfig
 
-if TYPE_CHECKING:
-    from serving.outcome_record import OutcomeLogRecord
-
 log = logging.getLogger(__name__)
-
-LABEL_RULES = ("first-attempt", "all-tried")
 
 
 @dataclass(frozen=True)
@@ -63,6 +56,7 @@ class RetrainConfig:
     label_rule: str = "first-attempt"
     table: str | None = None  # a training table (file, directory or s3:// prefix) instead of logs
     table_rows: int = 500_000  # the table's sample budget (training/table_fit.py)
+    grades: tuple[str | Path, ...] = ()  # graded feedback, joined by request id (log_labels)
 
     def __post_init__(self) -> None:
         if not self.base.is_file():
@@ -76,6 +70,9 @@ class RetrainConfig:
         for f in self.feedback:
             if not f.is_file():
                 raise ValueError(f"--log: no such file: {f}")
+        for g in self.grades:
+            if not str(g).startswith("s3://") and not Path(g).is_file():
+                raise ValueError(f"--grades: no such file: {g}")
         if not self.tiers.is_file():
             raise ValueError(f"--ladder: no such file: {self.tiers}")
         if self.label_rule not in LABEL_RULES:
@@ -93,6 +90,7 @@ class MergeStats:
     explored_rows: int = 0
     labels_per_tier: dict[str, dict[str, int]] = field(default_factory=dict)
     conversion: dict[str, Any] = field(default_factory=dict)
+    grades: GradeStats = field(default_factory=GradeStats)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "dropped_per_reason": self.dropped_per_reason()}
@@ -124,8 +122,10 @@ _CAUSES = {
     "prompt_dropped": "the prompts were not logged (prompt_storage=drop)",
     "sticky_turn": "the records are sticky conversation turns, which start at an earlier "
     "turn's final tier and so are not labels of the router's decision",
-    "no_quality_verdict": "no attempt on a ladder tier got a pass/fail verdict (all "
-    "unavailable or errored, or another ladder's model ids)",
+    "no_quality_verdict": "no attempt on a ladder tier got a label: in a cascade the "
+    "verifier's accept and reject are predictions, labels only with graded feedback "
+    "(--grades, joined by request id); otherwise all calls were unavailable or errored, or "
+    "the records are another ladder's model ids",
     "label_rule": "the label rule kept no attempt",
 }
 
@@ -155,38 +155,24 @@ def no_labels_message(cfg: RetrainConfig, st: MergeStats) -> str:
     return f"{head}, {st.feedback_records} labelled; dropped per reason: {counts}; cause: {cause}"
 
 
-def rule_results(
-    raw: OutcomeLogRecord, rec: OutcomeRecord, key_of: Mapping[str, str], rule: str
-) -> tuple[dict[str, ModelResult], int]:
-    """One labelled record's results under the label rule, each with its `ipw`, and how
-    many escalation labels the rule dropped (`key_of`: tier name -> outcomes key)."""
-    results = dict(rec.results)
-    dropped = 0
-    if rule == "first-attempt":
-        first = raw.first_verdict_tier()
-        wanted = {key_of[first]} if first is not None and first in key_of else set()
-        dropped = sum(1 for k in results if k not in wanted)
-        results = {k: v for k, v in results.items() if k in wanted}
-    ipw = 1.0 / raw.propensity
-    return {k: dataclasses.replace(v, extra={**v.extra, "ipw": ipw}) for k, v in results.items()}, (
-        dropped
-    )
-
-
 def feedback_records(
-    logs: Iterable[Path], ladder: Ladder, rule: str, exclude_prompts: set[str], st: MergeStats
+    logs: Iterable[Path],
+    ladder: Ladder,
+    rule: str,
+    exclude_prompts: set[str],
+    st: MergeStats,
+    grades: Grades | None = None,
 ) -> Iterator[OutcomeRecord]:
     """Outcome-log records -> training records (split 'train') under the label rule."""
-    from serving.feedback import FeedbackStats, iter_labelled
+    from training.feedback import FeedbackStats, iter_labelled
 
     fs = FeedbackStats()
-    key_of = {t.name: t.outcomes_key for t in ladder.tiers}
-    for raw, rec in iter_labelled(list(logs), ladder, "train", fs):
+    for raw, rec in iter_labelled(list(logs), ladder, "train", fs, grades or Grades()):
         st.feedback_records += 1
         if rec.prompt in exclude_prompts:
             st.dropped_eval_overlap += 1
             continue
-        results, dropped = rule_results(raw, rec, key_of, rule)
+        results, dropped = apply_rule(raw, rec.results, ladder, rule)
         st.dropped_escalation_labels += dropped
         if not results:
             st.dropped_by_label_rule += 1
@@ -214,7 +200,8 @@ def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
         for r in iter_outcomes(cfg.base):
             st.base_rows += 1
             yield r
-        yield from feedback_records(cfg.feedback, ladder, cfg.label_rule, held_out, st)
+        grades = Grades.load(cfg.grades, st.grades) if cfg.grades else None
+        yield from feedback_records(cfg.feedback, ladder, cfg.label_rule, held_out, st, grades)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_outcomes(dest, rows())
@@ -273,6 +260,7 @@ def retrain(
             "retrain.dropped_escalation_labels": stats.dropped_escalation_labels,
             "retrain.dropped_eval_overlap": stats.dropped_eval_overlap,
             "retrain.label_rule": cfg.label_rule,
+            "retrain.grades_files": ",".join(str(g) for g in cfg.grades),
             **({"retrain.table": cfg.table} if cfg.table is not None else {}),
         },
         extra_tags={"kind": "retrain"},

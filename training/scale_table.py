@@ -5,7 +5,7 @@ The steps, in the same functions for both paths:
    with its position (source rank in listing order, line number);
 2. parse + validate + label (`label_lines`): a line that is not an outcome record, or whose
    record has no label, gives no row; the labels are the serving rules
-   (`observed_labels`, the one seam to them) under the retrain label rule, each with its
+   (`observed_labels`, the one seam to training/log_labels.py) under the label rule, each with its
    inverse-propensity weight;
 3. dedupe by request id: the first position wins (what the single-machine reader keeps);
 4. featurize (`featurize_rows`) with the bundle's own featurizer (its static table and
@@ -21,6 +21,7 @@ then `write_parquet`, to local disk or S3. The Parquet rows of the two paths are
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,12 +34,11 @@ import numpy as np
 from outcomes import OutcomeRecord
 from router.featurizer import Featurizer, FeaturizerConfig
 from router.ladder import Ladder
-from serving.feedback import FeedbackStats, record_to_outcome
 from serving.log_source import Source, expand, is_s3, iter_source_lines, split_s3
 from serving.outcome_record import NotAnOutcomeRecord, OutcomeLogRecord
 from serving.seen_ids import SeenIds
 from training.labels import output_tokens_of
-from training.retrain import LABEL_RULES, rule_results
+from training.log_labels import LABEL_RULES, Grades, observed
 
 TABLE_FORMAT = "tier-router.table/1"
 # Columns, in order. scores/ipw/output_tokens hold one value per ladder tier (NaN: no label).
@@ -57,16 +57,28 @@ class TableSpec:
     ladder_toml: str
     bundle: str
     label_rule: str = "first-attempt"
+    grades: tuple[str, ...] = ()  # graded feedback files, joined by request id
 
     def __post_init__(self) -> None:
         if self.label_rule not in LABEL_RULES:
             raise ValueError(f"label rule must be one of {LABEL_RULES}, got {self.label_rule!r}")
 
     @classmethod
-    def of(cls, ladder: Path, bundle: Path, label_rule: str = "first-attempt") -> TableSpec:
+    def of(
+        cls,
+        ladder: Path,
+        bundle: Path,
+        label_rule: str = "first-attempt",
+        grades: tuple[str | Path, ...] = (),
+    ) -> TableSpec:
         if not (bundle / "featurizer.json").is_file():
             raise ValueError(f"--bundle: {bundle} is not a bundle (no featurizer.json)")
-        return cls(ladder.read_text(encoding="utf-8"), str(bundle), label_rule)
+        text = ladder.read_text(encoding="utf-8")
+        return cls(text, str(bundle), label_rule, tuple(str(g) for g in grades))
+
+    def graded(self) -> Grades:
+        """The graded feedback (read once per process)."""
+        return _grades(self.grades)
 
     def ladder(self) -> Ladder:
         import tomllib
@@ -99,20 +111,22 @@ def assets_digest(cfg: FeaturizerConfig, tokenizer_json: Path, table: np.ndarray
     return h.hexdigest()
 
 
-def observed_labels(rec: OutcomeLogRecord, ladder: Ladder, rule: str) -> OutcomeRecord | None:
-    """THE seam to the labelling rules (serving's `labels_of`, through feedback's record
-    conversion, then retrain's label rule with its propensity weights). Both paths call
-    only this, so a change of the rules is a change here and nowhere else in this module."""
-    out = record_to_outcome(rec, ladder, "train", FeedbackStats())
-    if out is None:
-        return None
-    key_of = {t.name: t.outcomes_key for t in ladder.tiers}
-    results, _ = rule_results(rec, out, key_of, rule)
-    return OutcomeRecord(out.id, out.prompt, results, "train", extra=out.extra) if results else None
+@functools.lru_cache(maxsize=4)
+def _grades(files: tuple[str, ...]) -> Grades:
+    return Grades.load(files) if files else Grades()
+
+
+def observed_labels(
+    rec: OutcomeLogRecord, ladder: Ladder, rule: str, grades: Grades | None = None
+) -> OutcomeRecord | None:
+    """THE seam to the labelling rules (training/log_labels.py, with the retrain label
+    rule's propensity weights). Both paths call only this, so a change of the rules is a
+    change there and nowhere in this module."""
+    return observed(rec, ladder, rule, grades or Grades())
 
 
 def label_lines(
-    lines: Iterable[tuple[int, int, bytes]], ladder: Ladder, rule: str
+    lines: Iterable[tuple[int, int, bytes]], ladder: Ladder, rule: str, grades: Grades | None = None
 ) -> dict[str, list[Any]]:
     """(source rank, line number, raw line) -> label columns of the labelled records."""
     import json
@@ -125,7 +139,7 @@ def label_lines(
             rec = OutcomeLogRecord.from_dict(obj)
         except (ValueError, RecursionError, NotAnOutcomeRecord):
             continue
-        out = observed_labels(rec, ladder, rule)
+        out = observed_labels(rec, ladder, rule, grades)
         if out is None:
             continue
         cols["request_id"].append(rec.request_id)
@@ -193,7 +207,7 @@ def build_table(
 
     def flush(buf: list[tuple[int, int, bytes]]) -> None:
         nonlocal writer, rows
-        cols = label_lines(buf, ladder, spec.label_rule)
+        cols = label_lines(buf, ladder, spec.label_rule, spec.graded())
         keep = [i for i, rid in enumerate(cols["request_id"]) if seen.add(rid)]
         cols = {c: [v[i] for i in keep] for c, v in cols.items()}
         if not keep:
@@ -243,9 +257,9 @@ def _read_and_label(batch: dict[str, np.ndarray], spec: TableSpec) -> Iterator[d
         for item in _numbered(int(rank), str(name)):
             buf.append(item)
             if len(buf) >= 2048:
-                yield _arrow_ready(label_lines(buf, ladder, spec.label_rule))
+                yield _arrow_ready(label_lines(buf, ladder, spec.label_rule, spec.graded()))
                 buf = []
-        yield _arrow_ready(label_lines(buf, ladder, spec.label_rule))
+        yield _arrow_ready(label_lines(buf, ladder, spec.label_rule, spec.graded()))
 
 
 class _Featurize:

@@ -105,12 +105,15 @@ def test_the_readme_loop_runs_as_written(loop: dict[str, Any]) -> None:
     )
     assert isinstance(demo["goal_met"], bool) and demo["goal"] == "top-1"
     assert feedback["records_read"] == 200 and feedback["written"] > 0
+    # The cascade's verdicts are predictions; the labels are the demo's grades (a
+    # downstream check's), joined by request id: every answered call is graded.
+    assert demo["grades"] >= 200 and feedback["graded_labels"] >= 200
     # Train-split prompts: retrain keeps their labels. (A few MMLU-Pro questions appear
-    # in both splits with the same text; those alone are kept out.)
-    # The cascade's rejected cheap answers are predictions, not labels: those prompts keep
-    # no first-attempt label, so fewer than the 200 requests become rows.
+    # in both splits with the same text; those alone are kept out.) The first judged
+    # answer of each request is a row (plus the next tier's, weighted, where explored).
     fb = retrain["feedback"]
-    assert fb["feedback_rows"] >= 40 and fb["dropped_eval_overlap"] <= 5
+    assert fb["feedback_rows"] >= 180 and fb["dropped_eval_overlap"] <= 5
+    assert fb["grades"]["grades"] == demo["grades"]
     assert retrain["mlflow"]["registered_version"] == "2"
     assert retrain["champion"]["version"] == "1" and retrain["verdict"] is not None
     assert [v["version"] for v in compare["versions"]] == ["1", "2"]

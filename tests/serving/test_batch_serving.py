@@ -16,7 +16,13 @@ import pytest
 from loopback import MotoS3
 from serving_support import REPO
 
-from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_output_tokens
+from fake_bedrock import (
+    FaultConfig,
+    LocalBedrock,
+    OutcomeIndex,
+    recorded_grades,
+    recorded_output_tokens,
+)
 from outcomes import OutcomeRecord, read_outcomes
 from router import Router
 from serving.batch_demo import run_batch_demo
@@ -28,8 +34,9 @@ from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.cascade_run import find_cascade
 from serving.checks import builtin_checks
 from serving.demo import DemoConfig
-from serving.feedback import build_outcomes
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
+from training.feedback import build_outcomes
+from training.log_labels import Grades
 from training.replay import replay_records
 
 ROLE = "arn:aws:iam::123456789012:role/batch-test"
@@ -132,8 +139,15 @@ def test_batch_run_walks_as_on_demand_and_loses_nothing(
         assert all(a["verifier"]["reason"].startswith("verifier p=") for a in judged)
     inputs = [r["modelInput"] for r in moto.records() if "modelInput" in r]
     assert {"schemaVersion" in b for b in inputs} == {True, False}  # Nova and Claude bodies
-    fb = build_outcomes([log], ladder, tmp_path / "fb.jsonl")
-    assert fb.written == n  # batch traffic feeds retraining as on-demand traffic does
+    # Batch traffic feeds retraining as on-demand traffic does: the cascade's verdicts are
+    # predictions, the grades of a downstream check (joined by request id) the labels.
+    assert build_outcomes([log], ladder, tmp_path / "ungraded.jsonl").written == 0
+    sent = {r.id: r for r in test_records}
+    grades = Grades()
+    for g in recorded_grades(read_log(log), sent, ladder):
+        grades.add(g["request_id"], g["score"], g["tier"])
+    fb = build_outcomes([log], ladder, tmp_path / "fb.jsonl", grades=grades)
+    assert fb.written == n and fb.graded_labels >= n
 
 
 CLI = "from tier_router.cli import main; raise SystemExit(main())"

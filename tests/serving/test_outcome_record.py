@@ -13,18 +13,16 @@ from serving_support import client_for
 
 from router.ladder import Ladder
 from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, encode_record
-from serving.outcome_record import (
+from serving.outcome_record import AttemptRecord, NotAnOutcomeRecord, OutcomeLogRecord
+from serving.routing import FixedTierRouter
+from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError
+from training.log_labels import (
     SKIP_NO_LABELS,
     SKIP_PROMPT_DROPPED,
     SKIP_PROMPT_HASHED,
     SKIP_STICKY,
-    AttemptRecord,
-    NotAnOutcomeRecord,
-    OutcomeLogRecord,
     labels_of,
 )
-from serving.routing import FixedTierRouter
-from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError
 
 
 def written(bedrock: Any, ladder: Ladder, path: Path, **cfg: Any) -> list[dict[str, Any]]:
@@ -117,7 +115,10 @@ def test_labeling_rules(bedrock: Any, ladder: Ladder, tmp_path: Path) -> None:
     assert lab.skipped is None and list(lab.results) == [tier.outcomes_key]
     got = lab.results[tier.outcomes_key]
     assert got.score == 0.0 and got.input_tokens == 15.0 and got.output_tokens == 7.0
-    assert got.extra == {"reason": "ok", "answer": "four"} and got.cost_usd == 0.001
+    assert got.extra == {
+        "reason": "ok", "answer": "four", "label_source": "check", "role": "decided", "attempt": 0
+    }
+    assert got.cost_usd == 0.001
     assert lab.unlabelled == 3 and lab.verdicts == ((tier.name, False),)
 
     assert labels_of(dataclasses.replace(rec, sticky=True), ladder).skipped == SKIP_STICKY

@@ -149,7 +149,7 @@ def test_without_features_the_record_says_why_and_is_still_written(
 
 
 def _features_record(router: Router, text: str, **prompt: Any) -> dict[str, Any]:
-    d, f = router.route_with_features(text)
+    _, f = router.route_with_features(text)
     field = prompt_field(text, PromptStorage.FEATURES, b"", f)
     field["features"] = {**field["features"], **prompt}
     return {"request_id": "r", "attempts": [], "prompt": field}

@@ -6,6 +6,7 @@ and the record says where the walk started and why."""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import threading
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,7 @@ from serving.tiered_client import (
     TieredClientConfig,
     TieredClientError,
 )
+from training.log_labels import Grades, calibration_labels
 
 
 class _Stream:
@@ -238,10 +240,13 @@ def test_monitor_leaves_cascade_judged_requests_out_of_calibration(ladder: Ladde
             "cascade": cascade,
         })  # fmt: skip
 
+    # The rules are training's (monitor passes them in); a grade makes a cascade answer a label.
+    labels = functools.partial(calibration_labels, grades=Grades({"d": {t0.name: 1.0}}))
     w = Window("s", "e")
-    w.add(rec("a", "passed", {"point": "policy"}))
-    w.add(rec("b", "rejected", {"point": "policy"}))
-    w.add(rec("c", "failed", None))
+    w.add(rec("a", "passed", {"point": "policy"}), labels)
+    w.add(rec("b", "rejected", {"point": "policy"}), labels)
+    w.add(rec("c", "failed", None), labels)
+    w.add(rec("d", "rejected", {"point": "policy"}), labels)
     cal = w.summary(names)["calibration"][names[0]]
-    assert cal["labels"] == 1 and cal["observed"] == 0.0
+    assert cal["labels"] == 2 and cal["observed"] == 0.5
     assert cal["verifier_judged"] == 2

@@ -65,7 +65,7 @@ def test_serving_makes_the_calls_replay_makes(cascade_router, test_records, tmp_
         logger.close()
     records = list(read_log(tmp_path / "log.jsonl"))
     assert len(records) == len(test_records)
-    rejected = second = 0
+    rejected = second = explored = 0
     kinds: Counter = Counter()
     for r in records:
         assert r["cascade"]["point"] == "policy"
@@ -74,6 +74,11 @@ def test_serving_makes_the_calls_replay_makes(cascade_router, test_records, tmp_
             if a["role"] == "second_opinion":
                 second += 1
                 assert a["outcome"] == "answered"
+                continue
+            if a["role"] == "explore_next":  # after the walk, never judged (exploration)
+                explored += 1
+                assert a["verdict"] == {"kind": "unjudged", "signal": "exploration"}
+                assert r["cascade"]["explore"]["explored"] is True
                 continue
             assert "verifier" in a and a["verifier"]["reason"].startswith("verifier p=")
             kinds[a["verifier"]["answer_kind"]] += 1
@@ -138,3 +143,57 @@ def test_cascade_off_routes_as_before(cascade_router, test_records, tmp_path) ->
 def test_unknown_cascade_point_is_a_clear_error(cascade_router, tmp_path) -> None:
     with pytest.raises(ValueError, match="cascade_point 'nope' is not in the bundle"):
         TieredClient(cascade_router, None, None, TieredClientConfig(cascade_point="nope"))
+
+
+def test_cascade_exploration_runs_after_the_response_and_is_logged(
+    cascade_router, test_records, tmp_path
+) -> None:
+    """At rate 1 every answer the verifier accepted below the top is also answered by the
+    next tier: not on the caller's response (its calls are the replay's), but in the record,
+    unjudged, with the rate the label rule weights by. Closing the log first still writes
+    every record (the client drains its exploration calls before the sinks close)."""
+    ladder = cascade_router.ladder
+    expected = {
+        ln.id: ln for ln in replay_records(cascade_router, test_records) if ln.point == "policy"
+    }
+    by_model = {t.model_id: t.outcomes_key for t in (*ladder.tiers, ladder.second_opinion)}
+    with LocalBedrock(ladder, OutcomeIndex(test_records, ladder)) as server:
+        client, logger = _client(
+            cascade_router, server, tmp_path / "log.jsonl", cascade_explore_rate=1.0
+        )
+        for rec in test_records:
+            res = client.converse(rec.prompt, request_id=rec.id)
+            assert [by_model[a.model_id] for a in res.attempts] == expected[rec.id].calls
+        logger.close()  # before client.close(): the explored records must still land
+    records = {r["request_id"]: r for r in read_log(tmp_path / "log.jsonl")}
+    assert sorted(records) == sorted(r.id for r in test_records)
+    explored = 0
+    for rid, r in records.items():
+        block = r["cascade"]["explore"]
+        assert block["rate"] == 1.0
+        final = ladder.names.index(r["final_tier"])
+        accepted = [a for a in r["attempts"] if a["tier"] == r["final_tier"]][-1]["verdict"]
+        if final < len(ladder) - 1 and accepted["signal"] in ("verifier", "agreement"):
+            explored += 1
+            assert block == {"rate": 1.0, "explored": True, "tier": ladder.names[final + 1]}
+            last = r["attempts"][-1]
+            assert last["role"] == "explore_next" and last["tier"] == ladder.names[final + 1]
+            assert last["verdict"] == {"kind": "unjudged", "signal": "exploration"}
+            assert r["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in r["attempts"]))
+            assert len(r["attempts"]) == len(expected[rid].calls) + 1
+        else:
+            assert block == {"rate": 1.0, "explored": False}
+            assert len(r["attempts"]) == len(expected[rid].calls)
+    assert explored > 0
+    # Off: no exploration block, no extra call.
+    with LocalBedrock(ladder, OutcomeIndex(test_records, ladder)) as server:
+        client, logger = _client(
+            cascade_router, server, tmp_path / "off.jsonl", cascade_explore_rate=0.0
+        )
+        for rec in test_records[:10]:
+            client.converse(rec.prompt, request_id=rec.id)
+        client.close()
+        logger.close()
+    for r in read_log(tmp_path / "off.jsonl"):
+        assert "explore" not in r["cascade"]
+        assert len(r["attempts"]) == len(expected[r["request_id"]].calls)

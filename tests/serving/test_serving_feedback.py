@@ -97,7 +97,10 @@ def test_labels_only_what_was_observed(logged: Path, tmp_path: Path, capsys: Any
     }
     assert all(r.split == "train" for r in recs.values())
     # The answer travels with its label, so the next verifier trains on it.
-    assert recs["medium"].results[k[0]].extra == {"reason": "refusal", "answer": "I don't know."}
+    assert recs["medium"].results[k[0]].extra == {
+        "reason": "refusal", "answer": "I don't know.", "label_source": "check", "role": "decided",
+        "attempt": 0,
+    }
     assert summary["labels"]["haiku"] == {"pass": 1, "fail": 2}
 
 

@@ -18,7 +18,6 @@ from serving_support import REPO
 
 from fake_bedrock import LocalBedrock, Reply
 from router.ladder import Ladder
-from serving.feedback import FeedbackStats, iter_labelled
 from serving.log_source import LogSourceError, expand
 from serving.metrics import EXACT_LATENCIES, LatencySummary, backlog_emf, iter_windows
 from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, encode_record, read_log
@@ -28,6 +27,7 @@ from serving.s3_sink import S3Sink, S3SinkConfig
 from serving.seen_ids import SeenIds
 from serving.tiered_client import TieredClient
 from tier_router.serving_cli import register
+from training.feedback import FeedbackStats, iter_labelled
 
 TIERS = REPO / "data" / "ladders" / "mmlu_pro.toml"
 

@@ -1,16 +1,14 @@
-"""Turn outcome logs into an outcomes file that `tier-router train` reads unchanged.
+"""Turn outcome logs (and graded feedback) into an outcomes file that `train` reads unchanged.
 
-Labels come only from what was observed: a tier whose answer passed is a 1, a tier
-whose answer failed a quality check is a 0; an answer the cascade's verifier rejected is
-the verifier's prediction, not an observation, and stays unlabelled (like a tier that was
-never tried). Stored answer texts travel with their labels (`results[key].answer`), so
-the next verifier trains on them. A tier that was never tried (or was
-throttled, down, or errored) is left out rather than guessed. Records whose prompt
-was hashed or dropped cannot be trained on, and are counted as such. So are sticky
-conversation turns (`"sticky": true`): they start at the previous turn's final tier,
-which after an escalation is one the router did not pick, so their first verdict would
-carry the escalation's bias and no exploration propensity describes how it was chosen.
-The rules themselves are `serving.outcome_record.labels_of`; this module counts and writes.
+The labels are training/log_labels.py's rules: a grade joined by request id is ground
+truth; an explicit check's failure is a 0; an explicit pass is a 1 only where the plain
+ladder walk served (in a cascade the verifier's accept and reject are predictions and stay
+unlabelled unless graded). Stored answer texts travel with their labels
+(`results[key].answer`), so the next verifier trains on them. A tier that was never tried
+(or was throttled, down, or errored) is left out rather than guessed. Records whose
+prompt was hashed or dropped, sticky conversation turns, and records whose prompt was
+logged only as router features (an outcomes file holds prompt text; `retrain --log` and
+`table` read such records) give no row here, and are counted.
 """
 
 from __future__ import annotations
@@ -24,16 +22,19 @@ from typing import Any
 from outcomes import OutcomeRecord, write_outcomes
 from router.ladder import Ladder
 from serving.outcome_log import ReadStats, read_log
-from serving.outcome_record import (
+from serving.outcome_record import NotAnOutcomeRecord, OutcomeLogRecord
+from serving.seen_ids import SeenIds
+from training.log_labels import (
+    GRADED,
+    NO_GRADES,
     SKIP_NO_LABELS,
     SKIP_PROMPT_DROPPED,
     SKIP_PROMPT_HASHED,
     SKIP_STICKY,
-    NotAnOutcomeRecord,
-    OutcomeLogRecord,
+    Grades,
     labels_of,
+    record_extra,
 )
-from serving.seen_ids import SeenIds
 
 
 @dataclass
@@ -45,11 +46,13 @@ class FeedbackStats:
     written: int = 0
     skipped_prompt_hashed: int = 0
     skipped_prompt_dropped: int = 0
+    skipped_prompt_features: int = 0
     skipped_not_outcome_record: int = 0
     skipped_no_labels: int = 0
     skipped_duplicate: int = 0
     skipped_sticky: int = 0
     attempts_unlabelled: int = 0
+    graded_labels: int = 0
     labels: dict[str, Counter[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,35 +63,41 @@ class FeedbackStats:
 
 
 def record_to_outcome(
-    rec: Mapping[str, Any] | OutcomeLogRecord, ladder: Ladder, split: str, stats: FeedbackStats
+    rec: Mapping[str, Any] | OutcomeLogRecord,
+    ladder: Ladder,
+    split: str,
+    stats: FeedbackStats,
+    grades: Grades = NO_GRADES,
+    *,
+    features_ok: bool = False,
 ) -> OutcomeRecord | None:
-    """One log record -> one outcomes record, or None (and a count saying why)."""
+    """One log record -> one outcomes record, or None (and a count saying why). With
+    `features_ok` a features-only record gives a row with an empty prompt."""
     if not isinstance(rec, OutcomeLogRecord):
         try:
             rec = OutcomeLogRecord.from_dict(rec)
         except NotAnOutcomeRecord:
             stats.skipped_not_outcome_record += 1
             return None
-    lab = labels_of(rec, ladder)
+    lab = labels_of(rec, ladder, grades)
     stats.attempts_unlabelled += lab.unlabelled
-    for tier, passed in lab.verdicts:
-        stats.labels.setdefault(tier, Counter())["pass" if passed else "fail"] += 1
-    if lab.skipped is not None or lab.prompt is None:
-        counter = _SKIP_COUNTERS.get(lab.skipped or SKIP_NO_LABELS, "skipped_no_labels")
+    if lab.skipped is not None:
+        counter = _SKIP_COUNTERS.get(lab.skipped, "skipped_no_labels")
         setattr(stats, counter, getattr(stats, counter) + 1)
         return None
-    extra: dict[str, Any] = {"source": "feedback"}  # record-level fields, incl. propensity
-    if rec.time is not None:
-        extra["time"] = rec.time
-    if rec.router_version is not None:
-        extra["router_version"] = rec.router_version
-    if rec.exploration is not None:
-        extra["exploration"] = dict(rec.exploration)
-    if rec.decision is not None:
-        extra["decision"] = rec.decision.to_dict()
-    extra["tags"] = dict(rec.tags)
+    if lab.prompt is None and not features_ok:
+        stats.skipped_prompt_features += 1
+        return None
+    for tier, passed in lab.verdicts:
+        stats.labels.setdefault(tier, Counter())["pass" if passed else "fail"] += 1
+    graded = (r.extra.get("label_source") == GRADED for r in lab.results.values())
+    stats.graded_labels += sum(graded)
     return OutcomeRecord(
-        id=rec.request_id, prompt=lab.prompt, results=dict(lab.results), split=split, extra=extra
+        id=rec.request_id,
+        prompt=lab.prompt or "",
+        results=dict(lab.results),
+        split=split,
+        extra=record_extra(rec),
     )
 
 
@@ -101,7 +110,13 @@ _SKIP_COUNTERS = {
 
 
 def iter_labelled(
-    logs: Iterable[str | Path], ladder: Ladder, split: str, stats: FeedbackStats
+    logs: Iterable[str | Path],
+    ladder: Ladder,
+    split: str,
+    stats: FeedbackStats,
+    grades: Grades = NO_GRADES,
+    *,
+    features_ok: bool = False,
 ) -> Iterator[tuple[OutcomeLogRecord, OutcomeRecord]]:
     """The one read loop: each distinct request's log record with its outcomes record.
 
@@ -122,25 +137,33 @@ def iter_labelled(
         except NotAnOutcomeRecord:
             stats.skipped_not_outcome_record += 1
             continue
-        out = record_to_outcome(rec, ladder, split, stats)
+        out = record_to_outcome(rec, ladder, split, stats, grades, features_ok=features_ok)
         if out is not None:
             yield rec, out
     stats.bad_lines = read_stats.bad_lines
 
 
 def iter_feedback(
-    logs: Iterable[str | Path], ladder: Ladder, split: str, stats: FeedbackStats
+    logs: Iterable[str | Path],
+    ladder: Ladder,
+    split: str,
+    stats: FeedbackStats,
+    grades: Grades = NO_GRADES,
 ) -> Iterator[OutcomeRecord]:
     """Outcomes records of the logs' labelled requests (counted in `stats.written`)."""
-    for _, out in iter_labelled(logs, ladder, split, stats):
+    for _, out in iter_labelled(logs, ladder, split, stats, grades):
         stats.written += 1
         yield out
 
 
 def build_outcomes(
-    logs: Iterable[str | Path], ladder: Ladder, out: str | Path, split: str = "train"
+    logs: Iterable[str | Path],
+    ladder: Ladder,
+    out: str | Path,
+    split: str = "train",
+    grades: Grades = NO_GRADES,
 ) -> FeedbackStats:
     """Write the outcomes file for `logs`; returns the counts."""
     stats = FeedbackStats()
-    write_outcomes(out, iter_feedback(logs, ladder, split, stats))
+    write_outcomes(out, iter_feedback(logs, ladder, split, stats, grades))
     return stats
