@@ -341,5 +341,13 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             "data; log with prompt storage 'store' to use them",
             file=sys.stderr,
         )
+    if stats.skipped_prompt_features:
+        print(
+            f"feedback: skipped {stats.skipped_prompt_features} record(s) logged with the "
+            "router's prompt features instead of the text (the default): an outcomes file "
+            "needs the text; `retrain --log` (or `table`, then `retrain --table`) trains "
+            "from the features",
+            file=sys.stderr,
+        )
     print(json.dumps(summary), flush=True)
     return 0

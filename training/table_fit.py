@@ -291,15 +291,53 @@ def table_training_data(cfg: RetrainConfig, train_cfg: TrainConfig) -> tuple[Pre
     """`retrain --table`: the base file's train split (featurized here) and a sample of the
     table (its prompts in the base file's evaluation split dropped), for `train`."""
     assert cfg.table is not None
-    return rows_training_data(cfg, train_cfg, cfg.table, f"--table {cfg.table}")
+    table = cfg.table
+    return rows_training_data(cfg, train_cfg, lambda _: table, f"--table {table}")
+
+
+# What the featurizer of a retrain is called in messages: it is the one the challenger exports.
+FIT_FEATURIZER = "this retrain's featurizer (this machine's static assets, the challenger's)"
+
+
+def log_training_data(cfg: RetrainConfig, train_cfg: TrainConfig) -> tuple[Prepared, MergeStats]:
+    """`retrain --log` over logs whose records carry the router's features instead of the
+    prompt (prompt_storage=features): each labelled record becomes a table row in memory,
+    by `tier-router table`'s steps (label, dedupe, featurize: a text with this fit's
+    featurizer, logged features checked against its digest and used as they are), and
+    the rows are fitted as `retrain --table` fits a table. Logs larger than memory: build
+    a table (`tier-router table`) and `retrain --table` it."""
+    from training.log_labels import Grades
+    from training.scale_table import iter_table_rows
+
+    def rows(featurizer: Featurizer) -> RowBatches:
+        grades = Grades.load(cfg.grades) if cfg.grades else Grades()
+        cols: dict[str, list[Any]] = {}
+        for batch in iter_table_rows(
+            cfg.feedback, Ladder.load(cfg.tiers), cfg.label_rule, grades, featurizer,
+            featurizer.digest, FIT_FEATURIZER,
+        ):  # fmt: skip
+            for c, v in batch.items():
+                cols.setdefault(c, []).extend(v)
+        if not cols:
+            raise ValueError(
+                f"--log {[str(f) for f in cfg.feedback]}: no record has a label and a prompt "
+                "(text or router features)"
+            )
+        return memory_rows(cols)
+
+    return rows_training_data(cfg, train_cfg, rows, f"--log {', '.join(map(str, cfg.feedback))}")
 
 
 def rows_training_data(
-    cfg: RetrainConfig, train_cfg: TrainConfig, rows: str | RowBatches, name: str
+    cfg: RetrainConfig,
+    train_cfg: TrainConfig,
+    rows_of: Callable[[Featurizer], str | RowBatches],
+    name: str,
 ) -> tuple[Prepared, MergeStats]:
     """The base file's train split (featurized here, its answers kept for the verifier)
-    and a sample of `rows` (a table, or log rows made in memory) without the base file's
-    evaluation-split prompts, as one fit's labels and features."""
+    and a sample of the rows `rows_of(this fit's featurizer)` gives (a table's location,
+    or log rows made in memory) without the base file's evaluation-split prompts, as one
+    fit's labels and features."""
     from outcomes import iter_outcomes, read_outcomes
     from router.featurizer import FeaturizerConfig
     from training import assets
@@ -316,7 +354,7 @@ def rows_training_data(
     digest = featurizer.digest  # the featurizer this fit exports
     held_out = HeldOut.of((r.prompt for r in iter_outcomes(cfg.base, cfg.eval_split)), featurizer)
     t_labels, t_feats, rep = sample_table(
-        rows, ladder, digest, cfg.table_rows, train_cfg.seed, held_out, name
+        rows_of(featurizer), ladder, digest, cfg.table_rows, train_cfg.seed, held_out, name
     )
     every_split = read_outcomes(cfg.base)
     check_ladder_against(ladder, cfg.tiers, every_split, cfg.base)

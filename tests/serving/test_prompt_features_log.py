@@ -183,11 +183,20 @@ def test_a_malformed_features_field_is_not_an_outcome_record(
 
 
 def test_log_bytes_per_record(router: Router, prompts: list[Any], tmp_path: Path) -> None:
-    """The features cost a fixed ~1.3 kB per record (128 float32 + 13 hand features,
-    base64), whatever the prompt's length; the text costs its length."""
+    """The features cost a fixed ~0.95 kB per record (128 float32 + 18 hand features,
+    base64, and the digest), whatever the prompt's length; the text costs its length."""
     stored = _serve(router, prompts[:10], tmp_path / "s.jsonl", prompt_storage=PromptStorage.STORE)
     feats = _serve(router, prompts[:10], tmp_path / "f.jsonl")
-    size_f = [len(json.dumps(d["prompt"])) for d in feats]
+    n_hand = len(feats[0]["prompt"]["features"]["hand"]) * 3 // 4  # bytes
+    for d in feats:
+        f = d["prompt"]["features"]
+        assert len(f["emb"]) == 4 * -(-4 * router.featurizer.dims // 3)  # base64 of float32
+        assert len(f["hand"]) * 3 // 4 == n_hand == 4 * 18
+    size_f = [len(encode_record(d["prompt"])) for d in feats]
+    size_s = [len(encode_record(d["prompt"])) for d in stored]
     assert max(size_f) - min(size_f) <= 8  # the char count's digits alone
-    assert sum(len(encode_record(d)) for d in stored) > 0
-    assert 4 * router.featurizer.dims < size_f[0] < 4 * router.featurizer.dims * 1.5 + 200
+    assert 900 < size_f[0] < 1000
+    for f_size, s_size, src in zip(size_f, size_s, prompts[:10], strict=True):
+        assert s_size >= len(src.prompt)  # the text, JSON-escaped
+        if len(src.prompt) > f_size:
+            assert f_size < s_size
