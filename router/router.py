@@ -288,13 +288,19 @@ class Router:
             note,
         )
 
-    def _p_one(self, text: str) -> list[float]:
+    def _p_one(self, text: str, keep: list[Any] | None = None) -> list[float]:
         """P(pass) for one prompt: the latency-critical path. The static embedding and
         hand features come from the compiled kernels when built (router.compiled); the
-        joint vector and the model are numpy (JointSpace.apply_one, SoftmaxSets.p_pass_one)."""
+        joint vector and the model are numpy (JointSpace.apply_one, SoftmaxSets.p_pass_one).
+        `keep` (route_with_features) receives the embedding and the hand features, which
+        are then computed even when the model does not use them."""
         f = self.featurizer
         emb, stats = f.embedding(text)
-        hand = f.hand(text, stats) if self.space.uses_hand else []
+        if keep is None:
+            hand = f.hand(text, stats) if self.space.uses_hand else []
+        else:
+            keep += (emb, f.hand(text, stats))
+            hand = keep[1] if self.space.uses_hand else []
         dense = self._dense([text])[0] if self._needs_dense else None
         return self._sets.p_pass_one(self.space.apply_one(emb, hand, dense))
 
@@ -316,17 +322,12 @@ class Router:
         from, with the featurizer's digest, for an outcome log that keeps no text. The
         features are None when `features_note` says why (an accurate bundle)."""
         _check_text(text, "text")
-        f = self.featurizer
-        emb, stats = f.embedding(text)
-        hand = f.hand(text, stats)  # logged even when the model does not use them
-        dense = self._dense([text])[0] if self._needs_dense else None
-        p = self._sets.p_pass_one(
-            self.space.apply_one(emb, hand if self.space.uses_hand else [], dense)
-        )
+        kept: list[Any] = []
+        p = self._p_one(text, kept)
         d = self._decision(p, self.policy.choose_one(p), text)
         if self._needs_dense:
             return d, None
-        return d, PromptFeatures.of(f.digest, emb, hand)
+        return d, PromptFeatures.of(self.featurizer.digest, kept[0], kept[1])
 
     def prompt_features(self, text: str) -> PromptFeatures | None:
         """The features alone (batch serving logs them once the walks end): the values
