@@ -153,3 +153,29 @@ def test_the_table_from_features_equals_the_table_from_text(
         for k in ("emb", "hand", "featurizer"):
             assert a[k] == b[k], k
         assert [x for x in a["scores"] if x == x] == [x for x in b["scores"] if x == x]
+
+
+def test_a_cascade_bundle_retrained_from_features_keeps_its_cascade(
+    cascade_train: Any,
+    answers_slice: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A features log has no answer texts: the challenger's verifier and cascade policy are
+    fitted on the base file's recorded answers, so a cascade bundle stays one."""
+    log, grades = tmp_path / "log.jsonl", tmp_path / "grades.jsonl"
+    cfg = DemoConfig(str(cascade_train.bundle), str(answers_slice), str(log), split="train",
+                     requests=120, seed=2, grades_out=str(grades))  # fmt: skip
+    run_demo(cfg, load_router(str(cascade_train.bundle)), progress=io.StringIO())
+    assert b'"text"' not in log.read_bytes()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ladder = LADDERS / "mmlu_pro_answers.toml"
+    rc, doc, err = _retrain(["--outcomes", str(answers_slice), "--log", str(log), "--grades",
+                             str(grades), "--ladder", str(ladder), "--out", str(tmp_path / "c"),
+                             "--model", "", "--folds", "2", "--bootstrap", "0"],
+                            capsys)  # fmt: skip
+    assert rc == 0, err
+    assert doc["feedback"]["feedback_rows"] > 60  # graded labels, from the features
+    challenger = Router.load(tmp_path / "c")
+    assert challenger.verifier is not None and challenger.cascade is not None
