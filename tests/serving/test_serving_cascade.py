@@ -197,3 +197,33 @@ def test_cascade_exploration_runs_after_the_response_and_is_logged(
     for r in read_log(tmp_path / "off.jsonl"):
         assert "explore" not in r["cascade"]
         assert len(r["attempts"]) == len(expected[r["request_id"]].calls)
+
+
+def test_a_failing_exploration_call_still_logs_the_record(
+    cascade_router, test_records, tmp_path, monkeypatch
+) -> None:
+    """The exploration call runs after the caller has its answer; if it raises, the record
+    is written all the same, without the call and saying why."""
+    ladder = cascade_router.ladder
+    with LocalBedrock(ladder, OutcomeIndex(test_records, ladder)) as server:
+        client, logger = _client(
+            cascade_router, server, tmp_path / "log.jsonl", cascade_explore_rate=1.0
+        )
+        real = client._caller.attempt
+
+        def attempt(tier, idx, role, *args, **kw):  # type: ignore[no-untyped-def]
+            if role == "explore_next":
+                raise RuntimeError("explore broke")
+            return real(tier, idx, role, *args, **kw)
+
+        monkeypatch.setattr(client._caller, "attempt", attempt)
+        for rec in test_records[:30]:
+            client.converse(rec.prompt, request_id=rec.id)
+        client.close()
+        logger.close()
+    records = list(read_log(tmp_path / "log.jsonl"))
+    assert len(records) == 30
+    broke = [r for r in records if r["cascade"]["explore"]["explored"]]
+    assert broke and all(r["cascade"]["explore"]["error"] == "RuntimeError: explore broke"
+                         for r in broke)  # fmt: skip
+    assert not any(a["role"] == "explore_next" for r in records for a in r["attempts"])

@@ -107,3 +107,30 @@ def test_monitor_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as e:
         monitor(["--log", str(tmp_path / "missing.jsonl")], capsys)
     assert e.value.code == 2
+
+
+def test_monitor_calibrates_cascade_answers_only_with_their_grades(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cascade's accept/reject is a prediction; joined grades are the labels."""
+    log, grades = tmp_path / "log.jsonl", tmp_path / "grades.jsonl"
+    with log.open("w") as f, grades.open("w") as g:
+        for i in range(40):
+            f.write(json.dumps({
+                "request_id": f"r{i}", "time": "2026-12-07T10:00:00.000+00:00",
+                "decision": {"tier": "haiku", "tier_index": 0,
+                             "p_pass": {"haiku": 0.8, "sonnet": 0.9, "opus": 0.95}},
+                "attempts": [{"tier": "haiku", "model_id": "m0", "role": "decided",
+                              "outcome": "passed"}],
+                "cascade": {"point": "policy"}, "final_tier": "haiku",
+            }) + "\n")  # fmt: skip
+            g.write(json.dumps({"request_id": f"r{i}", "score": float(i % 4 != 0)}) + "\n")
+    base = ["--log", str(log), "--window-requests", "40", "--json"]
+    code, _ = monitor(base, capsys)
+    assert code == 0
+    code, out = monitor([*base, "--grades", str(grades)], capsys)
+    assert code == 0
+    doc, _ = json.JSONDecoder().raw_decode(out[out.rindex('{\n  "records"') :])
+    cal = doc["windows"][0]["calibration"]["haiku"]
+    assert cal["labels"] == 40 and cal["observed"] == pytest.approx(0.75)
+    assert cal["verifier_judged"] == 0
