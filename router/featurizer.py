@@ -7,6 +7,7 @@ transformer itself, run through ONNX Runtime on a bounded token window.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from router.bundle import ENCODER_TOKENIZER, STATIC_TABLE, STATIC_TOKENIZER
+from router.bundle import ENCODER_TOKENIZER, FEATURIZER_FILE, STATIC_TABLE, STATIC_TOKENIZER
 from router.static_embedder import StaticEmbedder
 from router.text_features import FEATURE_NAMES, text_features
 from router.wordpiece import WordPieceTokenizer
@@ -80,6 +81,9 @@ class Featurizer:
                 "re-train the bundle or install the tier-router version it was built with"
             )
         self.config = config
+        # Names the features this featurizer makes: logged prompt features and training
+        # table rows carry it, so a reader refuses features another featurizer made.
+        self.digest = assets_digest(config, static_tokenizer, static_table)
         self.tokenizer = WordPieceTokenizer.from_tokenizer_json(static_tokenizer)
         self.embedder = StaticEmbedder(self.tokenizer, static_table)
         self.dims = self.embedder.dims
@@ -128,6 +132,23 @@ class Featurizer:
                 ids[-c.encoder_tail_tokens :] if c.encoder_tail_tokens else []
             )
         return [self.cls_id, *ids, self.sep_id]
+
+
+def assets_digest(cfg: FeaturizerConfig, tokenizer_json: Path, table: np.ndarray) -> str:
+    """SHA-256 (hex) of a featurizer's config, static tokenizer and static table: two
+    featurizers with the same digest compute the same features."""
+    h = hashlib.sha256(cfg.to_json().strip().encode("utf-8"))
+    h.update(tokenizer_json.read_bytes())
+    h.update(str(table.shape).encode())
+    h.update(np.ascontiguousarray(table, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def featurizer_digest(bundle: Path) -> str:
+    """The digest of a bundle directory's featurizer (`Featurizer.digest` once loaded)."""
+    cfg = FeaturizerConfig.from_json((bundle / FEATURIZER_FILE).read_text(encoding="utf-8"))
+    table = np.load(bundle / STATIC_TABLE, allow_pickle=False)
+    return assets_digest(cfg, bundle / STATIC_TOKENIZER, table)
 
 
 def pad_ids(rows: list[list[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:

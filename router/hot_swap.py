@@ -27,6 +27,7 @@ from pathlib import Path
 from router.bundle import BundleError
 from router.decision import Decision
 from router.ladder import Ladder
+from router.prompt_features import PromptFeatures
 from router.router import Router
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,13 @@ class SwappableRouter:
 
     def route_batch(self, texts: list[str]) -> list[Decision]:
         return self._current.route_batch(texts)
+
+    def route_with_features(self, text: str) -> tuple[Decision, PromptFeatures | None]:
+        return self._current.route_with_features(text)  # one read: one version
+
+    @property
+    def features_note(self) -> str | None:
+        return self._current.features_note
 
     # -- swapping --------------------------------------------------------------------
     def swap(self, path: str | Path) -> SwapResult:

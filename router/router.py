@@ -35,6 +35,7 @@ from router.featurizer import Featurizer, FeaturizerConfig, pad_ids
 from router.joint_space import JointSpace
 from router.ladder import Ladder, LadderError
 from router.policy import ThresholdPolicy
+from router.prompt_features import PromptFeatures
 from router.softmax_sets import SoftmaxSets
 from router.verifier import VERIFIER_INPUT, Verifier
 
@@ -287,13 +288,19 @@ class Router:
             note,
         )
 
-    def _p_one(self, text: str) -> list[float]:
+    def _p_one(self, text: str, keep: list[Any] | None = None) -> list[float]:
         """P(pass) for one prompt: the latency-critical path. The static embedding and
         hand features come from the compiled kernels when built (router.compiled); the
-        joint vector and the model are numpy (JointSpace.apply_one, SoftmaxSets.p_pass_one)."""
+        joint vector and the model are numpy (JointSpace.apply_one, SoftmaxSets.p_pass_one).
+        `keep` (route_with_features) receives the embedding and the hand features, which
+        are then computed even when the model does not use them."""
         f = self.featurizer
         emb, stats = f.embedding(text)
-        hand = f.hand(text, stats) if self.space.uses_hand else []
+        if keep is None:
+            hand = f.hand(text, stats) if self.space.uses_hand else []
+        else:
+            keep += (emb, f.hand(text, stats))
+            hand = keep[1] if self.space.uses_hand else []
         dense = self._dense([text])[0] if self._needs_dense else None
         return self._sets.p_pass_one(self.space.apply_one(emb, hand, dense))
 
@@ -301,6 +308,35 @@ class Router:
         _check_text(text, "text")
         p = self._p_one(text)
         return self._decision(p, self.policy.choose_one(p), text)
+
+    @property
+    def features_note(self) -> str | None:
+        """Why this bundle's decisions come without loggable prompt features (None: they
+        come with them). An accurate bundle also routes on its encoder's dense vector,
+        which the static embedding and hand features do not carry."""
+        return None if not self._needs_dense else "accurate_featurizer"
+
+    def route_with_features(self, text: str) -> tuple[Decision, PromptFeatures | None]:
+        """`route(text)` and the prompt's features from the same computation (no second
+        featurization): the static embedding and hand features the decision was made
+        from, with the featurizer's digest, for an outcome log that keeps no text. The
+        features are None when `features_note` says why (an accurate bundle)."""
+        _check_text(text, "text")
+        kept: list[Any] = []
+        p = self._p_one(text, kept)
+        d = self._decision(p, self.policy.choose_one(p), text)
+        if self._needs_dense:
+            return d, None
+        return d, PromptFeatures.of(self.featurizer.digest, kept[0], kept[1])
+
+    def prompt_features(self, text: str) -> PromptFeatures | None:
+        """The features alone (batch serving logs them once the walks end): the values
+        `route_with_features` returns for the same text; None as it says."""
+        _check_text(text, "text")
+        if self._needs_dense:
+            return None
+        emb, stats = self.featurizer.embedding(text)
+        return PromptFeatures.of(self.featurizer.digest, emb, self.featurizer.hand(text, stats))
 
     def route_batch(self, texts: list[str]) -> list[Decision]:
         if isinstance(texts, str | bytes | bytearray | Mapping) or not hasattr(texts, "__iter__"):

@@ -41,7 +41,7 @@ from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.cascade_run import find_cascade
 from serving.checks import builtin_checks
 from serving.demo import DemoConfig, demo_requests
-from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, read_log
+from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, ReadStats, read_log
 from serving.routing import RouterLike
 
 ROLE = "arn:aws:iam::123456789012:role/tier-router-batch-demo"
@@ -112,6 +112,7 @@ def run_batch_demo(
                 max_jobs_in_flight=max_jobs_in_flight,
                 poll_interval_s=0.1,
                 tags={"workload": "demo", "environment": "local"},
+                prompt_storage=PromptStorage(cfg.prompt_storage),
             )
             logger = OutcomeLogger([JsonlSink(log)])
             runner = BatchRunner(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -45,8 +46,17 @@ from serving.batch_jobs import (
 )
 from serving.batch_run_state import Call, JobState, RecordState, RunState, StateStore
 from serving.batch_walk import Judge, settle
-from serving.outcome_log import OutcomeLogger, PromptStorage
+from serving.outcome_log import (
+    NO_FEATURES_ROUTE_ERROR,
+    NO_FEATURES_ROUTER,
+    OutcomeLogger,
+    PromptStorage,
+    check_hash_key,
+    prompt_key,
+)
 from serving.progress import Progress
+
+log = logging.getLogger(__name__)
 
 _JOB_PREFIX = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]{0,19}")
 
@@ -68,12 +78,18 @@ class BatchRunConfig:
     poll_interval_s: float = 30.0
     max_record_retries: int = 3
     max_rounds: int = 20
-    prompt_storage: PromptStorage = PromptStorage.STORE
+    prompt_storage: PromptStorage = PromptStorage.FEATURES  # as TieredClientConfig's
+    prompt_hash_key: bytes = field(default=b"", repr=False)  # empty: $TIER_ROUTER_PROMPT_KEY
     progress: bool = True
     tags: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         check_batch_location(self.bucket, self.role_arn, self.s3_prefix)
+        if not isinstance(self.prompt_storage, PromptStorage):
+            raise ValueError(f"prompt_storage must be a PromptStorage, got {self.prompt_storage!r}")
+        object.__setattr__(self, "prompt_hash_key", prompt_key(self.prompt_hash_key))
+        if self.prompt_storage is PromptStorage.HASH:
+            check_hash_key(self.prompt_hash_key)
         if not _JOB_PREFIX.fullmatch(self.job_prefix):
             raise ValueError(f"job prefix must be 1-20 letters, digits or '-': {self.job_prefix!r}")
         if not 1 <= self.records_per_job <= MAX_RECORDS_PER_JOB:
@@ -417,9 +433,11 @@ class BatchRunner:
             for item, rec in zip(items, state.records, strict=True):
                 walked = self.judge.advance(item, rec)
                 assert isinstance(walked, Walk), "a finished run has no pending walks"
+                feats, no_feats = self._features(item.text)
                 done = settle(
                     self.judge, item, rec, walked, self.router.version, names,
-                    self.cfg.prompt_storage, now, self.cfg.tags,
+                    self.cfg.prompt_storage, now, self.cfg.tags, self.cfg.prompt_hash_key,
+                    feats, no_feats,
                 )  # fmt: skip
                 f.write(json.dumps(done.line, ensure_ascii=False) + "\n")
                 logger.write(done.log)  # a sink that is down keeps it in its backlog
@@ -441,6 +459,22 @@ class BatchRunner:
         state.finished = True
         self._save(state, "finished")
         return s
+
+
+    def _features(self, text: str) -> tuple[Any | None, str | None]:
+        """Under prompt_storage=features: the router's features of the prompt, or why not."""
+        if self.cfg.prompt_storage is not PromptStorage.FEATURES:
+            return None, None
+        of = getattr(self.router, "prompt_features", None)  # a fixed router has none
+        if of is None:
+            return None, NO_FEATURES_ROUTER
+        try:
+            feats = of(text)
+        except Exception:  # the log keeps the record, with the reason
+            log.exception("router features failed")
+            return None, NO_FEATURES_ROUTE_ERROR
+        note = getattr(self.router, "features_note", None) or NO_FEATURES_ROUTER
+        return feats, None if feats is not None else note
 
 
 def _always_top(rec: RecordState, top: Tier, mean_out: float) -> float:

@@ -21,7 +21,7 @@ from serving.batch_input import BatchItem
 from serving.batch_run_state import Call, RecordState
 from serving.cascade_run import Cascade, cascade_record
 from serving.checks import Answer, Check
-from serving.outcome_log import PromptStorage, prompt_field
+from serving.outcome_log import PromptStorage, answer_field, prompt_field
 from serving.outcome_record import DecisionRecord, OutcomeLogRecord
 from serving.pricing import Usage, cost_usd
 
@@ -140,12 +140,17 @@ def settle(
     walked: Walk,
     router_version: str,
     p_names: list[str],
-    storage: PromptStorage = PromptStorage.STORE,
+    storage: PromptStorage = PromptStorage.FEATURES,
     time: str | None = None,
     tags: Mapping[str, str] | None = None,
+    hash_key: bytes = b"",
+    features: Any | None = None,
+    no_features: str | None = None,
 ) -> Settled:
     """The record's attempts (every call, in the walk's order, with its verdict), the
-    outcome log record and the output line."""
+    outcome log record and the output line. The prompt and answers are logged under
+    `storage` (serving.outcome_log.prompt_field: `features` and `no_features` are the
+    router's features of the prompt under FEATURES)."""
     ladder = judge.ladder
     verdicts = {j.tier: j for j in walked.judgements if j.verdict != "consult"}
     attempts: list[Attempt] = []
@@ -174,7 +179,7 @@ def settle(
         batch_cost = tier.batch_cost_usd(call.input_tokens, call.output_tokens)
         cost += batch_cost
         od_cost += cost_usd(tier, usage)
-        answer = prompt_field(call.text, storage)
+        answer = answer_field(call.text, storage, hash_key)
         if c == "second":
             attempts.append(
                 Attempt(tier.name, tier.model_id, call_role, ANSWERED, None, call.stop_reason,
@@ -224,7 +229,7 @@ def settle(
         usage=usage_sum.to_dict(),
         cost_usd=cost,
         tags={**(tags or {}), **item.tags, "mode": "batch"},
-        prompt=prompt_field(item.text, storage),
+        prompt=prompt_field(item.text, storage, hash_key, features, no_features),
     ).to_dict()
     final_tier = final_attempt.tier if final_attempt else None
     line: dict[str, Any] = {

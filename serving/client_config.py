@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from router.ladder import Tier
 from serving.checks import SelfCheckConfig
-from serving.outcome_log import PromptStorage, check_hash_key
+from serving.outcome_log import PromptStorage, check_hash_key, prompt_key
 from serving.pricing import CachePricing
 
 
@@ -35,6 +35,11 @@ class TieredClientConfig:
       with them (and call the second opinion when the policy asks); `cascade_point` picks
       one of the bundle's operating points by label ("policy" is the bundle's own).
       Answers are logged under `prompt_storage`, like the prompt.
+    - `prompt_storage`: FEATURES (default) logs the router's features of the prompt and no
+      text (retraining the router works from them); STORE is the opt-in for text (needed
+      by `feedback` and by retraining the answer verifier); HASH and DROP keep neither.
+    - `prompt_hash_key`: HMAC key for HASH and for FEATURES' `hmac` join key; when empty,
+      $TIER_ROUTER_PROMPT_KEY is used (read once, when the config is made).
     """
 
     use_builtin_checks: bool = True
@@ -46,8 +51,8 @@ class TieredClientConfig:
     exploration_rate: float = 0.0
     cascade_explore_rate: float = 0.02
     prompt_caching: bool = False
-    prompt_storage: PromptStorage = PromptStorage.STORE
-    prompt_hash_key: bytes = b""
+    prompt_storage: PromptStorage = PromptStorage.FEATURES
+    prompt_hash_key: bytes = field(default=b"", repr=False)
     cache_pricing: CachePricing = field(default_factory=CachePricing)
     tags: Mapping[str, str] = field(default_factory=dict)
     sticky_max_conversations: int = 100_000
@@ -71,6 +76,9 @@ class TieredClientConfig:
             raise ValueError(f"cascade_explore_rate must be in [0, 1], got {r!r}")
         if not isinstance(self.prompt_storage, PromptStorage):
             raise ValueError(f"prompt_storage must be a PromptStorage, got {self.prompt_storage!r}")
+        if not isinstance(self.prompt_hash_key, bytes | bytearray):
+            raise ValueError("prompt_hash_key must be bytes")
+        object.__setattr__(self, "prompt_hash_key", prompt_key(self.prompt_hash_key))
         if self.prompt_storage is PromptStorage.HASH:
             check_hash_key(self.prompt_hash_key)
         check_tags(self.tags, "TieredClientConfig.tags")

@@ -36,7 +36,7 @@ from router.ladder import Ladder
 from router.tokens import estimate_tokens
 from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
 from serving.checks import Answer, CallableCheck
-from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, read_log
+from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, ReadStats, read_log
 from serving.outcome_record import EXPLORE_NEXT, OutcomeLogRecord
 from serving.routing import RouterLike
 from serving.snapshot import take_snapshot
@@ -59,6 +59,9 @@ class DemoConfig:
     threads: int = 1  # requests in flight at once
     swap_to: str | None = None  # a bundle to hot-swap to mid-run, under load
     swap_after: int = 0  # ... once this many requests have completed
+    # What the log keeps of each prompt and answer (serving.outcome_log.PromptStorage):
+    # "features" (the default: no text), "store" (the text opt-in), "hash" or "drop".
+    prompt_storage: str = "features"
     # Where to write the answers' grades (a downstream check's, from the recorded scores,
     # fake_bedrock/grades.py), joined to the log by request id: the cascade's labels.
     grades_out: str | None = None
@@ -164,7 +167,11 @@ def run_demo(
             router,
             bedrock,
             logger,
-            TieredClientConfig(tags={"workload": "demo", "environment": "local"}, seed=cfg.seed),
+            TieredClientConfig(
+                tags={"workload": "demo", "environment": "local"},
+                seed=cfg.seed,
+                prompt_storage=PromptStorage(cfg.prompt_storage),
+            ),
             checks=[] if cascade else [CallableCheck(recorded_verdict, name="recorded_verdict")],
         )
         step = max(1, len(chosen) // 10)

@@ -35,22 +35,79 @@ log = logging.getLogger(__name__)
 
 
 class PromptStorage(enum.Enum):
-    """What of the prompt goes into the log: the text, a keyed hash, or nothing."""
+    """What of the prompt goes into the log.
 
+    FEATURES (the default): the router's own features of the prompt (what retraining the
+    router needs), its length and, with a key, an HMAC for joins; no text. STORE: the
+    text (the opt-in that `feedback` and retraining the answer verifier need). HASH: an
+    HMAC and the length. DROP: the length alone. Answers are logged as text only under
+    STORE (HASH: an HMAC; FEATURES and DROP: the length)."""
+
+    FEATURES = "features"
     STORE = "store"
     HASH = "hash"
     DROP = "drop"
 
 
-def prompt_field(text: str, storage: PromptStorage, hash_key: bytes = b"") -> dict[str, Any]:
-    """The record's `prompt` object. Only STORE keeps text usable for retraining."""
+# The key for HASH and for FEATURES' `hmac` when the config leaves prompt_hash_key empty.
+PROMPT_KEY_ENV = "TIER_ROUTER_PROMPT_KEY"
+
+# Why a FEATURES record carries no features (its `reason`).
+NO_FEATURES_ROUTER = "router_without_features"  # a fixed or fail-safe router: no featurizer
+NO_FEATURES_ROUTE_ERROR = "route_error"  # the router raised; the fail-safe tier served
+NO_FEATURES_ENCODE_ERROR = "encode_error"  # the features could not be encoded (a bug)
+
+
+def prompt_key(configured: bytes = b"") -> bytes:
+    """The prompt HMAC key: the configured one, else $TIER_ROUTER_PROMPT_KEY (UTF-8), else
+    b"" (no key)."""
+    if configured:
+        return bytes(configured)
+    return os.environ.get(PROMPT_KEY_ENV, "").encode("utf-8")
+
+
+def _hmac(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def prompt_field(
+    text: str,
+    storage: PromptStorage,
+    hash_key: bytes = b"",
+    features: Any | None = None,
+    no_features: str | None = None,
+) -> dict[str, Any]:
+    """The record's `prompt` object. Only STORE keeps the text. Under FEATURES,
+    `features` is the router's `PromptFeatures` of this text (logged as `features`); when
+    it is None, `no_features` says why (logged as `reason`). `hash_key` (non-empty) adds
+    `hmac` under FEATURES and is required by HASH. Never raises for FEATURES."""
+    if storage is PromptStorage.FEATURES:
+        out: dict[str, Any] = {"storage": "features", "chars": len(text)}
+        if hash_key:
+            out["hmac"] = _hmac(hash_key, text)
+        if features is not None:
+            try:
+                out["features"] = features.to_log()
+            except Exception:  # a record with a reason beats a failed request
+                log.exception("prompt features could not be encoded")
+                out["reason"] = NO_FEATURES_ENCODE_ERROR
+        else:
+            out["reason"] = no_features or NO_FEATURES_ROUTER
+        return out
     if storage is PromptStorage.STORE:
         return {"storage": "store", "text": text}
     if storage is PromptStorage.HASH:
         check_hash_key(hash_key)
-        digest = hmac.new(hash_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
-        return {"storage": "hash", "sha256": digest, "chars": len(text)}
+        return {"storage": "hash", "sha256": _hmac(hash_key, text), "chars": len(text)}
     return {"storage": "drop", "chars": len(text)}
+
+
+def answer_field(text: str, storage: PromptStorage, hash_key: bytes = b"") -> dict[str, Any]:
+    """An attempt's `answer` object: the text only under STORE, an HMAC under HASH, the
+    length alone under FEATURES (the answer's features are not logged) and DROP."""
+    if storage is PromptStorage.FEATURES:
+        return {"storage": "features", "chars": len(text)}
+    return prompt_field(text, storage, hash_key)
 
 
 def check_hash_key(hash_key: bytes) -> None:
@@ -58,9 +115,9 @@ def check_hash_key(hash_key: bytes) -> None:
     hashing guesses, so the log would hold the text in all but name."""
     if not isinstance(hash_key, bytes | bytearray) or not hash_key:
         raise ValueError(
-            "prompt_storage=hash needs a non-empty secret prompt_hash_key (bytes): an "
-            "unkeyed hash of a short prompt can be reversed by guessing; use "
-            "prompt_storage=drop to log no prompt at all"
+            "prompt_storage=hash needs a non-empty secret prompt_hash_key (bytes) or "
+            f"${PROMPT_KEY_ENV}: an unkeyed hash of a short prompt can be reversed by "
+            "guessing; use prompt_storage=drop to log no prompt at all"
         )
 
 

@@ -9,9 +9,12 @@ labelling rules) is training/log_labels.py's: serving only writes what it observ
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from router.prompt_features import PromptFeatures
 
 SCHEMA = "tier-router.outcome/1"
 _SCHEMA_FAMILY = "tier-router.outcome/"
@@ -284,7 +287,7 @@ class OutcomeLogRecord:
         if not schema.startswith(_SCHEMA_FAMILY):
             raise NotAnOutcomeRecord(f"schema {schema!r} is not {_SCHEMA_FAMILY}*")
         decision = _get(d, "decision", dict, None)
-        return cls(
+        rec = cls(
             schema=schema,
             request_id=d["request_id"],
             attempts=tuple(AttemptRecord.from_dict(a) for a in d["attempts"]),
@@ -313,6 +316,8 @@ class OutcomeLogRecord:
             prompt=_get(d, "prompt", dict, {}),
             stream=_get(d, "stream", dict, None),
         )
+        _ = rec.prompt_features  # a malformed features field is no record: checked here
+        return rec
 
     @property
     def prompt_storage(self) -> str | None:
@@ -324,6 +329,38 @@ class OutcomeLogRecord:
         """The prompt, when it was logged in full; hashed or dropped prompts have none."""
         text = self.prompt.get("text")
         return text if self.prompt_storage == "store" and isinstance(text, str) else None
+
+    @property
+    def prompt_chars(self) -> int | None:
+        """The prompt's length in characters (every storage logs it or the text)."""
+        text = self.prompt_text
+        if text is not None:
+            return len(text)
+        n = self.prompt.get("chars")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
+    @functools.cached_property
+    def prompt_features(self) -> PromptFeatures | None:
+        """The router's features of the prompt (prompt_storage=features), decoded: the
+        featurizer digest and the float32 embedding and hand features, bit for bit as the
+        router computed them. None when the record has none (another storage, or a
+        features record whose router could not give them: `prompt_features_reason`).
+        Raises NotAnOutcomeRecord for a malformed field (from_dict checks it)."""
+        if self.prompt_storage != "features" or self.prompt.get("features") is None:
+            return None
+        try:
+            return PromptFeatures.from_log(self.prompt["features"])
+        except ValueError as e:
+            raise NotAnOutcomeRecord(f"field 'prompt': {e}") from None
+
+    @property
+    def prompt_features_reason(self) -> str | None:
+        """Why a prompt_storage=features record carries no features (None: it does, or
+        the record is of another storage)."""
+        if self.prompt_storage != "features" or self.prompt.get("features") is not None:
+            return None
+        why = self.prompt.get("reason")
+        return why if isinstance(why, str) else "unknown"
 
     @property
     def explored(self) -> bool:

@@ -65,6 +65,10 @@ class RequestPlan:
     exploration: dict[str, Any] | None
     checks: tuple[Check, ...]
     start_reason: str = "router decision"  # why the walk starts at `start` (logged)
+    # prompt_storage=features: the router's features of `text` (router.prompt_features),
+    # or None and why not (logged in the record's `prompt`).
+    features: Any | None = None
+    no_features: str | None = None
 
 
 def normalize_request(

@@ -24,7 +24,7 @@ from serving.attempts import ERROR, FAILED, PASSED, UNAVAILABLE, Answered, Attem
 from serving.checks import TOOL_USE, Answer, Check, parse_verdict
 from serving.client_config import TieredClientConfig
 from serving.conversation import ConverseRequest, message_text
-from serving.outcome_log import prompt_field
+from serving.outcome_log import answer_field
 from serving.pricing import Usage, cost_usd
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class TierCaller:
             None,
             self_check,
             None,
-            prompt_field(
+            answer_field(
                 answer_text,
                 self.settings.config.prompt_storage,
                 self.settings.config.prompt_hash_key,

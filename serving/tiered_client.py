@@ -29,6 +29,7 @@ from typing import Any, Unpack
 from router.cascade import CascadeFile, CascadePolicy
 from router.decision import Decision
 from router.ladder import Ladder, Tier
+from router.prompt_features import PromptFeatures
 from router.verifier import Verifier
 
 # The outcome names and error codes are re-exported (`X as X`): they were defined here.
@@ -50,7 +51,13 @@ from serving.checks import Check, builtin_checks
 from serving.client_config import TieredClientConfig, check_tags
 from serving.conversation import StickyTiers
 from serving.ladder_run import run_ladder
-from serving.outcome_log import OutcomeLogger, prompt_field
+from serving.outcome_log import (
+    NO_FEATURES_ROUTE_ERROR,
+    NO_FEATURES_ROUTER,
+    OutcomeLogger,
+    PromptStorage,
+    prompt_field,
+)
 from serving.outcome_record import (
     ACCEPTED,
     EXPLORE_NEXT,
@@ -224,7 +231,7 @@ class TieredClient:
         rid = options.get("request_id") or uuid.uuid4().hex
         text = req.routing_text()
         snap = self.snapshot()  # one bundle for the decision, the verifier and the walk
-        decision, route_error = self._decide(snap.router, text)
+        decision, route_error, features, no_features = self._decide(snap.router, text)
         cascade = snap.cascade if route_error is None else None
         p_router = [float(decision.p_pass[n]) for n in self.ladder.names] if cascade else []
         if cascade is not None:
@@ -267,6 +274,8 @@ class TieredClient:
             exploration,
             all_checks,
             start_reason,
+            features,
+            no_features,
         )
 
     def _complete(self, plan: RequestPlan, stream: bool) -> tuple[TieredResponse, dict[str, Any]]:
@@ -383,7 +392,13 @@ class TieredClient:
             cost_usd=sum(a.cost_usd for a in attempts),
             latency_ms=round(latency_ms, 3),
             tags=plan.tags,
-            prompt=prompt_field(plan.text, self.config.prompt_storage, self.config.prompt_hash_key),
+            prompt=prompt_field(
+                plan.text,
+                self.config.prompt_storage,
+                self.config.prompt_hash_key,
+                plan.features,
+                plan.no_features,
+            ),
             stream=stream,
         ).to_dict()
 
@@ -477,15 +492,31 @@ class TieredClient:
         self.close()
 
     # ---------------------------------------------------------------- routing
-    def _decide(self, router: RouterLike, text: str) -> tuple[Decision, str | None]:
+    def _decide(
+        self, router: RouterLike, text: str
+    ) -> tuple[Decision, str | None, PromptFeatures | None, str | None]:
+        """(decision, route error, prompt features, why no features). The features are
+        asked for only under prompt_storage=features, from the same computation as the
+        decision (`route_with_features`), so logging them costs no second featurization."""
+        want = self.config.prompt_storage is PromptStorage.FEATURES
+        with_features = getattr(router, "route_with_features", None) if want else None
+        features: PromptFeatures | None = None
+        no_features: str | None = None
         try:
-            d = router.route(text)
+            if with_features is not None:
+                d, features = with_features(text)
+                if features is None:
+                    no_features = getattr(router, "features_note", None) or NO_FEATURES_ROUTER
+            else:
+                d = router.route(text)
+                no_features = NO_FEATURES_ROUTER if want else None
             if not 0 <= d.tier_index < len(self.ladder):
                 raise ValueError(f"router returned tier_index {d.tier_index}")
-            return d, None
+            return d, None, features, no_features
         except Exception as e:  # a broken router must not take serving down
             log.exception("router failed; using fail-safe tier")
-            return self._failsafe.route(text), f"{type(e).__name__}: {e}"
+            why = NO_FEATURES_ROUTE_ERROR if want else None
+            return self._failsafe.route(text), f"{type(e).__name__}: {e}", None, why
 
     def _explore(self, start: int) -> dict[str, Any] | None:
         rate = self.config.exploration_rate

@@ -212,6 +212,36 @@ def add_max_train(p: argparse.ArgumentParser) -> None:
     )
 
 
+PROMPT_STORAGES = ("features", "store", "hash", "drop")
+
+
+def add_prompt_storage(p: argparse.ArgumentParser) -> None:
+    """`--prompt-storage`: what the outcome log keeps of each prompt and answer."""
+    p.add_argument(
+        "--prompt-storage",
+        choices=PROMPT_STORAGES,
+        default="features",
+        help="what the outcome log keeps of prompts and answers: features (the router's "
+        "features of the prompt, no text; retrain works from them), store (the text: the "
+        "opt-in that feedback and the verifier's retraining need), hash (an HMAC; the key "
+        "from $TIER_ROUTER_PROMPT_KEY) or drop (lengths only); with $TIER_ROUTER_PROMPT_KEY "
+        "set, features also logs an HMAC join key",
+    )
+
+
+def prompt_storage_error(value: str) -> str | None:
+    """Why `--prompt-storage value` cannot run here (None: it can)."""
+    if value == "hash":
+        from serving.outcome_log import PROMPT_KEY_ENV, prompt_key
+
+        if not prompt_key(b""):
+            return (
+                f"--prompt-storage hash needs a secret key in ${PROMPT_KEY_ENV} (an unkeyed "
+                "hash of a short prompt can be reversed by guessing)"
+            )
+    return None
+
+
 def log_location(value: str) -> str | Path:
     """An outcome log: an existing file, or `s3://bucket/prefix` (every object under it)."""
     if value.startswith("s3://"):

@@ -11,7 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from tier_router.argtypes import DefaultsHelpFormatter, add_bundle
+from tier_router.argtypes import (
+    DefaultsHelpFormatter,
+    add_bundle,
+    add_prompt_storage,
+    prompt_storage_error,
+)
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
 from tier_router.argtypes import positive_float as _positive_float
@@ -79,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="sign with fixed fake keys (local server and moto only)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    add_prompt_storage(p)
     p.set_defaults(func=cmd_batch)
 
 
@@ -92,8 +98,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from serving.cascade_run import find_cascade
     from serving.checks import builtin_checks
     from serving.demo import load_router
-    from serving.outcome_log import JsonlSink, OutcomeLogger
+    from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage
 
+    storage_error = prompt_storage_error(args.prompt_storage)
+    if storage_error:
+        return _fail(storage_error)
     for flag, path in (("--out", args.out), ("--log", args.log)):
         if not path.parent.is_dir():
             return _fail(f"{flag}: directory {path.parent} does not exist")
@@ -116,6 +125,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             poll_interval_s=args.poll_seconds,
             max_record_retries=args.max_record_retries,
             progress=not args.no_progress,
+            prompt_storage=PromptStorage(args.prompt_storage),
         )
         cascade = find_cascade(router, args.cascade_point)
     except ValueError as e:

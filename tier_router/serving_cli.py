@@ -19,7 +19,14 @@ from typing import Any
 
 from outcomes import OutcomesError, read_outcomes
 from router.ladder import Ladder, LadderError
-from tier_router.argtypes import DefaultsHelpFormatter, add_grades, add_logs, add_tiers
+from tier_router.argtypes import (
+    DefaultsHelpFormatter,
+    add_grades,
+    add_logs,
+    add_prompt_storage,
+    add_tiers,
+    prompt_storage_error,
+)
 from tier_router.argtypes import existing_dir as _existing_dir
 from tier_router.argtypes import existing_file as _existing_file
 from tier_router.argtypes import int_in as _int_in
@@ -131,6 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the routed batch path (Batch jobs per tier over a local S3) instead; "
         "--error-rate then fails records and jobs, --throttle-rate job creations",
     )
+    add_prompt_storage(p)
     p.set_defaults(func=cmd_demo)
 
     p = subparsers.add_parser(
@@ -213,10 +221,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         threads=args.threads,
         swap_to=None if args.swap_to is None else str(args.swap_to),
         swap_after=args.swap_after or max(1, args.requests // 2),
+        prompt_storage=args.prompt_storage,
         grades_out=None if args.grades_out is None else str(args.grades_out),
     )
     if args.swap_after is not None and args.swap_to is None:
         return _fail("demo", "--swap-after needs --swap-to")
+    storage_error = prompt_storage_error(args.prompt_storage)
+    if storage_error:
+        return _fail("demo", storage_error)
     if args.batch and (args.swap_to is not None or args.threads != 1):
         return _fail("demo", "--batch runs Batch jobs: --swap-to and --threads do not apply")
     try:
@@ -327,6 +339,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         print(
             "feedback: records whose prompt was hashed or dropped cannot become training "
             "data; log with prompt storage 'store' to use them",
+            file=sys.stderr,
+        )
+    if stats.skipped_prompt_features:
+        print(
+            f"feedback: skipped {stats.skipped_prompt_features} record(s) logged with the "
+            "router's prompt features instead of the text (the default): an outcomes file "
+            "needs the text; `retrain --log` (or `table`, then `retrain --table`) trains "
+            "from the features",
             file=sys.stderr,
         )
     print(json.dumps(summary), flush=True)

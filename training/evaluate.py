@@ -13,6 +13,7 @@ tiers (mixing two policies is allowed), then
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,25 +31,38 @@ DEFAULT_OUTPUT_TOKENS = 200.0
 Point = tuple[float, float]
 
 
-def prompt_costs(prompts: list[str], output_tokens: np.ndarray, ladder: Ladder) -> np.ndarray:
+def _input_tokens(prompts: Sequence[str] | np.ndarray) -> np.ndarray:
+    """ceil(chars/4) per prompt, from the texts or (an integer array) their lengths: a row
+    logged as router features has its length but no text."""
+    if isinstance(prompts, np.ndarray):
+        return np.array([prompt_tokens(int(n)) for n in prompts], dtype=np.float64)
+    return np.array([prompt_tokens(len(p)) for p in prompts], dtype=np.float64)
+
+
+def prompt_costs(
+    prompts: Sequence[str] | np.ndarray, output_tokens: np.ndarray, ladder: Ladder
+) -> np.ndarray:
     """Dollar cost per prompt and tier: ceil(chars/4) input tokens, recorded output tokens.
+    `prompts`: the texts, or their lengths in characters (LabelSet.prompt_chars).
 
     Only a missing count (NaN) becomes DEFAULT_OUTPUT_TOKENS; a recorded 0 costs no output.
     ../shared/tools/routeval.py reads a recorded 0 as missing, so it differs from this
     only for a recorded 0.
     """
-    in_tok = np.array([prompt_tokens(len(p)) for p in prompts], dtype=np.float64)
+    in_tok = _input_tokens(prompts)
     out = np.where(np.isnan(output_tokens), DEFAULT_OUTPUT_TOKENS, output_tokens)
     pin = np.array([t.price_in_per_mtok for t in ladder.tiers])
     pout = np.array([t.price_out_per_mtok for t in ladder.tiers])
     return (in_tok[:, None] * pin + out * pout) / 1e6
 
 
-def knowable_costs(c: np.ndarray, prompts: list[str], ladder: Ladder) -> np.ndarray:
+def knowable_costs(
+    c: np.ndarray, prompts: Sequence[str] | np.ndarray, ladder: Ladder
+) -> np.ndarray:
     """The costs a router can know before the call: each prompt's input cost plus the
     tier's mean output cost over these rows (as ../shared/tools/routeval.py decides with).
     Deciding with `c` itself leaks each answer's recorded length into the decision."""
-    in_tok = np.array([prompt_tokens(len(p)) for p in prompts], dtype=np.float64)
+    in_tok = _input_tokens(prompts)
     c_in = in_tok[:, None] * np.array([t.price_in_per_mtok for t in ladder.tiers]) / 1e6
     return c_in + (c - c_in).mean(axis=0)
 

@@ -30,6 +30,16 @@ class LabelSet:
     # Benchmark category per prompt ("" when unknown): a training label for the model's
     # category head, never an input (a request carries no category).
     tasks: tuple[str, ...] = ()
+    # Prompt lengths in characters, when some rows have no text (a log that kept the
+    # router's features, not the prompt: its `prompts` entry is ""); None: len(prompts[i]).
+    chars: np.ndarray | None = None
+
+    @property
+    def prompt_chars(self) -> np.ndarray:
+        """(n,) int64: each prompt's length in characters (what input costs are priced by)."""
+        if self.chars is not None:
+            return self.chars
+        return np.array([len(p) for p in self.prompts], dtype=np.int64)
 
     @property
     def passed(self) -> np.ndarray:

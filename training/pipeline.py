@@ -111,6 +111,9 @@ class Prepared:
     labels: LabelSet
     features: Features
     featurizer_digest: str
+    # Records among `labels` whose recorded answers the verifier and cascade policy may be
+    # fitted on (the base file's train split: a table or a features log has no answers).
+    records: tuple[OutcomeRecord, ...] = ()
 
 
 def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
@@ -126,8 +129,8 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
         recs = training_records(every_split, cfg.max_train, cfg.seed)
         del every_split
         labels = build_labels(recs, ladder)
-    else:  # no records: the verifier and cascade need answer texts a table does not carry
-        recs, labels = [], prepared.labels
+    else:  # answer texts only where the caller has them (a table carries none)
+        recs, labels = list(prepared.records), prepared.labels
     if len(labels) < 20:
         raise ValueError(
             f"{cfg.outcomes}: only {len(labels)} training prompts have a result for any tier "
@@ -183,9 +186,10 @@ def train(cfg: TrainConfig, prepared: Prepared | None = None) -> TrainResult:
     t = time.monotonic()
     log.info("%d-fold out-of-fold predictions: select a model, set the policy", cfg.folds)
     q = np.nan_to_num(labels.scores, nan=0.0)
-    c = prompt_costs(labels.prompts, labels.output_tokens, ladder)
+    chars = labels.prompt_chars  # a row logged as features has its length, not its text
+    c = prompt_costs(chars, labels.output_tokens, ladder)
     complete = ~np.isnan(labels.scores).any(axis=1)
-    c_decide = knowable_costs(c, labels.prompts, ladder)  # what routeval's sweep decides with
+    c_decide = knowable_costs(c, chars, ladder)  # what routeval's sweep decides with
     selection = select_model(
         cfg.model,
         feats,

@@ -78,13 +78,12 @@ def read_answers(
         if key not in cache:
             col: list[ReadAnswer | None] = []
             for pid in ids:
-                rec = by_id[pid]
-                text = answer_text(rec, key)
-                col.append(
-                    None
-                    if text is None
-                    else read_answer(rec.prompt, text, prompt_options(rec.prompt), embed)
-                )
+                rec = by_id.get(pid)  # rows without a record (a table's) have no answers
+                text = None if rec is None else answer_text(rec, key)
+                if rec is None or text is None:
+                    col.append(None)
+                    continue
+                col.append(read_answer(rec.prompt, text, prompt_options(rec.prompt), embed))
             cache[key] = col
         return cache[key]
 
@@ -95,5 +94,6 @@ def read_answers(
     if ladder.second_opinion is not None:
         second = column(ladder.second_opinion.outcomes_key)
         for i, pid in enumerate(ids):
-            cost2[i] = call_cost(by_id[pid].prompt, by_id[pid], ladder.second_opinion)
+            if (rec2 := by_id.get(pid)) is not None:
+                cost2[i] = call_cost(rec2.prompt, rec2, ladder.second_opinion)
     return AnswerSet(reads, second, cost2)

@@ -205,8 +205,8 @@ def merge(cfg: RetrainConfig, dest: Path) -> MergeStats:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_outcomes(dest, rows())
-    if st.feedback_rows == 0:
-        raise ValueError(no_labels_message(cfg, st))
+    if st.feedback_rows == 0 and not st.conversion.get("skipped_prompt_features"):
+        raise ValueError(no_labels_message(cfg, st))  # (features rows: retrain's other path)
     log.info("merged %d base rows + %d feedback rows into %s", st.base_rows, st.feedback_rows, dest)
     return st
 
@@ -246,6 +246,20 @@ def retrain(
     else:
         merged = cfg.out.parent / f"{cfg.out.name}-outcomes.jsonl.gz"
         stats = merge(cfg, merged)
+        if stats.conversion.get("skipped_prompt_features"):
+            # Records with the router's features instead of text (the default log): they
+            # cannot go into an outcomes file, so the whole fit goes the table way.
+            from training.table_fit import log_training_data
+
+            log.info(
+                "%d records carry prompt features, not text: fitting from log rows",
+                stats.conversion["skipped_prompt_features"],
+            )
+            merged.unlink(missing_ok=True)
+            merged, first = cfg.base, stats
+            prepared, stats = log_training_data(cfg, train_cfg)
+            stats.conversion = {**first.conversion, **stats.conversion}
+            stats.grades = first.grades
     summary = train_evaluate_log(
         dataclasses.replace(train_cfg, outcomes=merged, tiers=cfg.tiers, out=cfg.out),
         prepared=prepared,

@@ -9,7 +9,11 @@ The steps, in the same functions for both paths:
    inverse-propensity weight;
 3. dedupe by request id: the first position wins (what the single-machine reader keeps);
 4. featurize (`featurize_rows`) with the bundle's own featurizer (its static table and
-   tokenizer), so the table's features are the ones routing computes;
+   tokenizer), so the table's features are the ones routing computes. A record logged
+   with prompt_storage=features has no text: its row takes the features the router
+   logged (the same static embedding and hand features, bit for bit), after checking
+   they were made by this featurizer (`featurizer` digest; another is refused, naming
+   both). Its `prompt` is null and `chars` its length;
 5. order by position and write Parquet.
 
 In-process (`build_table`) runs 1-5 in one process over a stream. On Ray
@@ -22,7 +26,6 @@ then `write_parquet`, to local disk or S3. The Parquet rows of the two paths are
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ import numpy as np
 
 from outcomes import OutcomeRecord
 from router.featurizer import Featurizer, FeaturizerConfig
+from router.featurizer import assets_digest as assets_digest  # the digest lives in router/
+from router.featurizer import featurizer_digest as featurizer_digest
 from router.ladder import Ladder
 from serving.log_source import Source, expand, is_s3, iter_source_lines, split_s3
 from serving.outcome_record import NotAnOutcomeRecord, OutcomeLogRecord
@@ -44,9 +49,15 @@ TABLE_FORMAT = "tier-router.table/1"
 # Columns, in order. scores/ipw/output_tokens hold one value per ladder tier (NaN: no label).
 COLUMNS = (
     "request_id", "rank", "line", "time", "router_version", "explored", "prompt",
-    "scores", "ipw", "output_tokens", "emb", "hand", "featurizer", "format",
+    "scores", "ipw", "output_tokens", "emb", "hand", "featurizer", "format", "chars",
 )  # fmt: skip
-_LABEL_COLUMNS = COLUMNS[:10]
+# Columns of step 2 (labelled, not featurized yet): `emb`, `hand` and `featurizer` hold
+# the features a record logged (prompt_storage=features), null for a record with text.
+_LABEL_COLUMNS = (*COLUMNS[:10], "chars", "emb", "hand", "featurizer")
+
+
+class FeaturizerMismatch(ValueError):
+    """Logged prompt features made by another featurizer than the one featurizing here."""
 
 
 @dataclass(frozen=True)
@@ -92,23 +103,8 @@ class TableSpec:
         if cfg.kind != "fast":
             raise ValueError(f"{b}: the table holds fast (static + hand) features; the bundle's "
                              f"featurizer is {cfg.kind!r}")  # fmt: skip
-        return Featurizer.from_bundle(cfg, b), featurizer_digest(b)
-
-
-def featurizer_digest(bundle: Path) -> str:
-    """The digest of a bundle's featurizer (config, tokenizer, static table): a table is
-    fitted from only by a fit that exports the same featurizer."""
-    cfg = FeaturizerConfig.from_json((bundle / "featurizer.json").read_text(encoding="utf-8"))
-    table = np.load(bundle / "static_table.npy", allow_pickle=False)
-    return assets_digest(cfg, bundle / "static_tokenizer.json", table)
-
-
-def assets_digest(cfg: FeaturizerConfig, tokenizer_json: Path, table: np.ndarray) -> str:
-    h = hashlib.sha256(cfg.to_json().strip().encode("utf-8"))
-    h.update(tokenizer_json.read_bytes())
-    h.update(str(table.shape).encode())
-    h.update(np.ascontiguousarray(table, dtype=np.float32).tobytes())
-    return h.hexdigest()
+        f = Featurizer.from_bundle(cfg, b)
+        return f, f.digest
 
 
 @functools.lru_cache(maxsize=4)
@@ -128,7 +124,9 @@ def observed_labels(
 def label_lines(
     lines: Iterable[tuple[int, int, bytes]], ladder: Ladder, rule: str, grades: Grades | None = None
 ) -> dict[str, list[Any]]:
-    """(source rank, line number, raw line) -> label columns of the labelled records."""
+    """(source rank, line number, raw line) -> label columns of the labelled records. A
+    record without text brings its logged features; one with neither (a features record
+    whose router could not give them, a hashed or dropped prompt) gives no row."""
     import json
 
     cols: dict[str, list[Any]] = {c: [] for c in _LABEL_COLUMNS}
@@ -139,6 +137,10 @@ def label_lines(
             rec = OutcomeLogRecord.from_dict(obj)
         except (ValueError, RecursionError, NotAnOutcomeRecord):
             continue
+        text = rec.prompt_text
+        feats = rec.prompt_features if text is None else None
+        if text is None and feats is None:
+            continue
         out = observed_labels(rec, ladder, rule, grades)
         if out is None:
             continue
@@ -148,26 +150,74 @@ def label_lines(
         cols["time"].append(rec.time)
         cols["router_version"].append(rec.router_version)
         cols["explored"].append(rec.explored)
-        cols["prompt"].append(out.prompt)
+        cols["prompt"].append(text)
         cols["scores"].append([out.results[k].score if k in out.results else math.nan
                                for k in keys])  # fmt: skip
         cols["ipw"].append([float(out.results[k].extra.get("ipw", 1.0)) if k in out.results
                             else math.nan for k in keys])  # fmt: skip
         cols["output_tokens"].append([output_tokens_of(out, k) for k in keys])
+        cols["chars"].append(rec.prompt_chars)
+        cols["emb"].append(None if feats is None else feats.emb.tolist())
+        cols["hand"].append(None if feats is None else feats.hand.tolist())
+        cols["featurizer"].append(None if feats is None else feats.digest)
     return cols
 
 
 def featurize_rows(
-    cols: Mapping[str, Any], featurizer: Featurizer, digest: str
+    cols: Mapping[str, Any],
+    featurizer: Featurizer,
+    digest: str,
+    featurized_by: str = "the table bundle's featurizer",
 ) -> dict[str, list[Any]]:
-    """Label columns + the features of each prompt (the bundle's static featurizer)."""
-    out = {c: list(cols[c]) for c in _LABEL_COLUMNS}
-    emb, hand = featurizer.static_batch(list(cols["prompt"]))
-    out["emb"] = [row.tolist() for row in emb]
-    out["hand"] = [row.tolist() for row in hand]
-    out["featurizer"] = [digest] * len(emb)
-    out["format"] = [TABLE_FORMAT] * len(emb)
-    return out
+    """Label columns + the features of each prompt: its text featurized by `featurizer`
+    (the bundle's static featurizer), or, for a row logged without text, the features the
+    router logged, which must be `digest`'s (FeaturizerMismatch names both, and what to
+    do; `featurized_by` says whose featurizer `digest` is)."""
+    n = len(cols["request_id"])
+    out = {c: list(cols[c]) for c in (*COLUMNS[:10], "chars")}
+    prompts = list(cols["prompt"])
+    logged = list(cols["featurizer"])
+    emb: list[Any] = list(cols["emb"])
+    hand: list[Any] = list(cols["hand"])
+    with_text = [i for i in range(n) if prompts[i] is not None]
+    e, h = featurizer.static_batch([prompts[i] for i in with_text])
+    for j, i in enumerate(with_text):
+        emb[i], hand[i] = e[j].tolist(), h[j].tolist()
+    for i in range(n):
+        if prompts[i] is None:
+            check_logged_features(
+                cols["request_id"][i], cols["router_version"][i], logged[i], digest,
+                featurized_by, len(emb[i]), featurizer.dims,
+            )  # fmt: skip
+    out["emb"], out["hand"] = emb, hand
+    out["featurizer"] = [digest] * n
+    out["format"] = [TABLE_FORMAT] * n
+    return {c: out[c] for c in COLUMNS}
+
+
+def check_logged_features(
+    request_id: str,
+    router_version: str | None,
+    logged: str,
+    digest: str,
+    featurized_by: str,
+    dims: int,
+    want_dims: int,
+) -> None:
+    """A logged-features row may join rows featurized by `digest` only if made by it."""
+    if logged != digest:
+        raise FeaturizerMismatch(
+            f"record {request_id!r} (router {router_version}) carries prompt features made "
+            f"by featurizer {logged}, but {featurized_by} is {digest}: features "
+            "of two featurizers cannot share a fit. Featurize with the featurizer that "
+            "served these requests (`tier-router table --bundle` the bundle that logged them, "
+            "then `retrain --table`), or log the text (prompt_storage=store) to refeaturize"
+        )
+    if dims != want_dims:  # the same digest with another width: a damaged line
+        raise FeaturizerMismatch(
+            f"record {request_id!r}: logged embedding has {dims} values, featurizer "
+            f"{digest[:12]} makes {want_dims}"
+        )
 
 
 def _numbered(rank: int, name: str, s3: Any | None = None) -> Iterator[tuple[int, int, bytes]]:
@@ -187,6 +237,41 @@ def list_sources(logs: Iterable[str | Path], s3: Any | None = None) -> list[str]
     return [src.name for src in expand(list(logs), s3)]
 
 
+def iter_table_rows(
+    logs: Iterable[str | Path],
+    ladder: Ladder,
+    rule: str,
+    grades: Grades,
+    featurizer: Featurizer,
+    digest: str,
+    featurized_by: str = "the table bundle's featurizer",
+    s3: Any | None = None,
+    batch_rows: int = 2048,
+) -> Iterator[dict[str, list[Any]]]:
+    """Steps 1-4 in this process, streamed: batches of table rows (columns -> values), in
+    log order, each request id once."""
+    seen = SeenIds()
+
+    def rows_of(buf: list[tuple[int, int, bytes]]) -> dict[str, list[Any]] | None:
+        cols = label_lines(buf, ladder, rule, grades)
+        keep = [i for i, rid in enumerate(cols["request_id"]) if seen.add(rid)]
+        if not keep:
+            return None
+        cols = {c: [v[i] for i in keep] for c, v in cols.items()}
+        return featurize_rows(cols, featurizer, digest, featurized_by)
+
+    buf: list[tuple[int, int, bytes]] = []
+    for rank, name in enumerate(list_sources(logs, s3)):
+        for item in _numbered(rank, name, s3):
+            buf.append(item)
+            if len(buf) >= batch_rows and (got := rows_of(buf)) is not None:
+                yield got
+            if len(buf) >= batch_rows:
+                buf = []
+    if buf and (got := rows_of(buf)) is not None:
+        yield got
+
+
 def build_table(
     logs: Iterable[str | Path],
     spec: TableSpec,
@@ -198,34 +283,19 @@ def build_table(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ladder = spec.ladder()
     featurizer, digest = spec.featurizer()
-    seen = SeenIds()
     writer: pq.ParquetWriter | None = None
     rows = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-
-    def flush(buf: list[tuple[int, int, bytes]]) -> None:
-        nonlocal writer, rows
-        cols = label_lines(buf, ladder, spec.label_rule, spec.graded())
-        keep = [i for i, rid in enumerate(cols["request_id"]) if seen.add(rid)]
-        cols = {c: [v[i] for i in keep] for c, v in cols.items()}
-        if not keep:
-            return
-        table = pa.table(featurize_rows(cols, featurizer, digest), schema=table_schema())
+    by = f"the featurizer of bundle {spec.bundle}"
+    for cols in iter_table_rows(
+        logs, spec.ladder(), spec.label_rule, spec.graded(), featurizer, digest, by, s3, batch_rows
+    ):
+        table = pa.table(cols, schema=table_schema())
         if writer is None:
             writer = pq.ParquetWriter(out, table.schema)
         writer.write_table(table)
-        rows += len(keep)
-
-    buf: list[tuple[int, int, bytes]] = []
-    for rank, name in enumerate(list_sources(logs, s3)):
-        for item in _numbered(rank, name, s3):
-            buf.append(item)
-            if len(buf) >= batch_rows:
-                flush(buf)
-                buf = []
-    flush(buf)
+        rows += len(cols["request_id"])
     if writer is None:
         pq.write_table(table_schema().empty_table(), out)
     else:
@@ -243,6 +313,7 @@ def table_schema() -> Any:
         ("time", pa.string()), ("router_version", pa.string()), ("explored", pa.bool_()),
         ("prompt", pa.string()), ("scores", f64), ("ipw", f64), ("output_tokens", f64),
         ("emb", f32), ("hand", f32), ("featurizer", pa.string()), ("format", pa.string()),
+        ("chars", pa.int64()),
     ])  # fmt: skip
 
 
@@ -267,12 +338,14 @@ class _Featurize:
 
     def __init__(self, spec: TableSpec) -> None:
         self.featurizer, self.digest = spec.featurizer()
+        self.by = f"the featurizer of bundle {spec.bundle}"
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
         cols = {c: batch.column(c).to_pylist() for c in _LABEL_COLUMNS}
-        return pa.table(featurize_rows(cols, self.featurizer, self.digest), schema=table_schema())
+        rows = featurize_rows(cols, self.featurizer, self.digest, self.by)
+        return pa.table(rows, schema=table_schema())
 
 
 def _arrow_ready(cols: dict[str, list[Any]]) -> Any:

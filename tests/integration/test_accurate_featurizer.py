@@ -50,3 +50,9 @@ def test_accurate_bundle_parity_and_routing(accurate, small_outcomes: Path) -> N
     d = r.route(prompts[0])
     assert d.tier in r.ladder.names
     assert r.route("").tier in r.ladder.names
+    # Its decisions come without loggable features (they miss the encoder's dense
+    # vector): a features log says why instead.
+    d2, f = r.route_with_features(prompts[0])
+    assert f is None and r.prompt_features(prompts[0]) is None
+    assert r.features_note == "accurate_featurizer"
+    assert (d2.tier, d2.p_pass) == (d.tier, d.p_pass)

@@ -35,7 +35,8 @@ from serving.cascade_run import find_cascade
 from serving.checks import builtin_checks
 from serving.demo import DemoConfig
 from serving.outcome_log import JsonlSink, OutcomeLogger, read_log
-from training.feedback import build_outcomes
+from serving.outcome_record import OutcomeLogRecord
+from training.feedback import FeedbackStats, build_outcomes, iter_labelled
 from training.log_labels import Grades
 from training.replay import replay_records
 
@@ -139,15 +140,32 @@ def test_batch_run_walks_as_on_demand_and_loses_nothing(
         assert all(a["verifier"]["reason"].startswith("verifier p=") for a in judged)
     inputs = [r["modelInput"] for r in moto.records() if "modelInput" in r]
     assert {"schemaVersion" in b for b in inputs} == {True, False}  # Nova and Claude bodies
+    # The log keeps the router's features of each prompt (the default), not its text.
+    text_of = {it.id: it.text for it in items}
+    raw = log.read_text(encoding="utf-8")
+    assert not any(t[:80] in raw for t in text_of.values())
+    for r in records:
+        got = OutcomeLogRecord.from_dict(r).prompt_features
+        want = cascade_router.prompt_features(text_of[r["request_id"]])
+        assert got is not None and want is not None and got.digest == want.digest
+        assert got.emb.tobytes() == want.emb.tobytes()
+        assert got.hand.tobytes() == want.hand.tobytes()
     # Batch traffic feeds retraining as on-demand traffic does: the cascade's verdicts are
     # predictions, the grades of a downstream check (joined by request id) the labels.
-    assert build_outcomes([log], ladder, tmp_path / "ungraded.jsonl").written == 0
+    def labelled(grades: Grades) -> tuple[int, FeedbackStats]:
+        st = FeedbackStats()
+        return len(list(iter_labelled([log], ladder, "train", st, grades, features_ok=True))), st
+
+    assert labelled(Grades())[0] == 0
     sent = {r.id: r for r in test_records}
     grades = Grades()
     for g in recorded_grades(read_log(log), sent, ladder):
         grades.add(g["request_id"], g["score"], g["tier"])
+    rows, st = labelled(grades)
+    assert rows == n and st.graded_labels >= n
+    # An outcomes file holds prompt text: `feedback` counts these records out.
     fb = build_outcomes([log], ladder, tmp_path / "fb.jsonl", grades=grades)
-    assert fb.written == n and fb.graded_labels >= n
+    assert fb.written == 0 and fb.skipped_prompt_features == n
 
 
 CLI = "from tier_router.cli import main; raise SystemExit(main())"

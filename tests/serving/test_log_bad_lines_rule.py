@@ -23,7 +23,8 @@ def log_with_bad_lines(
     trained_bundle: Path, small_outcomes: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     log = tmp_path_factory.mktemp("logs") / "served.jsonl"
-    cfg = DemoConfig(str(trained_bundle), str(small_outcomes), str(log), requests=30, seed=4)
+    cfg = DemoConfig(str(trained_bundle), str(small_outcomes), str(log), requests=30, seed=4,
+                     prompt_storage="store")  # fmt: skip  # feedback writes the text
     assert run_demo(cfg, load_router(str(trained_bundle)), progress=io.StringIO())[
         "log_records"] == 30  # fmt: skip
     lines = log.read_text(encoding="utf-8").splitlines()

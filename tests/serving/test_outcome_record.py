@@ -26,7 +26,9 @@ from training.log_labels import (
 
 
 def written(bedrock: Any, ladder: Ladder, path: Path, **cfg: Any) -> list[dict[str, Any]]:
-    """Real client records: plain, explored, a sticky second turn and a stream."""
+    """Real client records: plain, explored, a sticky second turn and a stream. The text
+    is opted in (`store`): these tests read the labelling rules on text records."""
+    cfg.setdefault("prompt_storage", PromptStorage.STORE)
     config = TieredClientConfig(exploration_rate=0.5, seed=1, **cfg)
     client = TieredClient(
         FixedTierRouter(ladder, 1), bedrock, OutcomeLogger([JsonlSink(path)]), config

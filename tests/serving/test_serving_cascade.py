@@ -53,7 +53,9 @@ def test_serving_makes_the_calls_replay_makes(cascade_router, test_records, tmp_
         ln.id: ln for ln in replay_records(cascade_router, test_records) if ln.point == "policy"
     }
     with LocalBedrock(ladder, OutcomeIndex(test_records, ladder)) as server:
-        client, logger = _client(cascade_router, server, tmp_path / "log.jsonl")
+        client, logger = _client(
+            cascade_router, server, tmp_path / "log.jsonl", prompt_storage=PromptStorage.STORE
+        )  # the answer texts opted in: the verifier retrains from them
         for rec in test_records:
             res = client.converse(rec.prompt, request_id=rec.id)
             want = expected[rec.id]

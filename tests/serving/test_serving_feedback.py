@@ -30,12 +30,13 @@ def run_cli(argv: list[str]) -> int:
 
 
 def exploring_client(ladder: Ladder, bedrock: Any, log: Path, tier: int, seed: int) -> TieredClient:
-    """Routes every request to `tier`, explores half of them and logs each to `log`."""
+    """Routes every request to `tier`, explores half of them and logs each to `log`, with
+    the text opted in (`feedback` writes prompts; a features log is `retrain`'s)."""
     return TieredClient(
         FixedTierRouter(ladder, tier),
         bedrock,
         OutcomeLogger([JsonlSink(log)]),
-        TieredClientConfig(exploration_rate=0.5, seed=seed),
+        TieredClientConfig(exploration_rate=0.5, seed=seed, prompt_storage=PromptStorage.STORE),
     )
 
 
@@ -60,7 +61,8 @@ def logged(server: LocalBedrock, bedrock: Any, ladder: Ladder, tmp_path: Path) -
     server.responder = responder
     path = tmp_path / "log.jsonl"
     logger = OutcomeLogger([JsonlSink(path)])
-    client = TieredClient(FixedTierRouter(ladder, 0), bedrock, logger)
+    store = TieredClientConfig(prompt_storage=PromptStorage.STORE)  # feedback needs the text
+    client = TieredClient(FixedTierRouter(ladder, 0), bedrock, logger, store)
     for q in ("easy", "medium", "busy", "impossible"):
         client.converse(q)
     hashed = TieredClient(

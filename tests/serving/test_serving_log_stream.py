@@ -20,12 +20,19 @@ from fake_bedrock import LocalBedrock, Reply
 from router.ladder import Ladder
 from serving.log_source import LogSourceError, expand
 from serving.metrics import EXACT_LATENCIES, LatencySummary, backlog_emf, iter_windows
-from serving.outcome_log import JsonlSink, OutcomeLogger, ReadStats, encode_record, read_log
+from serving.outcome_log import (
+    JsonlSink,
+    OutcomeLogger,
+    PromptStorage,
+    ReadStats,
+    encode_record,
+    read_log,
+)
 from serving.outcome_record import OutcomeLogRecord
 from serving.routing import FixedTierRouter
 from serving.s3_sink import S3Sink, S3SinkConfig
 from serving.seen_ids import SeenIds
-from serving.tiered_client import TieredClient
+from serving.tiered_client import TieredClient, TieredClientConfig
 from tier_router.serving_cli import register
 from training.feedback import FeedbackStats, iter_labelled
 
@@ -54,7 +61,8 @@ def served(server: LocalBedrock, bedrock: Any, ladder: Ladder, local: Path, moto
         )
     )
     logger = OutcomeLogger([JsonlSink(local), sink])
-    client = TieredClient(FixedTierRouter(ladder, 0), bedrock, logger)
+    store = TieredClientConfig(prompt_storage=PromptStorage.STORE)  # feedback writes the text
+    client = TieredClient(FixedTierRouter(ladder, 0), bedrock, logger, store)
     prompts = [f"question {i * 10 + (i % 3 != 0)}" for i in range(n)]
     for q in prompts:
         client.converse(q)

@@ -65,7 +65,9 @@ def test_record_is_written_before_return_with_everything(
     assert rec["tags"] == {"team": "search", "environment": "prod", "workload": "qa"}
     assert rec["usage"] == res.usage.to_dict() and rec["cost_usd"] == pytest.approx(res.cost_usd)
     assert rec["latency_ms"] > 0 and rec["escalations"] == 1 and rec["ok"] is True
-    assert rec["prompt"] == {"storage": "store", "text": "What is 6*7?"}
+    # The default keeps no text; a router without a featurizer logs no features, and says so.
+    why = "router_without_features"
+    assert rec["prompt"] == {"storage": "features", "chars": 12, "reason": why}
     assert rec["exploration"] is None
 
 
