@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,7 @@ def demo_requests(cfg: DemoConfig, ladder: Ladder) -> list[OutcomeRecord]:
     return chosen
 
 
-def run_demo(
-    cfg: DemoConfig, router: RouterLike, progress: TextIO | None = None
-) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, router: RouterLike, progress: TextIO | None = None) -> dict[str, Any]:
     """Serve the chosen prompts (on `cfg.threads` threads), swapping to `cfg.swap_to`
     after `cfg.swap_after` requests when given; the summary adds, per bundle version,
     its requests, cascade verdicts and escalations, counted from the log."""
@@ -299,3 +298,56 @@ def per_version(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def main_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, separators=(", ", ": "))
+
+
+def serve_and_grade(
+    router: RouterLike,
+    sent: Mapping[str, OutcomeRecord],
+    recorded: Iterable[OutcomeRecord],
+    config: TieredClientConfig,
+    log_path: Path,
+    grades_path: Path,
+    threads: int = 4,
+) -> dict[str, Any]:
+    """Send each prompt of `sent` (request id -> its outcomes record) through a client on
+    the local server answering as `recorded` did, log every request to `log_path`, then
+    write the logged answers' grades (their recorded scores, a downstream check's
+    stand-in) to `grades_path`. The feedback loop's serving step (training/feedback_loop)."""
+    ladder = router.ladder
+    logger = OutcomeLogger([JsonlSink(log_path)])
+    failed = [0]
+    lock = threading.Lock()
+    with LocalBedrock(ladder, OutcomeIndex(recorded, ladder), FaultConfig(seed=0)) as server:
+        bedrock = make_bedrock_client(
+            BedrockClientConfig(
+                endpoint_url=server.url,
+                dummy_credentials=True,
+                max_attempts=4,
+                retry_delay_scale=0.01,
+                max_pool_connections=max(10, threads),
+            )
+        )
+        client = TieredClient(router, bedrock, logger, config)
+
+        def one(item: tuple[str, OutcomeRecord]) -> None:
+            try:
+                client.converse(item[1].prompt, request_id=item[0])
+            except TieredClientError:
+                with lock:
+                    failed[0] += 1
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one, sent.items()))
+        client.close()
+    logger.close()
+    logged = list(read_log(log_path, ReadStats()))
+    n_grades = write_grades(grades_path, recorded_grades(logged, sent, ladder))
+    explored = sum(1 for r in logged for a in r["attempts"] if a.get("role") == EXPLORE_NEXT)
+    return {
+        "requests": len(sent),
+        "failed": failed[0],
+        "logged": len(logged),
+        "grades": n_grades,
+        "explored": explored,
+        "cost_usd": round(sum(r["cost_usd"] for r in logged), 6),
+    }

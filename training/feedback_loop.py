@@ -21,9 +21,7 @@ import dataclasses
 import json
 import logging
 import random
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,62 +109,19 @@ def _serve(
     """Serve `prompts` with the bundle's cascade (exploration on) through the local Bedrock
     server; log every request (text stored: the verifier retrains on answer texts) and
     write the grades of every logged answer."""
-    from fake_bedrock import FaultConfig, LocalBedrock, OutcomeIndex, recorded_grades, write_grades
-    from serving.bedrock_client import BedrockClientConfig, make_bedrock_client
-    from serving.outcome_log import JsonlSink, OutcomeLogger, PromptStorage, ReadStats, read_log
-    from serving.tiered_client import TieredClient, TieredClientConfig, TieredClientError
+    from serving.demo import serve_and_grade
+    from serving.outcome_log import PromptStorage
+    from serving.tiered_client import TieredClientConfig
 
-    router = Router.load(bundle)
-    ladder = router.ladder
-    logger = OutcomeLogger([JsonlSink(log_path)])
+    client_cfg = TieredClientConfig(
+        cascade_explore_rate=cfg.cascade_explore_rate,
+        prompt_storage=PromptStorage.STORE,
+        seed=cfg.seed + round_no,
+    )
     sent = {f"round{round_no}-{i}": r for i, r in enumerate(prompts)}
-    failed = [0]
-    lock = threading.Lock()
-    with LocalBedrock(
-        ladder, OutcomeIndex(all_records, ladder), FaultConfig(seed=cfg.seed)
-    ) as server:
-        bedrock = make_bedrock_client(
-            BedrockClientConfig(
-                endpoint_url=server.url,
-                dummy_credentials=True,
-                max_attempts=4,
-                retry_delay_scale=0.01,
-                max_pool_connections=max(10, cfg.threads),
-            )
-        )
-        client = TieredClient(
-            router,
-            bedrock,
-            logger,
-            TieredClientConfig(
-                cascade_explore_rate=cfg.cascade_explore_rate,
-                prompt_storage=PromptStorage.STORE,
-                seed=cfg.seed + round_no,
-            ),
-        )
-
-        def one(item: tuple[str, OutcomeRecord]) -> None:
-            try:
-                client.converse(item[1].prompt, request_id=item[0])
-            except TieredClientError:
-                with lock:
-                    failed[0] += 1
-
-        with ThreadPoolExecutor(max_workers=cfg.threads) as pool:
-            list(pool.map(one, sent.items()))
-        client.close()
-    logger.close()
-    logged = list(read_log(log_path, ReadStats()))
-    n_grades = write_grades(grades_path, recorded_grades(logged, sent, ladder))
-    explored = sum(1 for r in logged for a in r["attempts"] if a.get("role") == "explore_next")
-    return {
-        "requests": len(sent),
-        "failed": failed[0],
-        "logged": len(logged),
-        "grades": n_grades,
-        "explored": explored,
-        "cost_usd": round(sum(r["cost_usd"] for r in logged), 6),
-    }
+    return serve_and_grade(
+        Router.load(bundle), sent, all_records, client_cfg, log_path, grades_path, cfg.threads
+    )
 
 
 def _retrain(
