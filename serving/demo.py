@@ -234,7 +234,8 @@ def run_demo(cfg: DemoConfig, router: RouterLike, progress: TextIO | None = None
     read_stats = ReadStats()
     logged = list(read_log(cfg.log, read_stats))
     n = len(chosen)
-    explored = [a for r in logged if r.get("request_id") in set(rids)
+    ours = set(rids)  # this run's requests (the log may hold earlier runs')
+    explored = [a for r in logged if r.get("request_id") in ours
                 for a in r.get("attempts") or [] if a.get("role") == EXPLORE_NEXT]  # fmt: skip
     cost = tally.cost
     summary: dict[str, Any] = {
